@@ -1,0 +1,207 @@
+# Copyright (c) mmbinary contributors. All rights reserved.
+"""Weight and activation quantizer modules (state, options, defaults).
+
+``WeightQuantizer(mode='channel')`` (default) scales each output channel by
+``alpha_o`` computed from its weights: ``mean|w_o|`` at 1 bit (the
+MSE-optimal binary scale, as XNOR-Net) and ``c_M * rms(w_o)`` above, with
+``c_M`` the MSE-optimal clip of the M-bit odd-level quantizer on a Gaussian.
+It follows the weights as they move away from a float checkpoint, adds no
+state, and its scale folds into the output, so the branches stay exactly
+``{-1, +1}``. ``mode='paper'`` is the paper's quantizer: ``alpha = 1``
+(HTanh clip to [-1, 1]); trained float weights are mostly far inside
+[-1, 1], so it collapses most of them onto the two innermost levels.
+
+``ActivationQuantizer(clip='learned')`` (default) learns ``beta`` with the
+LSQ gradient, initialized on the first batch by the MSE-optimal ``beta``;
+``clip=<float>`` fixes it (``clip=1.0, mode='signed'`` is the paper's HTanh,
+``mode='unsigned'`` its HReLU). ``mode='auto'`` decides on the first batch:
+unsigned when the input is non-negative (after a ReLU), signed otherwise.
+A learned clip adapts to each layer's range instead of assuming [-1, 1].
+"""
+from typing import Tuple, Union
+
+import torch
+from torch import Tensor, nn
+
+from .encoding import check_bits, num_levels
+from .functions import (GAUSSIAN_OPTIMAL_CLIP, activation_codes,
+                        lsq_grad_scale, quantize_activation, quantize_weight,
+                        weight_codes)
+
+WEIGHT_MODES = ('channel', 'paper')
+ACTIVATION_MODES = ('auto', 'signed', 'unsigned')
+# Values of the ``signed`` buffer.
+_UNDECIDED, _UNSIGNED, _SIGNED = -1, 0, 1
+# Candidate clips, as fractions of the batch's largest magnitude, for the
+# data-driven initialization of beta; at most this many samples are used.
+_INIT_FRACTIONS = torch.linspace(0.025, 1.0, 40)
+_INIT_MAX_SAMPLES = 1 << 20
+
+
+def _check_choice(value, name: str, allowed: tuple) -> str:
+    if value not in allowed:
+        raise ValueError(f'{name} must be one of {allowed}, got {value!r}')
+    return value
+
+
+class WeightQuantizer(nn.Module):
+    """M-bit weight quantizer with a per-output-channel scale.
+
+    Args:
+        bits (int): M, 1..8.
+        mode (str): ``'channel'`` (scale from the weights) or ``'paper'``
+            (``alpha = 1``).
+    """
+
+    def __init__(self, bits: int = 2, mode: str = 'channel') -> None:
+        super().__init__()
+        self.bits = check_bits(bits, 'w_bits')
+        self.mode = _check_choice(mode, 'w_mode', WEIGHT_MODES)
+
+    def alpha(self, weight: Tensor) -> Tensor:
+        """Clip values ``alpha``: (O, 1, ..., 1), detached, > 0."""
+        shape = (weight.shape[0], ) + (1, ) * (weight.dim() - 1)
+        if self.mode == 'paper':
+            return weight.new_ones(shape)
+        flat = weight.detach().reshape(weight.shape[0], -1)
+        if self.bits == 1:
+            alpha = flat.abs().mean(1)
+        else:
+            rms = flat.pow(2).mean(1).sqrt()
+            alpha = GAUSSIAN_OPTIMAL_CLIP[self.bits] * rms
+        tiny = torch.finfo(alpha.dtype).tiny
+        return alpha.clamp_min(tiny).reshape(shape)
+
+    def forward(self, weight: Tensor) -> Tensor:
+        """Dequantized weights (same shape), with a straight-through grad."""
+        return quantize_weight(weight, self.alpha(weight), self.bits)
+
+    def codes(self, weight: Tensor) -> Tuple[Tensor, Tensor]:
+        """Integer form: ``w_q = codes * scale``.
+
+        Returns:
+            tuple[Tensor, Tensor]: int32 odd codes (``weight``'s shape) and
+            float32 ``scale = alpha / (2^M - 1)`` of shape (O, ).
+        """
+        alpha = self.alpha(weight)
+        scale = (alpha / num_levels(self.bits)).reshape(-1).float()
+        return weight_codes(weight, 1.0 / alpha, self.bits), scale
+
+    def extra_repr(self) -> str:
+        return f'bits={self.bits}, mode={self.mode!r}'
+
+
+class ActivationQuantizer(nn.Module):
+    """K-bit activation quantizer with a learned or fixed clip ``beta``.
+
+    State (saved in checkpoints): ``clip`` (a parameter when learned),
+    ``signed`` (-1 undecided, 0 unsigned, 1 signed) and ``initialized``.
+    A state dict without these keys (a float checkpoint) loads without
+    complaint and leaves them to the data-driven initialization.
+
+    Args:
+        bits (int): K, 1..8.
+        mode (str): ``'auto'``, ``'signed'`` or ``'unsigned'``.
+        clip (str | float): ``'learned'`` or a fixed ``beta > 0``.
+    """
+
+    def __init__(self,
+                 bits: int = 2,
+                 mode: str = 'auto',
+                 clip: Union[str, float] = 'learned') -> None:
+        super().__init__()
+        self.bits = check_bits(bits, 'a_bits')
+        self.mode = _check_choice(mode, 'a_mode', ACTIVATION_MODES)
+        if isinstance(clip, str):
+            _check_choice(clip, 'a_clip', ('learned', ))
+            self.learn_clip = True
+            self.clip = nn.Parameter(torch.tensor(1.0))
+        else:
+            if isinstance(clip, bool) or not isinstance(
+                    clip, (int, float)) or not clip > 0:
+                raise ValueError("a_clip must be 'learned' or a number > 0, "
+                                 f'got {clip!r}')
+            self.learn_clip = False
+            self.register_buffer('clip', torch.tensor(float(clip)))
+        decided = {'auto': _UNDECIDED, 'signed': _SIGNED, 'unsigned': _UNSIGNED}
+        self.register_buffer('signed',
+                             torch.tensor(decided[mode], dtype=torch.int8))
+        self.register_buffer('initialized', torch.tensor(not self.learn_clip))
+
+    @property
+    def is_signed(self) -> bool:
+        """Whether the levels are signed; raises while still undecided."""
+        value = int(self.signed)
+        if value == _UNDECIDED:
+            raise RuntimeError(
+                "a_mode='auto' is decided on the first forward; run one "
+                'batch through the layer (or load a checkpoint) first')
+        return value == _SIGNED
+
+    @property
+    def levels(self) -> int:
+        """``L = 2^K - 1``."""
+        return num_levels(self.bits)
+
+    def step(self) -> Tensor:
+        """0-dim float32 ``beta / L``: the value of one code step."""
+        return self.clip.detach().float() / self.levels
+
+    def inv_step(self) -> Tensor:
+        """0-dim float32 ``L / beta``, the multiplier the codes use."""
+        return self.levels / self.clip.detach().float()
+
+    @torch.no_grad()
+    def _initialize(self, input: Tensor) -> None:
+        x = input.detach().float().reshape(-1)
+        if int(self.signed) == _UNDECIDED:
+            is_signed = bool(x.numel() and x.min() < 0)
+            self.signed.fill_(_SIGNED if is_signed else _UNSIGNED)
+        if self.learn_clip:
+            if x.numel() > _INIT_MAX_SAMPLES:
+                stride = x.numel() // _INIT_MAX_SAMPLES
+                x = x[::stride][:_INIT_MAX_SAMPLES]
+            largest = float(x.abs().max()) if x.numel() else 0.0
+            best, best_error = 1.0, float('inf')
+            if largest > 0:
+                for fraction in _INIT_FRACTIONS.tolist():
+                    beta = torch.tensor(largest * fraction)
+                    error = float((self._quantize(x, beta) - x).pow(2).sum())
+                    if error < best_error:
+                        best, best_error = largest * fraction, error
+            self.clip.fill_(best)
+        self.initialized.fill_(True)
+
+    def _quantize(self, input: Tensor, beta: Tensor) -> Tensor:
+        grad_scale = lsq_grad_scale(input[0].numel() if input.dim() else 1,
+                                    self.bits)
+        return quantize_activation(input, beta, self.bits, self.is_signed,
+                                   grad_scale)
+
+    def forward(self, input: Tensor) -> Tensor:
+        """Dequantized activations (same shape and dtype as ``input``)."""
+        if not bool(self.initialized) or int(self.signed) == _UNDECIDED:
+            self._initialize(input)
+        beta = self.clip.clamp_min(torch.finfo(torch.float32).eps)
+        return self._quantize(input, beta)
+
+    def codes(self, input: Tensor) -> Tuple[Tensor, Tensor]:
+        """``(q, a)`` int32 codes of ``input``, see
+        :func:`mmbinary.quant.activation_codes`."""
+        return activation_codes(input, self.inv_step(), self.bits,
+                                self.is_signed)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata,
+                              strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        own = [prefix + name for name in ('clip', 'signed', 'initialized')]
+        if not any(key in state_dict for key in own):
+            # A float checkpoint: keep the data-driven initialization.
+            return
+        super()._load_from_state_dict(state_dict, prefix, local_metadata,
+                                      strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+
+    def extra_repr(self) -> str:
+        clip = 'learned' if self.learn_clip else float(self.clip)
+        return f'bits={self.bits}, mode={self.mode!r}, clip={clip}'
