@@ -132,7 +132,8 @@ class ActivationQuantizeSTE(Function):
         _, a = activation_codes(input, inv_step, bits, signed)
         ctx.save_for_backward(input, beta32)
         ctx.config = (bits, signed, grad_scale)
-        return (a.float() * (beta32 / levels)).to(input.dtype)
+        step = (beta32 / levels).to(input.dtype)
+        return a.to(input.dtype) * step
 
     @staticmethod
     def backward(ctx, grad_output: Tensor):

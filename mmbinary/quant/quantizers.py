@@ -81,10 +81,11 @@ class WeightQuantizer(nn.Module):
 
         Returns:
             tuple[Tensor, Tensor]: int32 odd codes (``weight``'s shape) and
-            float32 ``scale = alpha / (2^M - 1)`` of shape (O, ).
+            ``scale = alpha / (2^M - 1)`` of shape (O, ), in the weight's
+            dtype.
         """
         alpha = self.alpha(weight)
-        scale = (alpha / num_levels(self.bits)).reshape(-1).float()
+        scale = (alpha / num_levels(self.bits)).reshape(-1)
         return weight_codes(weight, 1.0 / alpha, self.bits), scale
 
     def extra_repr(self) -> str:
