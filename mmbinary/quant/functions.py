@@ -116,11 +116,28 @@ class WeightQuantizeSTE(Function):
         return grad_weight, None, None
 
 
+def _fake_quantize_activation(input: Tensor, inv_step: Tensor, step: Tensor,
+                              levels: int, signed: bool) -> Tensor:
+    """``a * step`` in ``input``'s dtype, the codes computed in float32 with
+    the ops of :func:`activation_codes`, in place on one buffer (same
+    values, fewer passes over memory)."""
+    out = input.float() * inv_step
+    if signed:
+        out.add_(levels).mul_(0.5)
+    out.round_().clamp_(0, levels)
+    if signed:
+        out.mul_(2).sub_(levels)  # exact: small integers
+    return out.to(input.dtype).mul_(step.to(input.dtype))
+
+
 class ActivationQuantizeSTE(Function):
     """``x -> a * step`` with STE for ``x`` and the LSQ gradient for ``beta``.
 
     The gradient of ``beta`` is multiplied by ``grad_scale`` (LSQ uses
     ``1 / sqrt(features * L)`` to balance it against the weight gradients).
+    The backward pass needs no codes: with ``v = a * step`` saved,
+    ``sum(g * a) = <g, v> / step`` and
+    ``sum(g * t * inside) = inv_step * <grad_x, x>``.
     """
 
     @staticmethod
@@ -128,29 +145,32 @@ class ActivationQuantizeSTE(Function):
                 grad_scale: float) -> Tensor:
         levels = num_levels(check_bits(bits, 'a_bits'))
         beta32 = beta.detach().float()
-        inv_step = levels / beta32
-        _, a = activation_codes(input, inv_step, bits, signed)
-        ctx.save_for_backward(input, beta32)
-        ctx.config = (bits, signed, grad_scale)
-        step = (beta32 / levels).to(input.dtype)
-        return a.to(input.dtype) * step
+        step = beta32 / levels
+        output = _fake_quantize_activation(input, levels / beta32, step,
+                                           levels, signed)
+        ctx.save_for_backward(input, output, beta32)
+        ctx.config = (levels, signed, grad_scale)
+        return output
 
     @staticmethod
     def backward(ctx, grad_output: Tensor):
-        input, beta32 = ctx.saved_tensors
-        bits, signed, grad_scale = ctx.config
-        levels = num_levels(bits)
-        t = input.float() * (levels / beta32)
-        low, high = (-levels, levels) if signed else (0, levels)
-        inside = (t >= low) & (t <= high)
-        grad_input = grad_beta = None
-        if ctx.needs_input_grad[0]:
-            grad_input = grad_output * inside.to(grad_output.dtype)
+        input, output, beta32 = ctx.saved_tensors
+        levels, signed, grad_scale = ctx.config
+        # Inside the clip range: -beta < x < beta (signed), 0 < x < beta.
+        low = -float(beta32) if signed else 0.0
+        grad_input = torch.ops.aten.hardtanh_backward(
+            grad_output, input, low, float(beta32))
+        grad_beta = None
         if ctx.needs_input_grad[1]:
-            _, a = activation_codes(input, levels / beta32, bits, signed)
-            d_beta = (a.float() - t * inside) / levels
-            grad_beta = (grad_output.float() * d_beta).sum() * grad_scale
-            grad_beta = grad_beta.to(beta32.dtype).reshape(beta32.shape)
+            step = beta32 / levels
+            g_dot_a = torch.vdot(grad_output.reshape(-1).float(),
+                                 output.reshape(-1).float()) / step
+            g_dot_t = torch.vdot(grad_input.reshape(-1).float(),
+                                 input.reshape(-1).float()) / step
+            grad_beta = (g_dot_a - g_dot_t) / levels * grad_scale
+            grad_beta = grad_beta.reshape(beta32.shape)
+        if not ctx.needs_input_grad[0]:
+            grad_input = None
         return grad_input, grad_beta, None, None, None
 
 
