@@ -1,0 +1,209 @@
+# Copyright (c) mmbinary contributors. All rights reserved.
+"""Inference-only packed MBB layers: bit-packed weights, a per-channel
+epilogue, no float weight.
+
+``out[n, o] = float32(acc[n, o]) * out_scale[o] + out_bias[o]`` where
+``acc`` is the exact integer accumulator of the packed op
+(:func:`mmbinary.ops.mbb_conv2d`); ``out_scale`` carries the weight scale,
+the activation step and a folded batch norm, ``out_bias`` the bias and the
+folded norm's shift.
+"""
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from mmbinary.ops.mbb_conv2d import mbb_conv2d, pack_weight_codes
+from mmbinary.quant import check_bits
+from ..layers import MBBConv2d, MBBLinear
+from .norm_folding import fold_norm
+
+_CONFIG_KEYS = ('in_channels', 'out_channels', 'kernel_size', 'stride',
+                'padding', 'dilation', 'groups', 'w_bits', 'a_bits', 'signed')
+
+
+def _pair(value) -> Tuple[int, int]:
+    if isinstance(value, int):
+        return (value, value)
+    return tuple(int(v) for v in value)
+
+
+class PackedMBBConv2d(nn.Module):
+    """A packed MBB convolution (inference only, zero padding).
+
+    Buffers: ``weight_words`` (int64, the layout of
+    :func:`mmbinary.ops.mbb_conv2d.pack_weight_codes`),
+    ``out_scale`` and ``out_bias`` (O,) float32, ``inv_step`` 0-dim float32.
+    The layer's geometry and bit widths are saved in the state dict too
+    (``_extra_state``), so a packed checkpoint describes itself.
+
+    Args:
+        in_channels, out_channels, kernel_size, stride, padding, dilation,
+            groups: as ``nn.Conv2d`` (numeric padding only).
+        w_bits (int): M, 1..8.
+        a_bits (int): K, 1..8.
+        signed (bool): the activation mode.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size,
+                 stride=1, padding=0, dilation=1, groups: int = 1, *,
+                 w_bits: int, a_bits: int, signed: bool) -> None:
+        super().__init__()
+        self.in_channels = int(in_channels)
+        self.out_channels = int(out_channels)
+        self.kernel_size = _pair(kernel_size)
+        self.stride = _pair(stride)
+        self.padding = _pair(padding)
+        self.dilation = _pair(dilation)
+        self.groups = int(groups)
+        self.w_bits = check_bits(w_bits, 'w_bits')
+        self.a_bits = check_bits(a_bits, 'a_bits')
+        self.signed = bool(signed)
+        # Words of an all-(+1) weight: the packed shape, by construction.
+        ones = torch.ones(self.out_channels, self.in_channels // self.groups,
+                          *self.kernel_size, dtype=torch.int32)
+        self.register_buffer(
+            'weight_words',
+            torch.zeros_like(
+                pack_weight_codes(ones, self.w_bits, self.groups)))
+        self.register_buffer('out_scale', torch.zeros(self.out_channels))
+        self.register_buffer('out_bias', torch.zeros(self.out_channels))
+        self.register_buffer('inv_step', torch.tensor(1.0))
+
+    @classmethod
+    def from_mbb(cls,
+                 layer: MBBConv2d,
+                 norm: Optional[_BatchNorm] = None) -> 'PackedMBBConv2d':
+        """Pack a trained :class:`MBBConv2d`, folding ``norm`` (applied
+        right after it) when given."""
+        if not isinstance(layer, MBBConv2d):
+            raise TypeError(
+                f'layer must be an MBBConv2d, got {type(layer).__name__}')
+        padding = layer.padding
+        if isinstance(padding, str):  # 'same' / 'valid'
+            left, right, top, bottom = layer._reversed_padding_repeated_twice
+            if left != right or top != bottom:
+                raise ValueError(
+                    f"padding={layer.padding!r} pads unevenly for this "
+                    'kernel; the packed op needs symmetric padding')
+            padding = (top, left)
+        packed = cls(layer.in_channels, layer.out_channels,
+                     layer.kernel_size, layer.stride, padding,
+                     layer.dilation, layer.groups, w_bits=layer.w_bits,
+                     a_bits=layer.a_bits,
+                     signed=layer.act_quantizer.is_signed)
+        packed._fill_from(layer, norm)
+        return packed
+
+    @torch.no_grad()
+    def _fill_from(self, layer, norm: Optional[_BatchNorm]) -> None:
+        codes, w_scale = layer.weight_quantizer.codes(layer.weight)
+        if codes.dim() == 2:  # a linear layer: (O, C) -> (O, C, 1, 1)
+            codes = codes[:, :, None, None]
+        step = layer.act_quantizer.step()
+        scale = w_scale.double() * step.double()
+        bias = (layer.bias.detach().double() if layer.bias is not None else
+                torch.zeros_like(scale))
+        if norm is not None:
+            scale, bias = fold_norm(scale, bias, norm)
+        device = self.weight_words.device
+        self.weight_words.copy_(
+            pack_weight_codes(codes, self.w_bits, self.groups).to(device))
+        self.out_scale.copy_(scale.float())
+        self.out_bias.copy_(bias.float())
+        self.inv_step.copy_(layer.act_quantizer.inv_step())
+
+    def forward(self, input: Tensor) -> Tensor:
+        """(N, C_in, H, W) float32 -> (N, C_out, H_out, W_out) float32."""
+        return mbb_conv2d(
+            input,
+            self.weight_words,
+            self.out_scale,
+            self.out_bias,
+            in_channels=self.in_channels,
+            w_bits=self.w_bits,
+            a_bits=self.a_bits,
+            inv_step=float(self.inv_step),
+            signed=self.signed,
+            kernel_size=self.kernel_size,
+            stride=self.stride,
+            padding=self.padding,
+            dilation=self.dilation,
+            groups=self.groups)
+
+    def config(self) -> dict:
+        """Geometry and bit widths (what ``__init__`` takes)."""
+        return {key: getattr(self, key) for key in _CONFIG_KEYS}
+
+    def get_extra_state(self) -> dict:
+        return self.config()
+
+    def set_extra_state(self, state: dict) -> None:
+        expected = self.config()
+        saved = {key: tuple(value) if isinstance(value, list) else value
+                 for key, value in dict(state).items()}
+        if saved != expected:
+            raise ValueError(
+                f'packed layer mismatch: the checkpoint has {saved}, the '
+                f'model has {expected}')
+
+    def packed_bytes(self) -> int:
+        """Bytes of the packed weights plus the float32 epilogue."""
+        return sum(buffer.numel() * buffer.element_size()
+                   for buffer in self.buffers())
+
+    def extra_repr(self) -> str:
+        return (f'{self.in_channels}, {self.out_channels}, '
+                f'kernel_size={self.kernel_size}, stride={self.stride}, '
+                f'padding={self.padding}, dilation={self.dilation}, '
+                f'groups={self.groups}, w_bits={self.w_bits}, '
+                f'a_bits={self.a_bits}, signed={self.signed}')
+
+
+class PackedMBBLinear(PackedMBBConv2d):
+    """A packed MBB linear layer, run as a 1x1 packed convolution.
+
+    Args:
+        in_features (int): C.
+        out_features (int): O.
+        w_bits, a_bits, signed: as :class:`PackedMBBConv2d`.
+    """
+
+    def __init__(self, in_features: int, out_features: int, *, w_bits: int,
+                 a_bits: int, signed: bool) -> None:
+        super().__init__(in_features, out_features, 1, w_bits=w_bits,
+                         a_bits=a_bits, signed=signed)
+
+    @classmethod
+    def from_mbb(cls,
+                 layer: MBBLinear,
+                 norm: Optional[_BatchNorm] = None) -> 'PackedMBBLinear':
+        """Pack a trained :class:`MBBLinear` (``norm``: a BatchNorm1d)."""
+        if not isinstance(layer, MBBLinear):
+            raise TypeError(
+                f'layer must be an MBBLinear, got {type(layer).__name__}')
+        packed = cls(layer.in_features, layer.out_features,
+                     w_bits=layer.w_bits, a_bits=layer.a_bits,
+                     signed=layer.act_quantizer.is_signed)
+        packed._fill_from(layer, norm)
+        return packed
+
+    def forward(self, input: Tensor) -> Tensor:
+        """(*, in_features) float32 -> (*, out_features) float32."""
+        if input.dim() < 1 or input.shape[-1] != self.in_channels:
+            raise ValueError(f'input must be (*, {self.in_channels}), got '
+                             f'shape {tuple(input.shape)}')
+        lead = input.shape[:-1]
+        flat = input.reshape(-1, self.in_channels, 1, 1)
+        return super().forward(flat).reshape(*lead, self.out_channels)
+
+    def config(self) -> dict:
+        return dict(in_features=self.in_channels,
+                    out_features=self.out_channels, w_bits=self.w_bits,
+                    a_bits=self.a_bits, signed=self.signed)
+
+    def extra_repr(self) -> str:
+        return (f'in_features={self.in_channels}, '
+                f'out_features={self.out_channels}, w_bits={self.w_bits}, '
+                f'a_bits={self.a_bits}, signed={self.signed}')
