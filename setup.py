@@ -14,6 +14,7 @@ Environment switches:
 import glob
 import os
 import os.path as osp
+import platform
 
 from setuptools import find_packages, setup
 
@@ -67,15 +68,21 @@ def get_extensions() -> list:
         glob.glob(osp.join(CSRC, 'pytorch', '*.cpp')) +
         glob.glob(osp.join(CSRC, 'pytorch', 'cpu', '*.cpp')))
     cuda_arch_list = ''
-    define_macros = [('MMBINARY_COMPILED_CPU_KERNELS', '"generic"')]
+    # CPU kernel variants (picked at run time by CPU features); the x86
+    # ones are compiled with target pragmas, not with a global -mavx2.
+    x86 = platform.machine().lower() in ('x86_64', 'amd64')
+    cpu_kernels = 'generic,popcnt,avx2,avx512' if x86 else 'generic'
+    define_macros = [('MMBINARY_COMPILED_CPU_KERNELS', f'"{cpu_kernels}"')]
     extra_compile_args = {
-        'cxx': ['-O3', '-std=c++17', '-fopenmp'],
+        # No FMA contraction: the packed ops repeat the float32 arithmetic
+        # of the training layers operation by operation.
+        'cxx': ['-O3', '-std=c++17', '-fopenmp', '-ffp-contract=off'],
     }
     extension_type = CppExtension
     if with_cuda:
         sources += sorted(glob.glob(osp.join(CSRC, 'pytorch', 'cuda', '*.cu')))
         define_macros.append(('MMBINARY_WITH_CUDA', None))
-        extra_compile_args['nvcc'] = ['-O3', '-std=c++17']
+        extra_compile_args['nvcc'] = ['-O3', '-std=c++17', '--fmad=false']
         cuda_arch_list = os.getenv('TORCH_CUDA_ARCH_LIST', 'auto')
         extension_type = CUDAExtension
     define_macros.append(('MMBINARY_CUDA_ARCH_LIST', f'"{cuda_arch_list}"'))

@@ -1,0 +1,60 @@
+# Copyright (c) mmbinary contributors. All rights reserved.
+"""``MBBMobileNetV2``: mmdet's MobileNetV2 with binary-branch convs."""
+from typing import Optional
+
+from mmdet.models.backbones import MobileNetV2
+from mmdet.models.layers import InvertedResidual
+
+from mmbinary.quant import check_bits
+from mmbinary.registry import MODELS
+from .layer_swap import check_mbb_cfg, to_mbb
+
+
+@MODELS.register_module()
+class MBBMobileNetV2(MobileNetV2):
+    """mmdet's MobileNetV2 whose inverted-residual convs are MBB convs.
+
+    Activation modes follow each conv's input: the expand 1x1 conv reads the
+    block input (a linear projection, signed); the depthwise and the
+    projection convs read ReLU6 outputs (unsigned); the final 1x1 conv reads
+    the last block (signed). The stem stays float unless ``encode_stem``.
+    Parameter names are mmdet's, so an mmdet-layout float checkpoint loads
+    unchanged (``init_cfg=dict(type='Pretrained', checkpoint=PATH)``).
+
+    Args:
+        w_bits (int): weight bits M, 1..8. Default: 2.
+        a_bits (int): activation bits K, 1..8. Default: 2.
+        encode_stem (bool): encode the stem conv (image input, signed).
+        mbb_cfg (dict, optional): other MBB layer options (``w_mode``, ...).
+        **kwargs: the arguments of mmdet's ``MobileNetV2``.
+    """
+
+    def __init__(self,
+                 *,
+                 w_bits: int = 2,
+                 a_bits: int = 2,
+                 encode_stem: bool = False,
+                 mbb_cfg: Optional[dict] = None,
+                 **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.w_bits = check_bits(w_bits, 'w_bits')
+        self.a_bits = check_bits(a_bits, 'a_bits')
+        options = check_mbb_cfg(mbb_cfg)
+
+        def encode(conv_module, a_mode):
+            conv_module.conv = to_mbb(conv_module.conv, self.w_bits,
+                                      self.a_bits, a_mode, options)
+
+        if encode_stem:
+            encode(self.conv1, 'signed')
+        for block in self.modules():
+            if isinstance(block, InvertedResidual):
+                if block.with_expand_conv:
+                    encode(block.expand_conv, 'signed')
+                    encode(block.depthwise_conv, 'unsigned')
+                else:  # reads the stem's ReLU6 output
+                    encode(block.depthwise_conv, 'unsigned')
+                encode(block.linear_conv, 'unsigned')
+        if hasattr(self, 'conv2'):
+            encode(self.conv2, 'signed')
+        self._freeze_stages()

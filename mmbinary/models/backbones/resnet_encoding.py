@@ -1,0 +1,116 @@
+# Copyright (c) mmbinary contributors. All rights reserved.
+"""Encode a built ResNet (mmdet's or mmseg's) into binary-branch convs.
+
+mmdet's and mmseg's ResNets share one layout (``conv1`` or a deep ``stem``,
+then ``layer1..layer4`` of blocks with ``conv1..conv3`` and an optional
+``downsample``), so one function encodes both. Keys do not change: a float
+ResNet state dict still loads.
+
+Activation modes follow the data each conv sees:
+
+* the stem's first conv reads normalized images: ``'signed'``;
+* every other conv reads the output of a ReLU (the previous block's, the
+  stem's, or its own block's after ``norm1``/``norm2``): ``'unsigned'``;
+  a conv behind a block plugin sees the plugin's output: ``'auto'``.
+"""
+from typing import Optional, Sequence, Tuple, Union
+
+from torch import nn
+
+from mmbinary.quant import check_bits
+
+from .layer_swap import check_mbb_cfg, to_mbb
+
+Bits = Union[int, Sequence[int]]
+
+
+def per_stage(bits: Bits, num_stages: int, name: str) -> Tuple[int, ...]:
+    """Expand ``bits`` to one bit width per stage and check each.
+
+    Args:
+        bits (int | Sequence[int]): one width for all stages, or one each.
+        num_stages (int): number of ResNet stages.
+        name (str): argument name for error messages (``'w_bits'``).
+
+    Returns:
+        tuple[int]: ``num_stages`` bit widths in 1..8.
+    """
+    if isinstance(bits, Sequence) and not isinstance(bits, str):
+        if len(bits) != num_stages:
+            raise ValueError(
+                f'{name} must be an int or a list of {num_stages} ints (one '
+                f'per stage), got {list(bits)!r}')
+        return tuple(
+            check_bits(b, f'{name}[{i}]') for i, b in enumerate(bits))
+    return (check_bits(bits, name), ) * num_stages
+
+
+def _encode_stem(resnet: nn.Module, w_bits: int, a_bits: int,
+                 mbb_cfg: dict) -> None:
+    if getattr(resnet, 'deep_stem', False):
+        a_mode = 'signed'
+        for index, module in enumerate(resnet.stem):
+            if isinstance(module, nn.Conv2d):
+                resnet.stem[index] = to_mbb(module, w_bits, a_bits, a_mode,
+                                            mbb_cfg)
+                a_mode = 'unsigned'
+    else:
+        resnet.conv1 = to_mbb(resnet.conv1, w_bits, a_bits, 'signed',
+                              mbb_cfg)
+
+
+def _encode_block(block: nn.Module, w_bits: int, a_bits: int,
+                  encode_shortcut: bool, mbb_cfg: dict) -> None:
+    modes = dict(conv1='unsigned', conv2='unsigned', conv3='unsigned')
+    # mmdet's Bottleneck may run plugins between a ReLU and the next conv.
+    if getattr(block, 'after_conv1_plugin_names', None):
+        modes['conv2'] = 'auto'
+    if getattr(block, 'after_conv2_plugin_names', None):
+        modes['conv3'] = 'auto'
+    for name, a_mode in modes.items():
+        conv = getattr(block, name, None)
+        if conv is not None:
+            setattr(block, name, to_mbb(conv, w_bits, a_bits, a_mode,
+                                        mbb_cfg))
+    if encode_shortcut and block.downsample is not None:
+        for index, module in enumerate(block.downsample):
+            block.downsample[index] = to_mbb(module, w_bits, a_bits,
+                                             'unsigned', mbb_cfg)
+
+
+def encode_resnet(resnet: nn.Module,
+                  w_bits: Bits = 2,
+                  a_bits: Bits = 2,
+                  *,
+                  encode_stem: bool = False,
+                  encode_shortcut: bool = False,
+                  mbb_cfg: Optional[dict] = None
+                  ) -> Tuple[Tuple[int, ...], Tuple[int, ...]]:
+    """Replace a built ResNet's convs by MBB convs, in place.
+
+    Args:
+        resnet (nn.Module): an mmdet or mmseg ``ResNet`` (or subclass).
+        w_bits (int | Sequence[int]): weight bits, for all stages or one
+            per stage.
+        a_bits (int | Sequence[int]): activation bits, likewise.
+        encode_stem (bool): also encode the stem conv(s), with stage 1's
+            bits. Default: False (the stem stays float).
+        encode_shortcut (bool): also encode the 1x1 downsample convs, with
+            their stage's bits. Default: False.
+        mbb_cfg (dict, optional): other MBB layer options, e.g.
+            ``dict(w_mode='paper')``.
+
+    Returns:
+        tuple: per-stage weight bits and per-stage activation bits.
+    """
+    num_stages = len(resnet.res_layers)
+    stage_w_bits = per_stage(w_bits, num_stages, 'w_bits')
+    stage_a_bits = per_stage(a_bits, num_stages, 'a_bits')
+    mbb_cfg = check_mbb_cfg(mbb_cfg)
+    if encode_stem:
+        _encode_stem(resnet, stage_w_bits[0], stage_a_bits[0], mbb_cfg)
+    for layer_name, w, a in zip(resnet.res_layers, stage_w_bits,
+                                stage_a_bits):
+        for block in getattr(resnet, layer_name):
+            _encode_block(block, w, a, encode_shortcut, mbb_cfg)
+    return stage_w_bits, stage_a_bits

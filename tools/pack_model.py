@@ -1,0 +1,111 @@
+# Copyright (c) mmbinary contributors. All rights reserved.
+"""Pack a trained MBB model: bit-packed weights, folded batch norms, no float
+weight in the packed layers. Prints a per-layer size table.
+
+    python tools/pack_model.py CONFIG CHECKPOINT OUT [--force]
+
+Evaluate the packed checkpoint with the usual pipeline::
+
+    python tools/test.py CONFIG OUT --packed
+"""
+import argparse
+import os.path as osp
+
+import torch
+from mmengine.config import Config, DictAction
+from mmengine.runner import load_checkpoint
+
+import mmbinary
+from mmbinary.models.layers import MBBConv2d, MBBLinear
+from mmbinary.models.packing import (LAYOUT_KEY, convert_to_packed,
+                                     packed_layout)
+from mmbinary.utils.scope import register_modules_for
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('config', help='config the model was trained with')
+    parser.add_argument('checkpoint', help='trained (unpacked) checkpoint')
+    parser.add_argument('out', help='packed checkpoint to write')
+    parser.add_argument('--force', action='store_true',
+                        help='overwrite OUT if it exists')
+    parser.add_argument('--no-fold-norms', action='store_true',
+                        help='keep batch norms as separate layers')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config settings, key=value pairs')
+    return parser.parse_args()
+
+
+def state_bytes(module: torch.nn.Module) -> int:
+    """Bytes of a module's state dict tensors."""
+    return sum(t.numel() * t.element_size()
+               for t in module.state_dict().values()
+               if isinstance(t, torch.Tensor))
+
+
+def size_table(rows, float_total: int, packed_total: int) -> str:
+    """Markdown table of per-layer float and packed bytes."""
+    lines = ['| layer | type | W/A | float KiB | packed KiB | ratio |',
+             '|---|---|---|---:|---:|---:|']
+    for name, kind, bits, float_bytes, packed_bytes in rows:
+        lines.append(f'| {name} | {kind} | {bits} | {float_bytes / 1024:.1f} '
+                     f'| {packed_bytes / 1024:.1f} | '
+                     f'{float_bytes / packed_bytes:.1f}x |')
+    layer_float = sum(row[3] for row in rows)
+    layer_packed = sum(row[4] for row in rows)
+    lines.append(f'| **MBB layers ({len(rows)})** | | | '
+                 f'{layer_float / 1024:.1f} | {layer_packed / 1024:.1f} | '
+                 f'{layer_float / max(layer_packed, 1):.1f}x |')
+    lines.append(f'| **whole model** | | | {float_total / 1024:.1f} | '
+                 f'{packed_total / 1024:.1f} | '
+                 f'{float_total / max(packed_total, 1):.1f}x |')
+    return '\n'.join(lines)
+
+
+def main() -> None:
+    args = parse_args()
+    if osp.exists(args.out) and not args.force:
+        raise SystemExit(f'{args.out} exists; pass --force to overwrite it')
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    register_modules_for(cfg)
+    from mmengine.registry import MODELS
+    model = MODELS.build(cfg.model)
+    load_checkpoint(model, args.checkpoint, map_location='cpu', strict=True)
+    model.eval()
+
+    float_total = state_bytes(model)
+    float_bytes = {
+        name: sum(p.numel() * 4 for p in module.parameters(recurse=False))
+        for name, module in model.named_modules()
+        if isinstance(module, (MBBConv2d, MBBLinear))
+    }
+    convert_to_packed(model, fold_norms=not args.no_fold_norms)
+    layout = packed_layout(model)
+    rows = []
+    for name, entry in layout['layers'].items():
+        module = model.get_submodule(name)
+        rows.append((name, entry['type'].replace('PackedMBB', ''),
+                     f'W{module.w_bits}A{module.a_bits}', float_bytes[name],
+                     module.packed_bytes()))
+    packed_total = state_bytes(model)
+    print(size_table(rows, float_total, packed_total))
+
+    checkpoint = dict(
+        meta={
+            LAYOUT_KEY: layout,
+            'mmbinary_version': mmbinary.__version__,
+            'source_checkpoint': osp.basename(args.checkpoint),
+        },
+        state_dict=model.state_dict())
+    out_dir = osp.dirname(osp.abspath(args.out))
+    if not osp.isdir(out_dir):
+        raise SystemExit(f'the folder of OUT does not exist: {out_dir}')
+    torch.save(checkpoint, args.out)
+    print(f'packed checkpoint written to {args.out} '
+          f'({osp.getsize(args.out) / 1024:.1f} KiB)')
+
+
+if __name__ == '__main__':
+    main()

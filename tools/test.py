@@ -1,0 +1,128 @@
+# Copyright (c) mmbinary contributors. All rights reserved.
+"""Test (and evaluate) an mmdet detector or an mmseg segmentor.
+
+The config's ``default_scope`` (``mmdet`` or ``mmseg``) decides which
+library's modules are registered. Example::
+
+    python tools/test.py configs/retinanet_r50_mbb_w2a2_coco.py \\
+        work_dirs/retinanet_r50_mbb_w2a2_coco/epoch_12.pth
+"""
+import argparse
+import datetime
+import os
+import os.path as osp
+
+import torch
+from mmengine.config import Config, DictAction
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
+
+from mmbinary.utils.data_check import DatasetNotFoundError, check_datasets
+from mmbinary.utils.scope import register_modules_for
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description='Test (and evaluate) an mmdet or mmseg model')
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument(
+        '--work-dir',
+        help='the dir to save the evaluation metrics (default: '
+        'work_dirs/<config name>)')
+    parser.add_argument(
+        '--out',
+        type=str,
+        help='dump the predictions to this pickle file')
+    parser.add_argument(
+        '--packed',
+        action='store_true',
+        help='run the packed (bitwise) inference path; not available yet')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override config settings, as key=value pairs, e.g. '
+        'test_dataloader.dataset.data_root=/path/to/coco/')
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args()
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def setup_cpu_distributed(cfg: Config) -> bool:
+    """Make ``--launcher pytorch`` work without GPUs: gloo, CPU DDP."""
+    if cfg.launcher != 'pytorch' or torch.cuda.is_available():
+        return False
+    dist_cfg = cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})
+    dist_cfg['backend'] = 'gloo'
+    if not torch.distributed.is_initialized():
+        timeout = datetime.timedelta(seconds=dist_cfg.get('timeout', 1800))
+        torch.distributed.init_process_group('gloo', timeout=timeout)
+    wrapper_cfg = cfg.get('model_wrapper_cfg') or dict(
+        type='MMDistributedDataParallel',
+        broadcast_buffers=False,
+        find_unused_parameters=cfg.get('find_unused_parameters', False))
+    wrapper_cfg['device_ids'] = None
+    cfg.model_wrapper_cfg = wrapper_cfg
+    return True
+
+
+def dump_metric(cfg: Config, out: str):
+    """The evaluator that pickles predictions for ``--out``."""
+    if not out.endswith(('.pkl', '.pickle')):
+        raise SystemExit(f'--out must be a .pkl or .pickle file, got {out!r}')
+    if cfg.get('default_scope', 'mmdet') == 'mmdet':
+        from mmdet.evaluation import DumpDetResults
+        return DumpDetResults(out_file_path=out)
+    from mmengine.evaluator import DumpResults
+    return DumpResults(out_file_path=out)
+
+
+def main() -> None:
+    args = parse_args()
+    if args.packed:
+        raise NotImplementedError(
+            '--packed: the packed (bitwise popcount) inference path is not '
+            'implemented yet; run without --packed to test the encoded '
+            'model as trained')
+
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs',
+                                osp.splitext(osp.basename(args.config))[0])
+    cfg.load_from = args.checkpoint
+
+    try:
+        check_datasets(cfg, ['test_dataloader'])
+    except DatasetNotFoundError as error:
+        raise SystemExit(str(error))
+
+    register_modules_for(cfg)
+    cpu_distributed = setup_cpu_distributed(cfg)
+    if 'runner_type' not in cfg:
+        runner = Runner.from_cfg(cfg)
+    else:
+        runner = RUNNERS.build(cfg)
+    if args.out is not None:
+        runner.test_evaluator.metrics.append(dump_metric(cfg, args.out))
+    runner.test()
+    if cpu_distributed:
+        # gloo aborts at exit when its process group is left open.
+        torch.distributed.destroy_process_group()
+
+
+if __name__ == '__main__':
+    main()

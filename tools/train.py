@@ -1,0 +1,140 @@
+# Copyright (c) mmbinary contributors. All rights reserved.
+"""Train an mmdet detector or an mmseg segmentor from a config.
+
+The config's ``default_scope`` (``mmdet`` or ``mmseg``) decides which
+library's modules are registered. Examples::
+
+    python tools/train.py configs/retinanet_r50_mbb_w2a2_coco.py
+    python tools/train.py configs/retinanet_r50_mbb_w2a2_coco.py \\
+        --cfg-options load_from=checkpoints/retinanet_r50_fpn.pth
+    bash tools/dist_train.sh configs/retinanet_r50_mbb_w2a2_coco.py 8
+"""
+import argparse
+import datetime
+import os
+import os.path as osp
+
+import torch
+from mmengine.config import Config, DictAction
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
+
+from mmbinary.utils.data_check import DatasetNotFoundError, check_datasets
+from mmbinary.utils.scope import register_modules_for
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description='Train an mmdet or mmseg model (MBB-encoded or not)')
+    parser.add_argument('config', help='train config file path')
+    parser.add_argument(
+        '--work-dir',
+        help='the dir to save logs and models (default: '
+        'work_dirs/<config name>)')
+    parser.add_argument(
+        '--amp',
+        action='store_true',
+        default=False,
+        help='enable automatic-mixed-precision training')
+    parser.add_argument(
+        '--resume',
+        nargs='?',
+        type=str,
+        const='auto',
+        help='resume from this checkpoint, or, without a path, from the '
+        'latest checkpoint in the work dir')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override config settings, as key=value pairs, e.g. '
+        'model.backbone.w_bits=4 model.backbone.a_bits=4 '
+        'load_from=checkpoints/float.pth')
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher')
+    # torchrun sets LOCAL_RANK; torch.distributed.launch passes --local-rank.
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args()
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def setup_cpu_distributed(cfg: Config) -> bool:
+    """Make ``--launcher pytorch`` work without GPUs: gloo, CPU DDP.
+
+    mmengine's launcher selects a CUDA device first, which a CPU build of
+    torch cannot do, so the process group is set up here and the model is
+    wrapped without device ids.
+
+    Returns:
+        bool: whether the process group was set up here.
+    """
+    if cfg.launcher != 'pytorch' or torch.cuda.is_available():
+        return False
+    dist_cfg = cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})
+    dist_cfg['backend'] = 'gloo'
+    if not torch.distributed.is_initialized():
+        timeout = datetime.timedelta(seconds=dist_cfg.get('timeout', 1800))
+        torch.distributed.init_process_group('gloo', timeout=timeout)
+    wrapper_cfg = cfg.get('model_wrapper_cfg') or dict(
+        type='MMDistributedDataParallel',
+        broadcast_buffers=False,
+        find_unused_parameters=cfg.get('find_unused_parameters', False))
+    wrapper_cfg['device_ids'] = None
+    cfg.model_wrapper_cfg = wrapper_cfg
+    return True
+
+
+def main() -> None:
+    args = parse_args()
+
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+
+    # work_dir: command line > config > config file name.
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs',
+                                osp.splitext(osp.basename(args.config))[0])
+
+    if args.amp:
+        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        cfg.optim_wrapper.loss_scale = 'dynamic'
+
+    # resume from a given checkpoint, or (no path) the work dir's latest.
+    if args.resume == 'auto':
+        cfg.resume = True
+        cfg.load_from = None
+    elif args.resume is not None:
+        cfg.resume = True
+        cfg.load_from = args.resume
+
+    loaders = ['train_dataloader']
+    if cfg.get('val_cfg'):
+        loaders.append('val_dataloader')
+    try:
+        check_datasets(cfg, loaders)
+    except DatasetNotFoundError as error:
+        raise SystemExit(str(error))
+
+    register_modules_for(cfg)
+    cpu_distributed = setup_cpu_distributed(cfg)
+    if 'runner_type' not in cfg:
+        runner = Runner.from_cfg(cfg)
+    else:
+        runner = RUNNERS.build(cfg)
+    runner.train()
+    if cpu_distributed:
+        # gloo aborts at exit when its process group is left open.
+        torch.distributed.destroy_process_group()
+
+
+if __name__ == '__main__':
+    main()
