@@ -6,18 +6,22 @@ library's modules are registered. Example::
 
     python tools/test.py configs/retinanet_r50_mbb_w2a2_coco.py \\
         work_dirs/retinanet_r50_mbb_w2a2_coco/epoch_12.pth
+    python tools/test.py configs/retinanet_r50_mbb_w2a2_coco.py \\
+        work_dirs/retinanet_r50_mbb_w2a2_coco/packed.pth --packed
 """
 import argparse
-import datetime
 import os
 import os.path as osp
 
 import torch
 from mmengine.config import Config, DictAction
+from mmengine.model import is_model_wrapper
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
+from mmbinary.models.packing import load_packed_checkpoint
 from mmbinary.utils.data_check import DatasetNotFoundError, check_datasets
+from mmbinary.utils.distributed import setup_cpu_distributed
 from mmbinary.utils.scope import register_modules_for
 
 
@@ -37,7 +41,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         '--packed',
         action='store_true',
-        help='run the packed (bitwise) inference path; not available yet')
+        help='CHECKPOINT is a packed checkpoint (tools/pack_model.py): run '
+        'the packed, bitwise inference path')
     parser.add_argument(
         '--cfg-options',
         nargs='+',
@@ -56,24 +61,6 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def setup_cpu_distributed(cfg: Config) -> bool:
-    """Make ``--launcher pytorch`` work without GPUs: gloo, CPU DDP."""
-    if cfg.launcher != 'pytorch' or torch.cuda.is_available():
-        return False
-    dist_cfg = cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})
-    dist_cfg['backend'] = 'gloo'
-    if not torch.distributed.is_initialized():
-        timeout = datetime.timedelta(seconds=dist_cfg.get('timeout', 1800))
-        torch.distributed.init_process_group('gloo', timeout=timeout)
-    wrapper_cfg = cfg.get('model_wrapper_cfg') or dict(
-        type='MMDistributedDataParallel',
-        broadcast_buffers=False,
-        find_unused_parameters=cfg.get('find_unused_parameters', False))
-    wrapper_cfg['device_ids'] = None
-    cfg.model_wrapper_cfg = wrapper_cfg
-    return True
-
-
 def dump_metric(cfg: Config, out: str):
     """The evaluator that pickles predictions for ``--out``."""
     if not out.endswith(('.pkl', '.pickle')):
@@ -87,11 +74,6 @@ def dump_metric(cfg: Config, out: str):
 
 def main() -> None:
     args = parse_args()
-    if args.packed:
-        raise NotImplementedError(
-            '--packed: the packed (bitwise popcount) inference path is not '
-            'implemented yet; run without --packed to test the encoded '
-            'model as trained')
 
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
@@ -103,12 +85,16 @@ def main() -> None:
     elif cfg.get('work_dir', None) is None:
         cfg.work_dir = osp.join('./work_dirs',
                                 osp.splitext(osp.basename(args.config))[0])
-    cfg.load_from = args.checkpoint
+    # A packed checkpoint is loaded below, once the model has its packed
+    # form; the runner loads an ordinary one itself.
+    cfg.load_from = None if args.packed else args.checkpoint
 
     try:
         check_datasets(cfg, ['test_dataloader'])
     except DatasetNotFoundError as error:
         raise SystemExit(str(error))
+    if not osp.isfile(args.checkpoint):
+        raise SystemExit(f'checkpoint not found: {args.checkpoint}')
 
     register_modules_for(cfg)
     cpu_distributed = setup_cpu_distributed(cfg)
@@ -116,6 +102,10 @@ def main() -> None:
         runner = Runner.from_cfg(cfg)
     else:
         runner = RUNNERS.build(cfg)
+    if args.packed:
+        model = runner.model.module if is_model_wrapper(
+            runner.model) else runner.model
+        load_packed_checkpoint(model, args.checkpoint)
     if args.out is not None:
         runner.test_evaluator.metrics.append(dump_metric(cfg, args.out))
     runner.test()

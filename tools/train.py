@@ -10,7 +10,6 @@ library's modules are registered. Examples::
     bash tools/dist_train.sh configs/retinanet_r50_mbb_w2a2_coco.py 8
 """
 import argparse
-import datetime
 import os
 import os.path as osp
 
@@ -20,6 +19,7 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 from mmbinary.utils.data_check import DatasetNotFoundError, check_datasets
+from mmbinary.utils.distributed import setup_cpu_distributed
 from mmbinary.utils.scope import register_modules_for
 
 
@@ -61,32 +61,6 @@ def parse_args() -> argparse.Namespace:
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
     return args
-
-
-def setup_cpu_distributed(cfg: Config) -> bool:
-    """Make ``--launcher pytorch`` work without GPUs: gloo, CPU DDP.
-
-    mmengine's launcher selects a CUDA device first, which a CPU build of
-    torch cannot do, so the process group is set up here and the model is
-    wrapped without device ids.
-
-    Returns:
-        bool: whether the process group was set up here.
-    """
-    if cfg.launcher != 'pytorch' or torch.cuda.is_available():
-        return False
-    dist_cfg = cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})
-    dist_cfg['backend'] = 'gloo'
-    if not torch.distributed.is_initialized():
-        timeout = datetime.timedelta(seconds=dist_cfg.get('timeout', 1800))
-        torch.distributed.init_process_group('gloo', timeout=timeout)
-    wrapper_cfg = cfg.get('model_wrapper_cfg') or dict(
-        type='MMDistributedDataParallel',
-        broadcast_buffers=False,
-        find_unused_parameters=cfg.get('find_unused_parameters', False))
-    wrapper_cfg['device_ids'] = None
-    cfg.model_wrapper_cfg = wrapper_cfg
-    return True
 
 
 def main() -> None:

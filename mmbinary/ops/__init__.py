@@ -3,11 +3,10 @@
 from .ext_loader import build_info, ext_load_error, ext_loaded, require_ext
 from .mbb_conv2d import (activation_codes_reference, mbb_conv2d,
                          mbb_conv2d_accumulate,
-                         mbb_conv2d_accumulate_reference,
-                         mbb_conv2d_reference, num_group_words,
-                         pack_activation_codes, pack_weight_codes,
-                         quantize_pack, unpack_activation_words,
-                         unpack_weight_words)
+                         mbb_conv2d_accumulate_reference, mbb_conv2d_reference,
+                         num_group_words, pack_activation_codes,
+                         pack_weight_codes, quantize_pack,
+                         unpack_activation_words, unpack_weight_words)
 from .pack_signs import (WORD_BITS, num_words, pack_signs,
                          pack_signs_reference, unpack_signs)
 

@@ -1,8 +1,8 @@
 # Copyright (c) mmbinary contributors. All rights reserved.
 """The encoding core: ``{-1, +1}`` decomposition and quantizers (pure
 PyTorch, no compiled code)."""
-from .encoding import (MAX_BITS, MIN_BITS, check_bits, decode,
-                       decode_unsigned, encode, encode_unsigned, num_levels)
+from .encoding import (MAX_BITS, MIN_BITS, check_bits, decode, decode_unsigned,
+                       encode, encode_unsigned, num_levels)
 from .functions import (GAUSSIAN_OPTIMAL_CLIP, ActivationQuantizeSTE,
                         WeightQuantizeSTE, activation_codes, lsq_grad_scale,
                         quantize_activation, quantize_weight, weight_codes)

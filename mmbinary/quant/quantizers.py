@@ -124,7 +124,7 @@ class ActivationQuantizer(nn.Module):
                                  f'got {clip!r}')
             self.learn_clip = False
             self.register_buffer('clip', torch.tensor(float(clip)))
-        decided = {'auto': _UNDECIDED, 'signed': _SIGNED, 'unsigned': _UNSIGNED}
+        decided = dict(auto=_UNDECIDED, signed=_SIGNED, unsigned=_UNSIGNED)
         self.register_buffer('signed',
                              torch.tensor(decided[mode], dtype=torch.int8))
         self.register_buffer('initialized', torch.tensor(not self.learn_clip))
@@ -171,7 +171,24 @@ class ActivationQuantizer(nn.Module):
                     if error < best_error:
                         best, best_error = largest * fraction, error
             self.clip.fill_(best)
+        self._agree_across_processes()
         self.initialized.fill_(True)
+
+    def _agree_across_processes(self) -> None:
+        """Under torch.distributed, every process saw another first batch:
+        take signed levels if any process saw a negative input, and the
+        mean of the initial clips, so that all replicas start the same."""
+        dist = torch.distributed
+        if not (dist.is_available() and dist.is_initialized()
+                and dist.get_world_size() > 1):
+            return
+        signed = self.signed.to(torch.int32)
+        dist.all_reduce(signed, op=dist.ReduceOp.MAX)
+        self.signed.copy_(signed)
+        if self.learn_clip:
+            clip = self.clip.detach().clone()
+            dist.all_reduce(clip, op=dist.ReduceOp.SUM)
+            self.clip.copy_(clip / dist.get_world_size())
 
     def _quantize(self, input: Tensor, beta: Tensor) -> Tensor:
         grad_scale = lsq_grad_scale(input[0].numel() if input.dim() else 1,

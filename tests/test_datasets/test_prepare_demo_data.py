@@ -501,10 +501,11 @@ def test_nuclei_load_in_mmseg_dataset(demo_data, split):
 
 @pytest.mark.slow
 def test_pretrained_loads_strictly(demo_data):
-    import mmbinary  # noqa: F401  (safe checkpoint loading)
     from mmdet.models.backbones import MobileNetV2 as DetMobileNetV2
     from mmengine.runner import load_checkpoint
     from mmseg.models.backbones import MobileNetV2 as SegMobileNetV2
+
+    import mmbinary  # noqa: F401  (safe checkpoint loading)
     for layout, model in [('mmdet', DetMobileNetV2()),
                           ('mmseg', SegMobileNetV2())]:
         path = osp.join(demo_data, 'pretrained', f'mobilenet_v2_{layout}.pth')

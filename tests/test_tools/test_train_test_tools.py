@@ -53,7 +53,7 @@ def test_train_with_missing_dataset_stops_with_layout(tmp_path):
     assert not work_dir.exists()
 
 
-def test_test_tool_with_missing_dataset_and_packed(tmp_path):
+def test_test_tool_with_missing_dataset_or_checkpoint(tmp_path):
     # The relative data root 'data/cityscapes/' does not exist in tmp_path.
     result = run([
         sys.executable,
@@ -64,14 +64,16 @@ def test_test_tool_with_missing_dataset_and_packed(tmp_path):
     assert 'leftImg8bit/val/' in result.stderr
     assert 'test_dataloader' in result.stderr
 
+    data = tmp_path / 'data' / 'cityscapes'
+    for folder in ('leftImg8bit/val', 'gtFine/val'):
+        (data / folder).mkdir(parents=True)
     result = run([
         sys.executable,
         osp.join(REPO, 'tools', 'test.py'), DEEPLAB, 'no_checkpoint.pth',
         '--packed'
     ], tmp_path)
-    assert result.returncode != 0
-    assert 'NotImplementedError' in result.stderr
-    assert '--packed' in result.stderr
+    assert result.returncode == 1
+    assert 'checkpoint not found: no_checkpoint.pth' in result.stderr
 
 
 def make_tiny_coco(root) -> None:

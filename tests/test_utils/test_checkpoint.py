@@ -120,8 +120,9 @@ def test_getattr_is_restricted(tmp_path):
     """The pickled ``getattr`` only reaches HistoryBuffer's statistics."""
     import pickle
 
-    from mmbinary.utils.checkpoint import _history_buffer_getattr
     from mmengine.logging import HistoryBuffer
+
+    from mmbinary.utils.checkpoint import _history_buffer_getattr
     assert _history_buffer_getattr(HistoryBuffer, 'mean') is \
         HistoryBuffer.mean
     with pytest.raises(pickle.UnpicklingError, match='refusing'):

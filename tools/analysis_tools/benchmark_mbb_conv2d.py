@@ -19,8 +19,8 @@ from typing import Callable, List, Tuple
 import torch
 import torch.nn.functional as F
 
-from mmbinary.ops import (build_info, ext_loaded, mbb_conv2d,
-                          num_group_words, pack_weight_codes, quantize_pack)
+from mmbinary.ops import (build_info, ext_loaded, mbb_conv2d, num_group_words,
+                          pack_weight_codes, quantize_pack)
 
 # name, in channels, out channels, input size, kernel, stride, padding,
 # dilation

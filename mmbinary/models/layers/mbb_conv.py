@@ -1,6 +1,6 @@
 # Copyright (c) mmbinary contributors. All rights reserved.
 """``MBBConv2d``: a multi-precision binary-branch convolution."""
-from typing import List, Optional, Tuple, Union
+from typing import Optional, Union
 
 import torch
 import torch.nn.functional as F

@@ -1,8 +1,7 @@
 # Copyright (c) mmbinary contributors. All rights reserved.
 """Packed inference: packed layers, norm folding, model conversion."""
 from .convert import (LAYOUT_KEY, FoldedNorm, apply_packed_layout,
-                      convert_to_packed, load_packed_checkpoint,
-                      packed_layout)
+                      convert_to_packed, load_packed_checkpoint, packed_layout)
 from .norm_folding import find_layer_norm_pairs, fold_norm
 from .packed_layers import PackedMBBConv2d, PackedMBBLinear
 

@@ -13,6 +13,7 @@ from typing import Dict, Optional
 from torch import nn
 
 from mmbinary.utils import safe_torch_load
+
 from ..layers import MBBConv2d, MBBLinear
 from .norm_folding import find_layer_norm_pairs
 from .packed_layers import PackedMBBConv2d, PackedMBBLinear

@@ -16,6 +16,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmbinary.ops.mbb_conv2d import mbb_conv2d, pack_weight_codes
 from mmbinary.quant import check_bits
+
 from ..layers import MBBConv2d, MBBLinear
 from .norm_folding import fold_norm
 
