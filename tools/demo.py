@@ -15,7 +15,6 @@ repeated by hand; the outputs go to ``--work-dir`` (default
 import argparse
 import glob
 import json
-import os
 import os.path as osp
 import statistics
 import subprocess
@@ -136,10 +135,9 @@ def measure_and_draw(args, cfg, checkpoint, packed, out_file) -> dict:
     import mmcv
     from mmdet.apis import inference_detector, init_detector
     from mmdet.utils import register_all_modules
+    from mmdet.visualization import DetLocalVisualizer
     from mmengine.registry import MODELS
     from mmengine.runner import load_checkpoint
-
-    from mmdet.visualization import DetLocalVisualizer
 
     from mmbinary.models.packing import load_packed_checkpoint
     register_all_modules()

@@ -22,7 +22,7 @@ from mmengine.runner import Runner
 from mmbinary.models.packing import load_packed_checkpoint
 from mmbinary.utils.data_check import DatasetNotFoundError, check_datasets
 from mmbinary.utils.distributed import setup_cpu_distributed
-from mmbinary.utils.scope import register_modules_for
+from mmbinary.utils.scope import load_tool_config, register_modules_for
 
 
 def parse_args() -> argparse.Namespace:
@@ -75,16 +75,8 @@ def dump_metric(cfg: Config, out: str):
 def main() -> None:
     args = parse_args()
 
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs',
-                                osp.splitext(osp.basename(args.config))[0])
+    cfg = load_tool_config(args.config, args.cfg_options, args.work_dir,
+                           args.launcher)
     # A packed checkpoint is loaded below, once the model has its packed
     # form; the runner loads an ordinary one itself.
     cfg.load_from = None if args.packed else args.checkpoint

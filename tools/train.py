@@ -11,16 +11,15 @@ library's modules are registered. Examples::
 """
 import argparse
 import os
-import os.path as osp
 
 import torch
-from mmengine.config import Config, DictAction
+from mmengine.config import DictAction
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 from mmbinary.utils.data_check import DatasetNotFoundError, check_datasets
 from mmbinary.utils.distributed import setup_cpu_distributed
-from mmbinary.utils.scope import register_modules_for
+from mmbinary.utils.scope import load_tool_config, register_modules_for
 
 
 def parse_args() -> argparse.Namespace:
@@ -66,17 +65,8 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
 
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-
-    # work_dir: command line > config > config file name.
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs',
-                                osp.splitext(osp.basename(args.config))[0])
+    cfg = load_tool_config(args.config, args.cfg_options, args.work_dir,
+                           args.launcher)
 
     if args.amp:
         cfg.optim_wrapper.type = 'AmpOptimWrapper'

@@ -1,5 +1,9 @@
 # Copyright (c) mmbinary contributors. All rights reserved.
-"""Register the modules of the library a config is written for."""
+"""Register the modules of the library a config is written for, and load
+configs as the tools do."""
+import os.path as osp
+from typing import Optional
+
 from mmengine.config import Config
 
 #: Libraries whose configs mmbinary's tools run.
@@ -23,3 +27,22 @@ def register_modules_for(cfg: Config) -> str:
                          f'{scope!r} in {cfg.filename}')
     register_all_modules(init_default_scope=True)
     return scope
+
+
+def load_tool_config(config: str,
+                     cfg_options: Optional[dict] = None,
+                     work_dir: Optional[str] = None,
+                     launcher: str = 'none') -> Config:
+    """A config as the tools run it: ``--cfg-options`` merged, the launcher
+    set, and ``work_dir`` from the command line, else the config, else
+    ``work_dirs/<config name>``."""
+    cfg = Config.fromfile(config)
+    cfg.launcher = launcher
+    if cfg_options is not None:
+        cfg.merge_from_dict(cfg_options)
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs',
+                                osp.splitext(osp.basename(config))[0])
+    return cfg

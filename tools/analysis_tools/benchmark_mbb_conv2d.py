@@ -1,46 +1,71 @@
 # Copyright (c) mmbinary contributors. All rights reserved.
 """Time the packed MBB conv op (``mmbinary.ops.mbb_conv2d``, activation
-quantize + pack included) against ``torch.nn.functional.conv2d`` in float32
-on ResNet-50-like layer shapes, side by side in one run, and print a
-markdown table. Each CPU kernel variant is forced with
-``MMBINARY_CPU_KERNEL``.
+quantize + pack included) side by side with ``F.conv2d`` in float32
+(oneDNN), torch's int8 quantized conv (x86/fbgemm, input quantization
+included) and MBBConv's training path (fake quantization), on ResNet-50,
+FPN and ASPP layer shapes at detection / segmentation input sizes, and print
+a markdown table with the ratios and the packed kernel's binary MACs per
+cycle. Each CPU kernel variant is forced with ``MMBINARY_CPU_KERNEL``.
 
 Example::
 
-    python tools/analysis_tools/benchmark_mbb_conv2d.py --bits 1,1 2,2 4,4
+    python tools/analysis_tools/benchmark_mbb_conv2d.py \\
+        --bits 1,1 1,2 2,2 4,4 --batch 1 8 --threads 1 2
+    python tools/analysis_tools/benchmark_mbb_conv2d.py --preset small
 """
 import argparse
 import os
 import platform
 import statistics
 import time
-from typing import Callable, List, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 
+from mmbinary.models import MBBConv2d
 from mmbinary.ops import (build_info, ext_loaded, mbb_conv2d, num_group_words,
                           pack_weight_codes, quantize_pack)
 
-# name, in channels, out channels, input size, kernel, stride, padding,
-# dilation
-SHAPES = [
-    ('res2 3x3 64@56', 64, 64, 56, 3, 1, 1, 1),
-    ('res3 3x3 128@28', 128, 128, 28, 3, 1, 1, 1),
-    ('res4 3x3 256@14', 256, 256, 14, 3, 1, 1, 1),
-    ('res5 3x3 512@7', 512, 512, 7, 3, 1, 1, 1),
-    ('1x1 256->64@56', 256, 64, 56, 1, 1, 0, 1),
-    ('ASPP 3x3 d12 256@33', 256, 256, 33, 3, 1, 12, 12),
-]
+# name, in channels, out channels, (H, W), kernel, stride, padding, dilation
+PRESETS = {
+    # ResNet-50 at an 800 x 1333 detection input (stage strides 4..32), the
+    # FPN output conv on P3, and DeepLabV3's ASPP on 512 x 1024 (stride 8).
+    'detection': [
+        ('res2 3x3 64', 64, 64, (200, 334), 3, 1, 1, 1),
+        ('res3 3x3 128', 128, 128, (100, 167), 3, 1, 1, 1),
+        ('res4 3x3 256', 256, 256, (50, 84), 3, 1, 1, 1),
+        ('res5 3x3 512', 512, 512, (25, 42), 3, 1, 1, 1),
+        ('res2 1x1 256-64', 256, 64, (200, 334), 1, 1, 0, 1),
+        ('res4 1x1 1024-256', 1024, 256, (50, 84), 1, 1, 0, 1),
+        ('FPN P3 3x3 256', 256, 256, (100, 167), 3, 1, 1, 1),
+        ('ASPP 3x3 d12 2048-512', 2048, 512, (64, 128), 3, 1, 12, 12),
+        ('ASPP 3x3 d36 2048-512', 2048, 512, (64, 128), 3, 1, 36, 36),
+    ],
+    # The same layers at a 224 x 224 input, for a quick look.
+    'small': [
+        ('res2 3x3 64', 64, 64, (56, 56), 3, 1, 1, 1),
+        ('res3 3x3 128', 128, 128, (28, 28), 3, 1, 1, 1),
+        ('res4 3x3 256', 256, 256, (14, 14), 3, 1, 1, 1),
+        ('res5 3x3 512', 512, 512, (7, 7), 3, 1, 1, 1),
+        ('res2 1x1 256-64', 256, 64, (56, 56), 1, 1, 0, 1),
+        ('ASPP 3x3 d12 256', 256, 256, (33, 33), 3, 1, 12, 12),
+    ],
+}
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--bits', nargs='+', default=['1,1', '2,2', '4,4'],
-                        help='W,A bit pairs (M,K), e.g. 1,1 2,2 4,4')
-    parser.add_argument('--batch', type=int, default=1)
-    parser.add_argument('--threads', type=int, default=os.cpu_count(),
-                        help='torch.set_num_threads (default: all cores)')
+    parser.add_argument('--preset', choices=sorted(PRESETS),
+                        default='detection')
+    parser.add_argument('--shapes', nargs='+', default=None,
+                        help='subset of the shape names of the preset')
+    parser.add_argument('--bits', nargs='+',
+                        default=['1,1', '1,2', '2,2', '4,4'],
+                        help='W,A bit pairs (M,K)')
+    parser.add_argument('--batch', type=int, nargs='+', default=[1])
+    parser.add_argument('--threads', type=int, nargs='+',
+                        default=[1, os.cpu_count()])
     parser.add_argument('--runs', type=int, default=20,
                         help='timed runs per measurement (median reported)')
     parser.add_argument('--warmup', type=int, default=3)
@@ -50,8 +75,11 @@ def parse_args() -> argparse.Namespace:
                         default=['generic', 'popcnt', 'avx2', 'avx512'],
                         help='CPU kernel variants to time (those the CPU '
                         'cannot run are left out)')
-    parser.add_argument('--shapes', nargs='+', default=None,
-                        help='subset of shape names (default: all)')
+    parser.add_argument('--no-baselines', action='store_true',
+                        help='skip int8 and the MBBConv training path')
+    parser.add_argument('--ghz', type=float, default=None,
+                        help='clock for binary MACs per cycle (default: '
+                        'the largest "cpu MHz" in /proc/cpuinfo)')
     return parser.parse_args()
 
 
@@ -93,6 +121,34 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_ghz() -> Optional[float]:
+    try:
+        with open('/proc/cpuinfo', encoding='utf-8') as f:
+            mhz = [float(line.split(':', 1)[1]) for line in f
+                   if line.startswith('cpu MHz')]
+        return max(mhz) / 1e3 if mhz else None
+    except (OSError, ValueError):
+        return None
+
+
+def int8_conv(x, weight, stride, padding, dilation) -> Callable:
+    """torch's int8 conv (fbgemm): per-channel int8 weights, uint8 input
+    quantized in each call."""
+    torch.backends.quantized.engine = 'fbgemm'
+    cout, cin, kernel, _ = weight.shape
+    conv = torch.ao.nn.quantized.Conv2d(cin, cout, kernel, stride, padding,
+                                        dilation)
+    w_scale = weight.abs().amax((1, 2, 3)) / 127
+    conv.set_weight_bias(
+        torch.quantize_per_channel(weight, w_scale,
+                                   torch.zeros(cout, dtype=torch.long), 0,
+                                   torch.qint8), None)
+    conv.scale, conv.zero_point = 0.05, 64
+    x_scale = float(x.abs().max()) / 127
+    return lambda: conv(torch.quantize_per_tensor(x, x_scale, 128,
+                                                  torch.quint8))
+
+
 def bits_pairs(values: List[str]) -> List[Tuple[int, int]]:
     pairs = []
     for value in values:
@@ -106,63 +162,106 @@ def main() -> None:
     if not ext_loaded():
         raise SystemExit('mmbinary._C is not built; see README (compiled '
                          'extension)')
-    torch.set_num_threads(args.threads)
     previous = os.environ.get('MMBINARY_CPU_KERNEL')
     kernels = runnable_kernels(args.kernels)
-    shapes = [s for s in SHAPES if args.shapes is None or s[0] in args.shapes]
-    print(f'CPU: {cpu_name()}, torch {torch.__version__}, '
-          f'{torch.get_num_threads()} threads, batch {args.batch}, '
+    shapes = [s for s in PRESETS[args.preset]
+              if args.shapes is None or s[0] in args.shapes]
+    ghz = args.ghz or cpu_ghz()
+    print(f'CPU: {cpu_name()} ({ghz or "?"} GHz), torch {torch.__version__}, '
           f'{"signed" if args.signed else "unsigned"} activations, median '
           f'of {args.runs} runs after {args.warmup} warm-up runs; packed '
-          'times include activation quantize + pack.\n')
-    header = (['shape', 'W/A', 'float32 ms'] + [f'{k} ms' for k in kernels] +
-              [f'float32 / {k}' for k in kernels] +
-              ['weight bytes packed / float32'])
+          'times include activation quantize + pack; int8 includes input '
+          'quantization. bMAC/cyc: binary MACs (MACs x M x K) per cycle of '
+          'the fastest packed kernel, per thread.\n')
+    baselines = [] if args.no_baselines else ['int8', 'train path']
+    header = (['shape', 'N', 'thr', 'W/A', 'float32 ms'] +
+              [f'{b} ms' for b in baselines] + [f'{k} ms' for k in kernels] +
+              ['float32 / best'] + [f'{b} / best' for b in baselines] +
+              ['bMAC/cyc', 'weights packed / float32'])
     print('| ' + ' | '.join(header) + ' |')
     print('|' + '|'.join(['---'] * len(header)) + '|')
     generator = torch.Generator().manual_seed(0)
     try:
-        for name, cin, cout, size, kernel, stride, padding, dilation in shapes:
-            x = torch.randn(args.batch, cin, size, size, generator=generator)
+        for (name, cin, cout, size, kernel, stride, padding,
+             dilation) in shapes:
             weight = torch.randn(cout, cin, kernel, kernel,
-                                 generator=generator)
-            float_ms = median_ms(
-                lambda: F.conv2d(x, weight, None, stride, padding, dilation),
-                args.runs, args.warmup)
-            float_bytes = weight.numel() * 4
-            for w_bits, a_bits in bits_pairs(args.bits):
-                mmax = 2**w_bits - 1
-                codes = torch.randint(
-                    0, mmax + 1, weight.shape, generator=generator) * 2 - mmax
-                words = pack_weight_codes(codes, w_bits)
-                scale = torch.rand(cout, generator=generator)
-                bias = torch.randn(cout, generator=generator)
-                times = []
-                for variant in kernels:
-                    os.environ['MMBINARY_CPU_KERNEL'] = variant
-                    times.append(
-                        median_ms(
-                            lambda: mbb_conv2d(
-                                x, words, scale, bias, in_channels=cin,
-                                w_bits=w_bits, a_bits=a_bits,
-                                inv_step=2.0, signed=args.signed,
-                                kernel_size=kernel, stride=stride,
-                                padding=padding, dilation=dilation),
-                            args.runs, args.warmup))
-                packed_bytes = (cout * w_bits * kernel * kernel *
-                                num_group_words(cin) * 8 + 2 * cout * 4)
-                row = ([name, f'W{w_bits}A{a_bits}', f'{float_ms:.3f}'] +
-                       [f'{t:.3f}' for t in times] +
-                       [f'{float_ms / t:.2f}x' for t in times] + [
-                           f'{packed_bytes:,} / {float_bytes:,} '
-                           f'({packed_bytes / float_bytes:.3f})'
-                       ])
-                print('| ' + ' | '.join(row) + ' |', flush=True)
+                                 generator=generator) * 0.05
+            for batch in args.batch:
+                x = torch.randn(batch, cin, *size, generator=generator).relu()
+                out_h = (size[0] + 2 * padding - dilation *
+                         (kernel - 1) - 1) // stride + 1
+                out_w = (size[1] + 2 * padding - dilation *
+                         (kernel - 1) - 1) // stride + 1
+                macs = batch * cout * out_h * out_w * cin * kernel * kernel
+                for threads in args.threads:
+                    torch.set_num_threads(threads)
+                    float_ms = median_ms(
+                        lambda: F.conv2d(x, weight, None, stride, padding,
+                                         dilation), args.runs, args.warmup)
+                    int8_ms = None
+                    if baselines:
+                        int8_ms = median_ms(
+                            int8_conv(x, weight, stride, padding, dilation),
+                            args.runs, args.warmup)
+                    for w_bits, a_bits in bits_pairs(args.bits):
+                        row = run_bits(args, kernels, baselines, name, batch,
+                                       threads, x, weight, stride, padding,
+                                       dilation, w_bits, a_bits, float_ms,
+                                       int8_ms, macs, ghz)
+                        print('| ' + ' | '.join(row) + ' |', flush=True)
     finally:
         if previous is None:
             os.environ.pop('MMBINARY_CPU_KERNEL', None)
         else:
             os.environ['MMBINARY_CPU_KERNEL'] = previous
+
+
+def run_bits(args, kernels, baselines, name, batch, threads, x, weight,
+             stride, padding, dilation, w_bits, a_bits, float_ms, int8_ms,
+             macs, ghz) -> List[str]:
+    """One table row: every timing of one layer at one bit pair."""
+    cout, cin, kernel, _ = weight.shape
+    generator = torch.Generator().manual_seed(w_bits * 10 + a_bits)
+    mmax = 2**w_bits - 1
+    codes = torch.randint(0, mmax + 1, weight.shape,
+                          generator=generator) * 2 - mmax
+    words = pack_weight_codes(codes, w_bits)
+    scale = torch.rand(cout, generator=generator)
+    bias = torch.randn(cout, generator=generator)
+    times = []
+    for variant in kernels:
+        os.environ['MMBINARY_CPU_KERNEL'] = variant
+        times.append(
+            median_ms(
+                lambda: mbb_conv2d(
+                    x, words, scale, bias, in_channels=cin, w_bits=w_bits,
+                    a_bits=a_bits, inv_step=2.0, signed=args.signed,
+                    kernel_size=kernel, stride=stride, padding=padding,
+                    dilation=dilation), args.runs, args.warmup))
+    best = min(times)
+    baseline_ms = []
+    if baselines:
+        layer = MBBConv2d(cin, cout, kernel, stride, padding, dilation,
+                          bias=False, w_bits=w_bits, a_bits=a_bits,
+                          a_mode='signed' if args.signed else 'unsigned',
+                          a_clip=1.0).eval()
+        with torch.no_grad():
+            layer.weight.copy_(weight)
+            train_ms = median_ms(lambda: layer(x), args.runs, args.warmup)
+        baseline_ms = [int8_ms, train_ms]
+    float_bytes = weight.numel() * 4
+    packed_bytes = (cout * w_bits * kernel * kernel * num_group_words(cin) *
+                    8 + 2 * cout * 4)
+    per_cycle = '?'
+    if ghz:
+        binary_macs = macs * w_bits * a_bits
+        per_cycle = f'{binary_macs / (best * 1e-3 * ghz * 1e9 * threads):.0f}'
+    return ([name, str(batch), str(threads), f'W{w_bits}A{a_bits}',
+             f'{float_ms:.2f}'] + [f'{t:.2f}' for t in baseline_ms] +
+            [f'{t:.2f}' for t in times] + [f'{float_ms / best:.2f}x'] +
+            [f'{t / best:.2f}x' for t in baseline_ms] + [
+                per_cycle, f'{packed_bytes / float_bytes:.3f}'
+            ])
 
 
 if __name__ == '__main__':

@@ -1,0 +1,44 @@
+# Copyright (c) mmbinary contributors. All rights reserved.
+import pytest
+import torch
+from mmdet.models.backbones import MobileNetV2
+from torch import nn
+
+from mmbinary.models import MBBConv2d
+from mmbinary.models.backbones import MBBMobileNetV2
+
+
+def mbb_convs(model):
+    return {name: m for name, m in model.named_modules()
+            if isinstance(m, MBBConv2d)}
+
+
+def test_modes_follow_each_conv_input_and_depthwise_stays_float():
+    model = MBBMobileNetV2(out_indices=(2, 4, 6), w_bits=3, a_bits=2)
+    convs = mbb_convs(model)
+    # 16 blocks with an expand conv and 17 projections, plus the last conv.
+    assert len(convs) == 16 + 17 + 1
+    assert convs['layer2.0.expand_conv.conv'].a_mode == 'signed'
+    assert convs['layer2.0.linear_conv.conv'].a_mode == 'unsigned'
+    assert convs['conv2.conv'].a_mode == 'signed'
+    assert type(model.conv1.conv) is nn.Conv2d
+    assert type(model.layer2[0].depthwise_conv.conv) is nn.Conv2d
+    assert {(c.w_bits, c.a_bits) for c in convs.values()} == {(3, 2)}
+    with_dw = MBBMobileNetV2(encode_depthwise=True, encode_stem=True)
+    assert len(mbb_convs(with_dw)) == len(convs) + 17 + 1
+    assert with_dw.layer2[0].depthwise_conv.conv.a_mode == 'unsigned'
+
+
+def test_float_checkpoint_loads_and_the_model_runs():
+    float_model = MobileNetV2(out_indices=(2, 4, 6))
+    model = MBBMobileNetV2(out_indices=(2, 4, 6))
+    model.load_state_dict(float_model.state_dict(), strict=True)
+    model.train()
+    outs = model(torch.randn(2, 3, 64, 64))
+    assert [tuple(o.shape) for o in outs] == [(2, 32, 8, 8), (2, 96, 4, 4),
+                                              (2, 320, 2, 2)]
+
+
+def test_bad_bits_are_refused():
+    with pytest.raises(ValueError, match='w_bits must be an integer'):
+        MBBMobileNetV2(w_bits=0)

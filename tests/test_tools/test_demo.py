@@ -1,0 +1,36 @@
+# Copyright (c) mmbinary contributors. All rights reserved.
+"""A shortened run of the main job, end to end: train, evaluate, pack,
+evaluate packed, measure, draw."""
+import os.path as osp
+import re
+import subprocess
+import sys
+
+import pytest
+
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+
+@pytest.mark.slow
+def test_quick_demo_runs_and_packed_metrics_agree(demo_data, tmp_path):
+    work_dir = tmp_path / 'demo'
+    result = subprocess.run([
+        sys.executable,
+        osp.join(REPO, 'tools', 'demo.py'), '--quick', '--work-dir',
+        str(work_dir), '--data-root', demo_data
+    ], capture_output=True, text=True, cwd=REPO)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    summary = (work_dir / 'summary.md').read_text()
+    assert 'Packed and unpacked metrics agree: yes' in summary
+    rows = dict(re.findall(r'\| (coco/bbox_mAP\S*) \| (.*) \|', summary))
+    assert set(rows) == {'coco/bbox_mAP', 'coco/bbox_mAP_50'}
+    for row in rows.values():
+        unpacked, packed = (float(v) for v in row.split(' | '))
+        assert abs(unpacked - packed) <= 0.002
+    assert (work_dir / 'packed.pth').is_file()
+    assert (work_dir / 'detections.jpg').stat().st_size > 0
+    # Each step ran with the standard tools.
+    for step in ('tools/train.py', 'tools/test.py', 'tools/pack_model.py',
+                 '--packed'):
+        assert step in output
