@@ -31,6 +31,8 @@ model = dict(
         type='mmbinary.MBBFPN',
         w_bits=w_bits,
         a_bits=a_bits,
+        # MobileNetV2's outputs are linear projections: signed.
+        in_act_mode='signed',
         in_channels=[32, 96, 320],
         out_channels=64,
         start_level=0,
@@ -48,8 +50,14 @@ metainfo = dict(classes=('tree', ), palette=[(0, 200, 0)])
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations', with_bbox=True),
-    dict(type='Resize', scale=(400, 400), keep_ratio=True),
+    # The validation images come from other flights and sites: vary scale
+    # and colour.
+    dict(
+        type='RandomResize',
+        scale=[(320, 320), (480, 480)],
+        keep_ratio=True),
     dict(type='RandomFlip', prob=0.5, direction=['horizontal', 'vertical']),
+    dict(type='PhotoMetricDistortion'),
     dict(type='PackDetInputs')
 ]
 test_pipeline = [
@@ -85,7 +93,7 @@ test_dataloader = val_dataloader
 val_evaluator = dict(ann_file=data_root + 'annotations/val.json')
 test_evaluator = val_evaluator
 
-max_epochs = 24
+max_epochs = 36
 train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0,

@@ -22,12 +22,12 @@ def test_quick_demo_runs_and_packed_metrics_agree(demo_data, tmp_path):
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
     summary = (work_dir / 'summary.md').read_text()
-    assert 'Packed and unpacked metrics agree: yes' in summary
+    assert 'Packed and unpacked metrics agree (within 0.005): yes' in summary
     rows = dict(re.findall(r'\| (coco/bbox_mAP\S*) \| (.*) \|', summary))
     assert set(rows) == {'coco/bbox_mAP', 'coco/bbox_mAP_50'}
     for row in rows.values():
         unpacked, packed = (float(v) for v in row.split(' | '))
-        assert abs(unpacked - packed) <= 0.002
+        assert abs(unpacked - packed) <= 0.005
     assert (work_dir / 'packed.pth').is_file()
     assert (work_dir / 'detections.jpg').stat().st_size > 0
     # Each step ran with the standard tools.
