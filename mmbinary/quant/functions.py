@@ -102,10 +102,12 @@ class WeightQuantizeSTE(Function):
     @staticmethod
     def forward(ctx, weight: Tensor, alpha: Tensor, bits: int) -> Tensor:
         levels = num_levels(check_bits(bits, 'w_bits'))
-        inv_alpha = 1.0 / alpha
-        codes = weight_codes(weight, inv_alpha, bits)
-        ctx.save_for_backward((weight * inv_alpha).abs() <= 1)
-        return codes.to(weight.dtype) * (alpha / levels).to(weight.dtype)
+        # The ops of weight_codes, in place on one buffer.
+        u = weight * (1.0 / alpha)
+        ctx.save_for_backward(u.abs() <= 1)
+        codes = u.add_(1).mul_(levels * 0.5).round_().clamp_(0, levels)
+        codes.mul_(2).sub_(levels)  # exact: small odd integers
+        return codes.mul_((alpha / levels).to(weight.dtype))
 
     @staticmethod
     def backward(ctx, grad_output: Tensor):
