@@ -53,6 +53,23 @@ class MBBQuantMixin:
                 f'input must be (*, {features}) for {type(self).__name__}'
                 f'(in_features={features}), got shape {tuple(input.shape)}')
 
+    @classmethod
+    def _share_float(cls, module: nn.Module, float_type: type,
+                     options: dict) -> nn.Module:
+        """An MBB layer with ``module``'s hyper-parameters holding its own
+        weight and bias parameters (nothing is copied)."""
+        if not isinstance(module, float_type):
+            raise TypeError(f'module must be an nn.{float_type.__name__}, '
+                            f'got {type(module).__name__}')
+        args = [
+            module.bias is not None if name == 'bias' else getattr(
+                module, name) for name in cls.FLOAT_ARGS
+        ]
+        layer = cls(*args, device='meta', **options)
+        layer.weight = module.weight
+        layer.bias = module.bias
+        return layer.to(module.weight.device)
+
     def _binary_op(self, a_planes: Tensor, w_planes: Tensor) -> Tensor:
         """One binary product of a {-1,+1} activation and weight plane."""
         raise NotImplementedError
@@ -152,6 +169,10 @@ class MBBConv2d(MBBQuantMixin, nn.Conv2d):
         a_clip (str | float): ``'learned'`` (default) or a fixed clip.
     """
 
+    #: ``nn.Conv2d``'s positional arguments, read off a float conv.
+    FLOAT_ARGS = ('in_channels', 'out_channels', 'kernel_size', 'stride',
+                  'padding', 'dilation', 'groups', 'bias', 'padding_mode')
+
     def __init__(self,
                  in_channels: int,
                  out_channels: int,
@@ -187,24 +208,7 @@ class MBBConv2d(MBBQuantMixin, nn.Conv2d):
             **options: ``w_bits``, ``a_bits``, ``w_mode``, ``a_mode``,
                 ``a_clip``.
         """
-        if not isinstance(module, nn.Conv2d):
-            raise TypeError('module must be an nn.Conv2d, got '
-                            f'{type(module).__name__}')
-        layer = cls(
-            module.in_channels,
-            module.out_channels,
-            module.kernel_size,
-            module.stride,
-            module.padding,
-            module.dilation,
-            module.groups,
-            module.bias is not None,
-            module.padding_mode,
-            device='meta',
-            **options)
-        layer.weight = module.weight
-        layer.bias = module.bias
-        return layer.to(module.weight.device)
+        return cls._share_float(module, nn.Conv2d, options)
 
     def forward(self, input: Tensor) -> Tensor:
         """(N, C_in, H, W) -> (N, C_out, H_out, W_out)."""

@@ -17,6 +17,9 @@ class MBBLinear(MBBQuantMixin, nn.Linear):
     :class:`MBBConv2d`; the weight scale is per output feature.
     """
 
+    #: ``nn.Linear``'s positional arguments, read off a float linear.
+    FLOAT_ARGS = ('in_features', 'out_features', 'bias')
+
     def __init__(self,
                  in_features: int,
                  out_features: int,
@@ -35,18 +38,7 @@ class MBBLinear(MBBQuantMixin, nn.Linear):
     @classmethod
     def from_float(cls, module: nn.Linear, **options) -> 'MBBLinear':
         """An MBBLinear sharing ``module``'s weight and bias parameters."""
-        if not isinstance(module, nn.Linear):
-            raise TypeError('module must be an nn.Linear, got '
-                            f'{type(module).__name__}')
-        layer = cls(
-            module.in_features,
-            module.out_features,
-            module.bias is not None,
-            device='meta',
-            **options)
-        layer.weight = module.weight
-        layer.bias = module.bias
-        return layer.to(module.weight.device)
+        return cls._share_float(module, nn.Linear, options)
 
     def forward(self, input: Tensor) -> Tensor:
         """(*, in_features) -> (*, out_features)."""

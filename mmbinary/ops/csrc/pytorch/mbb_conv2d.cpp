@@ -9,6 +9,7 @@
 #include <cmath>
 
 #include "../common/mbb_conv2d.h"
+#include "mbb_conv2d_checks.h"
 
 namespace mmbinary {
 

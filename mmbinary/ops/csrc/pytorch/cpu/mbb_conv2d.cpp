@@ -15,22 +15,9 @@
 #include "../../common/mbb_conv2d.h"
 #include "../../common/mbb_conv2d_x86.h"
 #include "../../common/pytorch_cpp_helper.h"
+#include "../mbb_conv2d_checks.h"
 
 namespace mmbinary {
-
-// Shared with the CUDA launcher; defined in ../mbb_conv2d.cpp.
-float mbb_check_inv_step(double inv_step);
-MBBConvShape mbb_quantize_pack_shape(const at::Tensor& input, int64_t a_bits,
-                                     bool is_signed, int64_t groups);
-MBBConvShape mbb_conv2d_check(const at::Tensor& act_or_input, bool packed,
-                              const at::Tensor& weight_words,
-                              int64_t in_channels, int64_t out_channels,
-                              int64_t w_bits, int64_t a_bits, bool is_signed,
-                              at::IntArrayRef kernel_size,
-                              at::IntArrayRef stride, at::IntArrayRef padding,
-                              at::IntArrayRef dilation, int64_t groups);
-void mbb_check_epilogue(const at::Tensor& out_scale,
-                        const at::Tensor& out_bias);
 
 namespace {
 
