@@ -6,15 +6,14 @@
 #
 #   python tools/train.py configs/retinanet_mnv2_mbb_w2a2_trees.py
 #
-# Any other precision: --cfg-options bits=4 (weights and activations), or
-# w_bits=4 a_bits=2 for a mixed pair.
+# Any other W/A pair: set the bits of each encoded part, e.g. W4A4:
+#   --cfg-options model.backbone.w_bits=4 model.backbone.a_bits=4 \
+#       model.neck.w_bits=4 model.neck.a_bits=4 \
+#       model.bbox_head.conv_cfg.w_bits=4 model.bbox_head.conv_cfg.a_bits=4
+# (tools/demo.py --bits 4 does that).
 _base_ = 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py'
 custom_imports = dict(imports=['mmbinary'], allow_failed_imports=False)
 
-bits = 2
-w_bits = bits
-a_bits = bits
-mbb_conv = dict(type='MBBConv', w_bits=w_bits, a_bits=a_bits)
 data_root = 'data/demo/trees/'
 pretrained = 'data/demo/pretrained/mobilenet_v2_mmdet.pth'
 
@@ -22,15 +21,15 @@ model = dict(
     backbone=dict(
         _delete_=True,
         type='mmbinary.MBBMobileNetV2',
-        w_bits=w_bits,
-        a_bits=a_bits,
+        w_bits=2,
+        a_bits=2,
         out_indices=(2, 4, 6),
         act_cfg=dict(type='ReLU6'),
         init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
     neck=dict(
         type='mmbinary.MBBFPN',
-        w_bits=w_bits,
-        a_bits=a_bits,
+        w_bits=2,
+        a_bits=2,
         # MobileNetV2's outputs are linear projections: signed.
         in_act_mode='signed',
         in_channels=[32, 96, 320],
@@ -43,7 +42,7 @@ model = dict(
         in_channels=64,
         feat_channels=64,
         stacked_convs=2,
-        conv_cfg=mbb_conv),
+        conv_cfg=dict(type='MBBConv', w_bits=2, a_bits=2)),
     test_cfg=dict(score_thr=0.05, max_per_img=150))
 
 metainfo = dict(classes=('tree', ), palette=[(0, 200, 0)])

@@ -79,8 +79,13 @@ def latest_test_metrics(work_dir: str) -> dict:
 
 def cfg_options(args) -> list:
     trees = osp.join(args.data_root, 'trees') + '/'
-    options = [
-        f'bits={args.bits}', f'data_root={trees}',
+    encoded = ('model.backbone', 'model.neck', 'model.bbox_head.conv_cfg')
+    bits = [
+        f'{part}.{key}={args.bits}' for part in encoded
+        for key in ('w_bits', 'a_bits')
+    ]
+    options = bits + [
+        f'data_root={trees}',
         f'train_dataloader.dataset.data_root={trees}',
         f'val_dataloader.dataset.data_root={trees}',
         f'test_dataloader.dataset.data_root={trees}',

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
@@ -16,7 +17,8 @@ def test_quick_demo_runs_and_packed_metrics_agree(demo_data, tmp_path):
     work_dir = tmp_path / 'demo'
     result = subprocess.run([
         sys.executable,
-        osp.join(REPO, 'tools', 'demo.py'), '--quick', '--work-dir',
+        osp.join(REPO, 'tools', 'demo.py'), '--quick', '--bits', '3',
+        '--work-dir',
         str(work_dir), '--data-root', demo_data
     ], capture_output=True, text=True, cwd=REPO)
     output = result.stdout + result.stderr
@@ -28,7 +30,13 @@ def test_quick_demo_runs_and_packed_metrics_agree(demo_data, tmp_path):
     for row in rows.values():
         unpacked, packed = (float(v) for v in row.split(' | '))
         assert abs(unpacked - packed) <= 0.005
-    assert (work_dir / 'packed.pth').is_file()
+    # --bits reached every encoded layer, and they were all packed.
+    packed = torch.load(work_dir / 'packed.pth', weights_only=True)
+    layers = packed['meta']['mmbinary_packed']['layers']
+    assert len(layers) > 40
+    assert {(layer['config']['w_bits'], layer['config']['a_bits'])
+            for layer in layers.values()} == {(3, 3)}
+    assert 'W3A3' in summary
     assert (work_dir / 'detections.jpg').stat().st_size > 0
     # Each step ran with the standard tools.
     for step in ('tools/train.py', 'tools/test.py', 'tools/pack_model.py',
