@@ -30,11 +30,13 @@ METRICS = ('coco/bbox_mAP', 'coco/bbox_mAP_50')
 MBB_OPTIONS = ('w_bits', 'a_bits', 'in_act_mode', 'encode_stem',
                'encode_depthwise', 'encode_lateral', 'encode_output',
                'mbb_cfg')
-#: Largest metric difference for packed and unpacked to agree. Their
-#: integer codes are identical; the float epilogue (batch norm folded into
-#: one scale) rounds differently from conv + batch norm, which can reorder
-#: near-tied scores of a few hundred boxes.
-AGREEMENT = 0.005
+#: Largest metric difference (1 AP point) for packed and unpacked to agree.
+#: Each packed layer equals its unpacked layer to float32 rounding (the
+#: batch norm folded into one scale rounds differently), but an activation
+#: that lands within that rounding of a quantization boundary takes the
+#: other code, and such flips spread through the later layers; on a few
+#: hundred boxes that moves AP by a few thousandths.
+AGREEMENT = 0.01
 #: Score above which detections are drawn.
 SCORE_THR = 0.3
 

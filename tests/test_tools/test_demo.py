@@ -24,12 +24,12 @@ def test_quick_demo_runs_and_packed_metrics_agree(demo_data, tmp_path):
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
     summary = (work_dir / 'summary.md').read_text()
-    assert 'Packed and unpacked metrics agree (within 0.005): yes' in summary
+    assert 'Packed and unpacked metrics agree (within 0.01): yes' in summary
     rows = dict(re.findall(r'\| (coco/bbox_mAP\S*) \| (.*) \|', summary))
     assert set(rows) == {'coco/bbox_mAP', 'coco/bbox_mAP_50'}
     for row in rows.values():
         unpacked, packed = (float(v) for v in row.split(' | '))
-        assert abs(unpacked - packed) <= 0.005
+        assert abs(unpacked - packed) <= 0.01
     # --bits reached every encoded layer, and they were all packed.
     packed = torch.load(work_dir / 'packed.pth', weights_only=True)
     layers = packed['meta']['mmbinary_packed']['layers']
