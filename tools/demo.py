@@ -152,13 +152,14 @@ def measure_and_draw(args, cfg, checkpoint, packed, out_file) -> dict:
     packed model's detections on a held-out image."""
     import mmcv
     from mmdet.apis import inference_detector, init_detector
-    from mmdet.utils import register_all_modules
     from mmdet.visualization import DetLocalVisualizer
     from mmengine.registry import MODELS
     from mmengine.runner import load_checkpoint
 
-    from mmbinary.models.packing import load_packed_checkpoint
-    register_all_modules()
+    from mmbinary.models.packing import (load_packed_checkpoint,
+                                         state_dict_bytes)
+    from mmbinary.utils.scope import register_modules_for
+    register_modules_for(cfg)
     unpacked_model = MODELS.build(cfg.model).eval()
     load_checkpoint(unpacked_model, checkpoint, map_location='cpu',
                     strict=True, logger='silent')
@@ -176,11 +177,6 @@ def measure_and_draw(args, cfg, checkpoint, packed, out_file) -> dict:
                             ('packed', packed_model))
     }
 
-    def state_bytes(model):
-        return sum(t.numel() * t.element_size()
-                   for t in model.state_dict().values()
-                   if isinstance(t, torch.Tensor))
-
     val = cfg.test_dataloader.dataset
     with open(osp.join(val.data_root, val.ann_file), encoding='utf-8') as f:
         image_name = json.load(f)['images'][-1]['file_name']
@@ -197,8 +193,8 @@ def measure_and_draw(args, cfg, checkpoint, packed, out_file) -> dict:
         out_file=out_file)
     kept = int((result.pred_instances.scores >= SCORE_THR).sum())
     return dict(speed=speed,
-                float_bytes=state_bytes(float_model),
-                packed_bytes=state_bytes(packed_model),
+                float_bytes=state_dict_bytes(float_model),
+                packed_bytes=state_dict_bytes(packed_model),
                 image=image_path,
                 detections=kept)
 

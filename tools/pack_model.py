@@ -18,7 +18,7 @@ from mmengine.runner import load_checkpoint
 import mmbinary
 from mmbinary.models.layers import MBBConv2d, MBBLinear
 from mmbinary.models.packing import (LAYOUT_KEY, convert_to_packed,
-                                     packed_layout)
+                                     packed_layout, state_dict_bytes)
 from mmbinary.utils.scope import register_modules_for
 
 
@@ -34,13 +34,6 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, key=value pairs')
     return parser.parse_args()
-
-
-def state_bytes(module: torch.nn.Module) -> int:
-    """Bytes of a module's state dict tensors."""
-    return sum(t.numel() * t.element_size()
-               for t in module.state_dict().values()
-               if isinstance(t, torch.Tensor))
 
 
 def size_table(rows, float_total: int, packed_total: int) -> str:
@@ -75,7 +68,7 @@ def main() -> None:
     load_checkpoint(model, args.checkpoint, map_location='cpu', strict=True)
     model.eval()
 
-    float_total = state_bytes(model)
+    float_total = state_dict_bytes(model)
     float_bytes = {
         name: sum(p.numel() * 4 for p in module.parameters(recurse=False))
         for name, module in model.named_modules()
@@ -89,7 +82,7 @@ def main() -> None:
         rows.append((name, entry['type'].replace('PackedMBB', ''),
                      f'W{module.w_bits}A{module.a_bits}', float_bytes[name],
                      module.packed_bytes()))
-    packed_total = state_bytes(model)
+    packed_total = state_dict_bytes(model)
     print(size_table(rows, float_total, packed_total))
 
     checkpoint = dict(

@@ -1,5 +1,6 @@
 # Copyright (c) mmbinary contributors. All rights reserved.
-"""Compiled ops (``torch.ops.mmbinary.*``) and their pure-PyTorch references."""
+"""Compiled ops (``torch.ops.mmbinary.*``) and their pure-PyTorch
+references."""
 from .ext_loader import build_info, ext_load_error, ext_loaded, require_ext
 from .mbb_conv2d import (activation_codes_reference, mbb_conv2d,
                          mbb_conv2d_accumulate,

@@ -152,6 +152,12 @@ class ActivationQuantizer(nn.Module):
         """0-dim float32 ``L / beta``, the multiplier the codes use."""
         return self.levels / self.clip.detach().float()
 
+    def initialize_once(self, input: Tensor) -> None:
+        """Decide the mode and the clip from ``input`` unless done (or
+        loaded) before."""
+        if not bool(self.initialized) or int(self.signed) == _UNDECIDED:
+            self._initialize(input)
+
     @torch.no_grad()
     def _initialize(self, input: Tensor) -> None:
         x = input.detach().float().reshape(-1)
@@ -198,8 +204,7 @@ class ActivationQuantizer(nn.Module):
 
     def forward(self, input: Tensor) -> Tensor:
         """Dequantized activations (same shape and dtype as ``input``)."""
-        if not bool(self.initialized) or int(self.signed) == _UNDECIDED:
-            self._initialize(input)
+        self.initialize_once(input)
         beta = self.clip.clamp_min(torch.finfo(torch.float32).eps)
         return self._quantize(input, beta)
 

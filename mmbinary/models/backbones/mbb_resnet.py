@@ -6,11 +6,11 @@ from mmdet.models.backbones import ResNet
 
 from mmbinary.registry import MODELS
 
-from .resnet_encoding import Bits, encode_resnet
+from .resnet_encoding import Bits, MBBResNetMixin
 
 
 @MODELS.register_module()
-class MBBResNet(ResNet):
+class MBBResNet(MBBResNetMixin, ResNet):
     """mmdet's ResNet whose residual-block convs are MBB convs.
 
     Built as the float ResNet, then each block's ``conv1..conv3`` become
@@ -62,14 +62,5 @@ class MBBResNet(ResNet):
                  mbb_cfg: Optional[dict] = None,
                  **kwargs) -> None:
         super().__init__(depth, **kwargs)
-        self.encode_stem = encode_stem
-        self.encode_shortcut = encode_shortcut
-        self.w_bits, self.a_bits = encode_resnet(
-            self,
-            w_bits,
-            a_bits,
-            encode_stem=encode_stem,
-            encode_shortcut=encode_shortcut,
-            mbb_cfg=mbb_cfg)
-        # The MBB convs are new modules: freeze them as the float ones were.
-        self._freeze_stages()
+        self._encode_blocks(w_bits, a_bits, encode_stem, encode_shortcut,
+                            mbb_cfg)

@@ -6,11 +6,11 @@ from mmseg.models.backbones import ResNetV1c
 
 from mmbinary.registry import MODELS
 
-from .resnet_encoding import Bits, encode_resnet
+from .resnet_encoding import Bits, MBBResNetMixin
 
 
 @MODELS.register_module()
-class MBBResNetV1c(ResNetV1c):
+class MBBResNetV1c(MBBResNetMixin, ResNetV1c):
     """mmseg's ResNetV1c (deep stem, dilated stages) with MBB block convs.
 
     The segmentation counterpart of :class:`MBBResNet`, for DeepLabV3 and
@@ -51,13 +51,5 @@ class MBBResNetV1c(ResNetV1c):
                  mbb_cfg: Optional[dict] = None,
                  **kwargs) -> None:
         super().__init__(depth=depth, **kwargs)
-        self.encode_stem = encode_stem
-        self.encode_shortcut = encode_shortcut
-        self.w_bits, self.a_bits = encode_resnet(
-            self,
-            w_bits,
-            a_bits,
-            encode_stem=encode_stem,
-            encode_shortcut=encode_shortcut,
-            mbb_cfg=mbb_cfg)
-        self._freeze_stages()
+        self._encode_blocks(w_bits, a_bits, encode_stem, encode_shortcut,
+                            mbb_cfg)

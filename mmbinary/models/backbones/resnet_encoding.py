@@ -114,3 +114,23 @@ def encode_resnet(resnet: nn.Module,
         for block in getattr(resnet, layer_name):
             _encode_block(block, w, a, encode_shortcut, mbb_cfg)
     return stage_w_bits, stage_a_bits
+
+
+class MBBResNetMixin:
+    """What ``MBBResNet`` and ``MBBResNetV1c`` do after building the float
+    ResNet: encode its convs and freeze the new ones as the old were."""
+
+    def _encode_blocks(self, w_bits: Bits, a_bits: Bits, encode_stem: bool,
+                       encode_shortcut: bool,
+                       mbb_cfg: Optional[dict]) -> None:
+        self.encode_stem = encode_stem
+        self.encode_shortcut = encode_shortcut
+        self.w_bits, self.a_bits = encode_resnet(
+            self,
+            w_bits,
+            a_bits,
+            encode_stem=encode_stem,
+            encode_shortcut=encode_shortcut,
+            mbb_cfg=mbb_cfg)
+        # The MBB convs are new modules: freeze them as the float ones were.
+        self._freeze_stages()

@@ -78,8 +78,7 @@ class MBBQuantMixin:
         """Explicit M * K binary branches, see :meth:`forward_branches`."""
         dtype = input.dtype if input.is_floating_point() else torch.float32
         act = self.act_quantizer
-        if not bool(act.initialized) or int(act.signed) < 0:
-            act._initialize(input)
+        act.initialize_once(input)
         q, a = act.codes(input)
         codes, w_scale = self.weight_quantizer.codes(self.weight)
         w_planes = encode(codes, self.w_bits, dtype)

@@ -10,6 +10,7 @@ is loaded, without any float weight of the packed layers.
 """
 from typing import Dict, Optional
 
+import torch
 from torch import nn
 
 from mmbinary.utils import safe_torch_load
@@ -67,6 +68,14 @@ def convert_to_packed(model: nn.Module, fold_norms: bool = True) -> nn.Module:
         if norm_name:
             _replace(model, norm_name, FoldedNorm())
     return model
+
+
+def state_dict_bytes(model: nn.Module) -> int:
+    """Bytes of the tensors in ``model``'s state dict (what a checkpoint of
+    it stores)."""
+    return sum(t.numel() * t.element_size()
+               for t in model.state_dict().values()
+               if isinstance(t, torch.Tensor))
 
 
 def packed_layout(model: nn.Module) -> dict:
