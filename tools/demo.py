@@ -13,7 +13,6 @@ repeated by hand; the outputs go to ``--work-dir`` (default
 ``work_dirs/demo``).
 """
 import argparse
-import glob
 import json
 import os.path as osp
 import statistics
@@ -22,6 +21,8 @@ import sys
 import time
 
 import torch
+
+from mmbinary.utils.logged_metrics import read_test_metrics
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIG = osp.join(ROOT, 'configs', 'retinanet_mnv2_mbb_w2a2_trees.py')
@@ -66,17 +67,6 @@ def run(step: str, command: list) -> None:
     result = subprocess.run(command, cwd=ROOT)
     if result.returncode != 0:
         raise SystemExit(f'{step} failed (exit code {result.returncode})')
-
-
-def latest_test_metrics(work_dir: str) -> dict:
-    """The metrics mmengine logged for the newest test run in work_dir."""
-    logs = sorted(glob.glob(osp.join(work_dir, '*', '*.json')))
-    if not logs:
-        raise SystemExit(f'no test log found in {work_dir}')
-    with open(logs[-1], encoding='utf-8') as f:
-        lines = [json.loads(line) for line in f if line.strip()]
-    # CocoMetric reports nothing when there is no detection at all: 0.
-    return {key: float(lines[-1].get(key, 0.0)) for key in METRICS}
 
 
 def cfg_options(args) -> list:
@@ -227,9 +217,10 @@ def main() -> int:
         python, 'tools/test.py', CONFIG, packed, '--packed', '--work-dir',
         osp.join(work_dir, 'test_packed'), '--cfg-options', *options
     ])
-    unpacked_metrics = latest_test_metrics(osp.join(work_dir,
-                                                    'test_unpacked'))
-    packed_metrics = latest_test_metrics(osp.join(work_dir, 'test_packed'))
+    unpacked_metrics = read_test_metrics(
+        osp.join(work_dir, 'test_unpacked'), METRICS)
+    packed_metrics = read_test_metrics(
+        osp.join(work_dir, 'test_packed'), METRICS)
 
     print('\n=== Measure speed and size, draw detections', flush=True)
     picture = osp.join(work_dir, 'detections.jpg')

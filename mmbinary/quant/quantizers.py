@@ -96,9 +96,12 @@ class ActivationQuantizer(nn.Module):
     """K-bit activation quantizer with a learned or fixed clip ``beta``.
 
     State (saved in checkpoints): ``clip`` (a parameter when learned),
-    ``signed`` (-1 undecided, 0 unsigned, 1 signed) and ``initialized``.
-    A state dict without these keys (a float checkpoint) loads without
-    complaint and leaves them to the data-driven initialization.
+    ``signed`` (-1 undecided, 0 unsigned, 1 signed), ``initialized`` and
+    ``clip_bits`` (the K the clip was fitted for). A state dict without
+    these keys (a float checkpoint) loads without complaint and leaves them
+    to the data-driven initialization; one saved at another K (a step of a
+    progressive 8 -> 4 -> 2 schedule) keeps its sign and has its learned
+    clip fitted again, for this K, on the first batch.
 
     Args:
         bits (int): K, 1..8.
@@ -128,6 +131,8 @@ class ActivationQuantizer(nn.Module):
         self.register_buffer('signed',
                              torch.tensor(decided[mode], dtype=torch.int8))
         self.register_buffer('initialized', torch.tensor(not self.learn_clip))
+        self.register_buffer('clip_bits',
+                             torch.tensor(self.bits, dtype=torch.int8))
 
     @property
     def is_signed(self) -> bool:
@@ -221,9 +226,20 @@ class ActivationQuantizer(nn.Module):
         if not any(key in state_dict for key in own):
             # A float checkpoint: keep the data-driven initialization.
             return
+        bits_key = prefix + 'clip_bits'
+        saved_bits = state_dict.get(bits_key)
         super()._load_from_state_dict(state_dict, prefix, local_metadata,
                                       strict, missing_keys, unexpected_keys,
                                       error_msgs)
+        if saved_bits is None:
+            # Saved before clip_bits existed: fitted for this K.
+            if bits_key in missing_keys:
+                missing_keys.remove(bits_key)
+            self.clip_bits.fill_(self.bits)
+        elif int(saved_bits) != self.bits:
+            self.clip_bits.fill_(self.bits)
+            if self.learn_clip:
+                self.initialized.fill_(False)
 
     def extra_repr(self) -> str:
         clip = 'learned' if self.learn_clip else float(self.clip)

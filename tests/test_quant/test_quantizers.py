@@ -98,3 +98,33 @@ def test_step_and_inv_step_are_float32_and_reciprocal():
     assert float(quantizer.inv_step()) == pytest.approx(5.0)
     q, a = quantizer.codes(torch.tensor([0.1, 0.3, 10.0]))
     assert q.tolist() == [0, 2, 15] and torch.equal(q, a)
+
+
+def test_a_checkpoint_of_another_precision_refits_the_clip():
+    torch.manual_seed(0)
+    x = torch.randn(4096).abs() * 3
+    eight = ActivationQuantizer(8, 'auto')
+    eight(x)
+    two = ActivationQuantizer(2, 'auto')
+    two.load_state_dict(eight.state_dict(), strict=True)
+    # the sign decision is kept, the 8-bit clip is not used at 2 bits
+    assert int(two.signed) == int(eight.signed)
+    assert not bool(two.initialized)
+    assert int(two.clip_bits) == 2
+    two(x)
+    fresh = ActivationQuantizer(2, 'auto')
+    fresh(x)
+    assert torch.equal(two.clip.detach(), fresh.clip.detach())
+    assert not torch.equal(two.clip.detach(), eight.clip.detach())
+
+
+def test_a_checkpoint_saved_before_clip_bits_keeps_its_clip():
+    quantizer = ActivationQuantizer(2, 'auto')
+    quantizer(torch.rand(256))
+    old_state = {key: value for key, value in quantizer.state_dict().items()
+                 if key != 'clip_bits'}
+    loaded = ActivationQuantizer(2, 'auto')
+    loaded.load_state_dict(old_state, strict=True)
+    assert bool(loaded.initialized)
+    assert torch.equal(loaded.clip.detach(), quantizer.clip.detach())
+    assert int(loaded.clip_bits) == 2

@@ -1,9 +1,13 @@
 # Copyright (c) mmbinary contributors. All rights reserved.
-"""``MBBMobileNetV2``: mmdet's MobileNetV2 with binary-branch convs."""
+"""MobileNetV2 with binary-branch convs: mmdet's (``MBBMobileNetV2``) and
+mmseg's dilated one (``MBBDilatedMobileNetV2``)."""
 from typing import Optional
 
+from mmcv.cnn import ConvModule
 from mmdet.models.backbones import MobileNetV2
 from mmdet.models.layers import InvertedResidual
+from mmseg.models.backbones import MobileNetV2 as SegMobileNetV2
+from mmseg.models.utils import InvertedResidual as SegInvertedResidual
 
 from mmbinary.quant import check_bits
 from mmbinary.registry import MODELS
@@ -62,4 +66,57 @@ class MBBMobileNetV2(MobileNetV2):
                 encode(block.linear_conv, 'unsigned')
         if hasattr(self, 'conv2'):
             encode(self.conv2, 'signed')
+        self._freeze_stages()
+
+
+@MODELS.register_module()
+class MBBDilatedMobileNetV2(SegMobileNetV2):
+    """mmseg's MobileNetV2 (dilated layers for segmentation, e.g. output
+    stride 8) whose inverted-residual convs are MBB convs.
+
+    The same encoding as :class:`MBBMobileNetV2`: expand 1x1 convs read the
+    block input (signed), depthwise and projection convs read ReLU6 outputs
+    (unsigned); the stem and the depthwise convs stay float by default.
+    Parameter names are mmseg's, so an mmseg-layout float checkpoint loads
+    unchanged. ``strides``, ``dilations`` and ``out_indices`` work as in
+    mmseg, e.g. the DeepLabV3 setting ``strides=(1, 2, 2, 1, 1, 1, 1),
+    dilations=(1, 1, 1, 2, 2, 4, 4)``.
+
+    Args:
+        w_bits (int): weight bits M, 1..8. Default: 2.
+        a_bits (int): activation bits K, 1..8. Default: 2.
+        encode_stem (bool): encode the stem conv (image input, signed).
+        encode_depthwise (bool): encode the depthwise convs (unsigned).
+        mbb_cfg (dict, optional): other MBB layer options (``w_mode``, ...).
+        **kwargs: the arguments of mmseg's ``MobileNetV2``.
+    """
+
+    def __init__(self,
+                 *,
+                 w_bits: int = 2,
+                 a_bits: int = 2,
+                 encode_stem: bool = False,
+                 encode_depthwise: bool = False,
+                 mbb_cfg: Optional[dict] = None,
+                 **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.w_bits = check_bits(w_bits, 'w_bits')
+        self.a_bits = check_bits(a_bits, 'a_bits')
+        options = check_mbb_cfg(mbb_cfg)
+
+        def encode(conv_module: ConvModule, a_mode: str) -> None:
+            conv_module.conv = to_mbb(conv_module.conv, self.w_bits,
+                                      self.a_bits, a_mode, options)
+
+        if encode_stem:
+            encode(self.conv1, 'signed')
+        for block in self.modules():
+            if isinstance(block, SegInvertedResidual):
+                # [expand,] depthwise, linear projection
+                *expand, depthwise, linear = block.conv
+                for expand_conv in expand:
+                    encode(expand_conv, 'signed')
+                if encode_depthwise:
+                    encode(depthwise, 'unsigned')
+                encode(linear, 'unsigned')
         self._freeze_stages()

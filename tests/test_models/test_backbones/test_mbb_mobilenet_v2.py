@@ -42,3 +42,30 @@ def test_float_checkpoint_loads_and_the_model_runs():
 def test_bad_bits_are_refused():
     with pytest.raises(ValueError, match='w_bits must be an integer'):
         MBBMobileNetV2(w_bits=0)
+
+
+def test_dilated_mmseg_variant_encodes_the_same_convs_and_loads_float():
+    from mmseg.models.backbones import MobileNetV2 as SegMobileNetV2
+
+    from mmbinary.models.backbones import MBBDilatedMobileNetV2
+    arch = dict(strides=(1, 2, 2, 1, 1, 1, 1),
+                dilations=(1, 1, 1, 2, 2, 4, 4), out_indices=(1, 2, 4, 6))
+    model = MBBDilatedMobileNetV2(w_bits=2, a_bits=3, **arch)
+    convs = mbb_convs(model)
+    # mmseg's MobileNetV2 ends at layer7: no final 1x1 conv.
+    assert len(convs) == 16 + 17
+    assert convs['layer2.0.conv.0.conv'].a_mode == 'signed'
+    assert convs['layer2.0.conv.2.conv'].a_mode == 'unsigned'
+    assert convs['layer1.0.conv.1.conv'].a_mode == 'unsigned'
+    assert type(model.layer2[0].conv[1].conv) is nn.Conv2d  # depthwise
+    assert convs['layer7.0.conv.2.conv'].dilation == (1, 1)
+    assert convs['layer6.0.conv.0.conv'].w_bits == 2
+    model.load_state_dict(SegMobileNetV2(**arch).state_dict(), strict=True)
+    outs = model(torch.randn(1, 3, 64, 64))
+    assert [tuple(o.shape) for o in outs] == [(1, 24, 16, 16),
+                                              (1, 32, 8, 8),
+                                              (1, 96, 8, 8),
+                                              (1, 320, 8, 8)]
+    with_dw = MBBDilatedMobileNetV2(encode_depthwise=True, **arch)
+    assert with_dw.layer7[0].conv[1].conv.dilation == (4, 4)
+    assert with_dw.layer7[0].conv[1].conv.a_mode == 'unsigned'

@@ -1,0 +1,161 @@
+# Copyright (c) mmbinary contributors. All rights reserved.
+"""The accuracy study script: its plan, that its options reach the layers,
+and a shortened run on Penn-Fudan (skipped where the data is absent)."""
+import argparse
+import importlib.util
+import json
+import os
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+from mmengine.config import Config, DictAction
+from mmengine.registry import DefaultScope
+
+from mmbinary.models import MBBConv2d
+
+REPO = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
+TOOL = osp.join(REPO, 'tools', 'analysis_tools', 'accuracy_study.py')
+#: Penn-Fudan in COCO and mmseg layout, beside the checkout (not shipped).
+PENNFUDAN = os.environ.get(
+    'MMBINARY_PENNFUDAN',
+    osp.join(REPO, '..', 'shared', 'data', 'pennfudan'))
+
+
+@pytest.fixture(scope='module')
+def study():
+    spec = importlib.util.spec_from_file_location('accuracy_study', TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def study_args(**overrides) -> argparse.Namespace:
+    args = dict(bits=[8, 4, 2, 1], seeds=[0, 1], epochs=6, no_paper=False,
+                no_progressive=False, work_dir='study', quick=False,
+                data_root='pennfudan', demo_data='demo')
+    args.update(overrides)
+    return argparse.Namespace(**args)
+
+
+def test_plan_has_every_row_with_the_same_budget(study):
+    runs = study.plan(study_args(), study.TASKS['det'])
+    names = [(run.variant, run.seed) for run in runs]
+    variants = ['float', 'w8a8', 'w4a4', 'w2a2', 'w1a1', 'w2a2-paper',
+                'w8-w4-w2a2']
+    assert names == [(v, s) for s in (0, 1) for v in variants]
+    for run in runs:
+        assert sum(stage.epochs for stage in run.stages) == 6
+    progressive = runs[6].stages
+    assert [stage.bits for stage in progressive] == [8, 4, 2]
+    assert runs[5].stages[0].paper and not runs[3].stages[0].paper
+    assert runs[0].stages[0].bits is None
+    assert len({run.work_dir for run in runs}) == len(runs)
+    few = study.plan(study_args(seeds=[3], bits=[2], no_paper=True,
+                                no_progressive=True), study.TASKS['seg'])
+    assert [(run.variant, run.seed) for run in few] == [('float', 3),
+                                                        ('w2a2', 3)]
+
+
+def build_model(config: str, options: list):
+    cfg = Config.fromfile(config)
+    parsed = {}
+    for option in options:
+        key, value = option.split('=', 1)
+        parsed[key] = DictAction._parse_iterable(value)
+    cfg.merge_from_dict(parsed)
+    scope = cfg.default_scope
+    if scope == 'mmdet':
+        from mmdet.registry import MODELS
+        from mmdet.utils import register_all_modules
+    else:
+        from mmseg.registry import MODELS
+        from mmseg.utils import register_all_modules
+    register_all_modules(init_default_scope=False)
+    with DefaultScope.overwrite_default_scope(scope):
+        return MODELS.build(cfg.model)
+
+
+# det: MobileNetV2 16 expand + 17 projection + 1 last conv, FPN 3 lateral +
+# 5 output convs, head 2 x 2 tower convs; seg: the same backbone without
+# the last conv, ASPP 4 branches + image pool + bottleneck.
+@pytest.mark.parametrize('task_name, encoded', [('det', 46), ('seg', 39)])
+@pytest.mark.parametrize('paper', [False, True])
+def test_bits_and_paper_options_reach_every_encoded_layer(
+        study, task_name, encoded, paper):
+    task = study.TASKS[task_name]
+    model = build_model(task.mbb_config, task.bits_options(3, paper))
+    layers = [m for m in model.modules() if isinstance(m, MBBConv2d)]
+    assert len(layers) == encoded
+    assert {(m.w_bits, m.a_bits) for m in layers} == {(3, 3)}
+    w_modes = {m.weight_quantizer.mode for m in layers}
+    clips = {m.act_quantizer.learn_clip for m in layers}
+    if paper:
+        assert w_modes == {'paper'} and clips == {False}
+        assert {float(m.act_quantizer.clip) for m in layers} == {1.0}
+    else:
+        assert w_modes == {'channel'} and clips == {True}
+
+
+def test_float_configs_have_no_encoded_layer(study):
+    for task in study.TASKS.values():
+        model = build_model(task.float_config, [])
+        assert not any(isinstance(m, MBBConv2d) for m in model.modules())
+
+
+def test_missing_data_and_bad_arguments_are_refused(tmp_path):
+    def run(*argv):
+        return subprocess.run([sys.executable, TOOL, *argv],
+                              capture_output=True, text=True, cwd=REPO)
+
+    result = run('--data-root', str(tmp_path))
+    assert result.returncode != 0
+    assert 'lacks' in result.stderr and 'annotations/train.json' in \
+        result.stderr
+    result = run('--bits', '9')
+    assert result.returncode == 2 and '--bits must be integers in 1..8' in \
+        result.stderr
+    result = run('--epochs', '2')
+    assert result.returncode == 2 and 'progressive' in result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not osp.isdir(PENNFUDAN),
+    reason='Penn-Fudan (COCO + mmseg layout) is not beside the checkout')
+def test_quick_study_trains_evaluates_packs_and_resumes(demo_data, tmp_path):
+    work_dir = tmp_path / 'study'
+    command = [
+        sys.executable, TOOL, '--quick', '--data-root', PENNFUDAN,
+        '--demo-data', demo_data, '--work-dir',
+        str(work_dir), '--bits', '2', '--seeds', '0', '--no-paper',
+        '--no-progressive', '--float-epochs', '1', '--epochs', '1',
+        '--jobs', '1'
+    ]
+    result = subprocess.run(command, capture_output=True, text=True,
+                            cwd=REPO)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    results = json.loads((work_dir / 'results.json').read_text())
+    assert {(r['task'], r['variant']) for r in results} == {
+        (task, variant)
+        for task in ('det', 'seg')
+        for variant in ('float-start', 'float', 'w2a2')
+    }
+    for r in results:
+        if r['variant'] == 'w2a2':
+            # packed and unpacked evaluated through the same pipeline agree
+            tolerance = 0.01 if r['task'] == 'det' else 1.0
+            for key, value in r['unpacked'].items():
+                assert abs(value - r['packed'][key]) <= tolerance, r
+        else:
+            assert 'packed' not in r
+    study_md = (work_dir / 'study.md').read_text()
+    assert '| w2a2 |' in study_md and '| float |' in study_md
+    assert 'mIoU' in study_md and 'bbox mAP' in study_md
+    # Run again: every result is kept, nothing is trained.
+    again = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+    assert again.returncode == 0, (again.stdout + again.stderr)[-4000:]
+    assert '] train' not in again.stdout
+    assert (work_dir / 'study.md').read_text() == study_md

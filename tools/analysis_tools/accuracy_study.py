@@ -1,0 +1,436 @@
+# Copyright (c) mmbinary contributors. All rights reserved.
+"""The accuracy study: float against W8A8, W4A4, W2A2 and W1A1 on
+Penn-Fudan, for detection (RetinaNet) and segmentation (DeepLabV3), each
+encoded model fine-tuned with the same budget from the same float start.
+
+    python tools/analysis_tools/accuracy_study.py --data-root data/pennfudan
+
+Steps, all standard tool runs (each command is logged beside its outputs,
+so any run can be repeated by hand):
+
+1. train the float model once per task (``--float-epochs``): the start;
+2. per seed, fine-tune from it for ``--epochs``: the float model itself
+   (the float row gets the same budget), every ``--bits`` pair with the
+   project's default quantizers, W2A2 with the paper's quantizer
+   (``w_mode='paper'``, fixed clip ``a_clip=1.0``) and the paper's
+   progressive schedule (W8A8, then W4A4, then W2A2: the budget split in
+   three);
+3. evaluate each with ``tools/test.py`` (mmdet's CocoMetric, mmseg's
+   IoUMetric), pack it with ``tools/pack_model.py`` and evaluate the packed
+   model through the same pipeline.
+
+Finished runs are kept (``result.json`` in each run's folder) and skipped
+when the study is run again, so it can be stopped and resumed. The table
+(mean and spread over the seeds) goes to ``<work-dir>/study.md``.
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+CONFIGS = osp.join(ROOT, 'configs', 'pennfudan')
+#: What --data-root must hold.
+REQUIRED_FILES = ('images', 'annotations/train.json', 'annotations/val.json',
+                  'seg_masks', 'splits/train.txt', 'splits/val.txt')
+#: The paper's quantizer: alpha = 1 weights, HTanh/HReLU activations.
+PAPER_OPTIONS = dict(w_mode='paper', a_clip=1.0)
+
+
+@dataclass(frozen=True)
+class Task:
+    """One task of the study: its configs, encoded parts and metrics."""
+    name: str
+    float_config: str
+    mbb_config: str
+    #: config keys of the encoded parts; ``mbb_cfg`` marks a backbone or
+    #: neck (options under ``.mbb_cfg``), otherwise a ``conv_cfg``.
+    encoded_parts: Dict[str, bool]
+    #: metric keys as logged, and how they are shown (points).
+    metrics: Dict[str, str]
+    #: metric values as logged, times this, are points.
+    scale: float
+    #: which converted ImageNet MobileNetV2 file the backbone starts from.
+    pretrained: str
+
+    def data_options(self, data_root: str) -> List[str]:
+        root = data_root.rstrip('/') + '/'
+        options = [f'{loader}.dataset.data_root={root}'
+                   for loader in ('train_dataloader', 'val_dataloader',
+                                  'test_dataloader')]
+        if self.name == 'det':
+            ann = root + 'annotations/val.json'
+            options += [f'val_evaluator.ann_file={ann}',
+                        f'test_evaluator.ann_file={ann}']
+        return options
+
+    def bits_options(self, bits: int, paper: bool) -> List[str]:
+        options = []
+        for part, is_module in self.encoded_parts.items():
+            options += [f'{part}.w_bits={bits}', f'{part}.a_bits={bits}']
+            if paper:
+                prefix = f'{part}.mbb_cfg' if is_module else part
+                options += [
+                    f'{prefix}.{key}={value}'
+                    for key, value in PAPER_OPTIONS.items()
+                ]
+        return options
+
+
+TASKS = {
+    'det':
+    Task(
+        name='det',
+        float_config=osp.join(CONFIGS, 'retinanet_mnv2_fpn_pennfudan.py'),
+        mbb_config=osp.join(CONFIGS, 'retinanet_mnv2_mbb_w2a2_pennfudan.py'),
+        encoded_parts={
+            'model.backbone': True,
+            'model.neck': True,
+            'model.bbox_head.conv_cfg': False
+        },
+        metrics={
+            'coco/bbox_mAP': 'bbox mAP',
+            'coco/bbox_mAP_50': 'AP50'
+        },
+        scale=100.0,
+        pretrained='mobilenet_v2_mmdet.pth'),
+    'seg':
+    Task(
+        name='seg',
+        float_config=osp.join(CONFIGS, 'deeplabv3_mnv2-d8_pennfudan.py'),
+        mbb_config=osp.join(CONFIGS,
+                            'deeplabv3_mnv2-d8_mbb_w2a2_pennfudan.py'),
+        encoded_parts={
+            'model.backbone': True,
+            'model.decode_head.conv_cfg': False
+        },
+        metrics={'mIoU': 'mIoU'},
+        scale=1.0,
+        pretrained='mobilenet_v2_mmseg.pth'),
+}
+
+
+@dataclass
+class Stage:
+    """One training run: ``bits`` None is float."""
+    bits: Optional[int]
+    epochs: int
+    paper: bool = False
+
+
+@dataclass
+class Run:
+    """A row entry: one variant, one seed, one or more training stages."""
+    task: Task
+    variant: str
+    seed: int
+    stages: List[Stage]
+    work_dir: str
+    start: str = ''  # the float start checkpoint
+    commands: List[str] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return f'{self.task.name} {self.variant} seed {self.seed}'
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--data-root', default=osp.join('data', 'pennfudan'),
+                        help='Penn-Fudan in COCO and mmseg layout')
+    parser.add_argument('--work-dir',
+                        default=osp.join('work_dirs', 'accuracy_study'))
+    parser.add_argument('--demo-data', default=osp.join(ROOT, 'data', 'demo'),
+                        help='where the embedded demo data and the ImageNet '
+                        'MobileNetV2 weights are (built if missing)')
+    parser.add_argument('--tasks', nargs='+', default=['det', 'seg'],
+                        choices=sorted(TASKS))
+    parser.add_argument('--bits', nargs='+', type=int, default=[8, 4, 2, 1],
+                        help='W=A bit widths of the main rows (1..8)')
+    parser.add_argument('--seeds', nargs='*', type=int, default=[0, 1],
+                        help='seeds of the fine-tuned rows; none: only the '
+                        'float starts')
+    parser.add_argument('--float-epochs', type=int, default=12,
+                        help='epochs of the float start')
+    parser.add_argument('--epochs', type=int, default=6,
+                        help='fine-tuning epochs of every row')
+    parser.add_argument('--no-paper', action='store_true',
+                        help='skip the paper-quantizer W2A2 row')
+    parser.add_argument('--no-progressive', action='store_true',
+                        help='skip the progressive 8-4-2 row')
+    parser.add_argument('--jobs', type=int, default=2,
+                        help='runs at once; the CPU threads are shared')
+    parser.add_argument('--threads', type=int, default=None,
+                        help='CPU threads per run (default: cores / jobs)')
+    parser.add_argument('--quick', action='store_true',
+                        help='a smoke run: 8 training images, 4 val images')
+    args = parser.parse_args()
+    bad_bits = [b for b in args.bits if not 1 <= b <= 8]
+    if bad_bits:
+        parser.error(f'--bits must be integers in 1..8, got {bad_bits}')
+    for name in ('float_epochs', 'epochs', 'jobs', 'threads'):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            parser.error(f'--{name.replace("_", "-")} must be >= 1, got '
+                         f'{getattr(args, name)}')
+    if not args.no_progressive and args.epochs < 3:
+        parser.error('--epochs must be >= 3 for the progressive row (three '
+                     'stages), or pass --no-progressive')
+    return args
+
+
+def plan(args, task: Task) -> List[Run]:
+    """The runs of one task, seed by seed (the float start excluded)."""
+    runs = []
+    third = args.epochs // 3
+    progressive = [
+        Stage(8, third),
+        Stage(4, third),
+        Stage(2, args.epochs - 2 * third)
+    ]
+    for seed in args.seeds:
+        variants = [('float', [Stage(None, args.epochs)])]
+        variants += [(f'w{b}a{b}', [Stage(b, args.epochs)])
+                     for b in args.bits]
+        if not args.no_paper:
+            variants.append(('w2a2-paper', [Stage(2, args.epochs, True)]))
+        if not args.no_progressive:
+            variants.append(('w8-w4-w2a2', progressive))
+        for variant, stages in variants:
+            work_dir = osp.join(args.work_dir, task.name,
+                                f'{variant}_seed{seed}')
+            runs.append(Run(task, variant, seed, stages, work_dir))
+    return runs
+
+
+def execute(run: Run, step: str, command: List[str], log_file: str,
+            threads: int) -> None:
+    """Run one tool with its output in ``log_file``; stop on failure."""
+    line = ' '.join(command)
+    run.commands.append(line)
+    print(f'[{run.label}] {step}\n  $ {line}', flush=True)
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    os.makedirs(osp.dirname(log_file), exist_ok=True)
+    with open(log_file, 'w', encoding='utf-8') as log:
+        log.write(f'$ {line}\n')
+        log.flush()
+        result = subprocess.run(command, cwd=ROOT, env=env, stdout=log,
+                                stderr=subprocess.STDOUT)
+    if result.returncode != 0:
+        raise RuntimeError(f'[{run.label}] {step} failed (exit code '
+                           f'{result.returncode}); see {log_file}')
+
+
+def stage_options(run: Run, stage: Stage, load_from: Optional[str],
+                  args) -> List[str]:
+    epochs = stage.epochs
+    options = run.task.data_options(args.data_root) + [
+        'model.backbone.init_cfg.checkpoint=' +
+        osp.join(args.demo_data, 'pretrained', run.task.pretrained),
+        f'randomness.seed={run.seed}',
+        f'train_cfg.max_epochs={epochs}',
+        # evaluation is its own step
+        f'train_cfg.val_interval={epochs + 1}',
+        f'default_hooks.checkpoint.interval={epochs}',
+        f'param_scheduler.1.end={epochs}',
+    ]
+    if load_from:
+        options.append(f'load_from={load_from}')
+    if args.quick:
+        options += [
+            'train_dataloader.dataset.indices=8',
+            'val_dataloader.dataset.indices=4',
+            'test_dataloader.dataset.indices=4', 'param_scheduler.0.end=2'
+        ]
+    if stage.bits is not None:
+        options += run.task.bits_options(stage.bits, stage.paper)
+    return options
+
+
+def train_and_evaluate(run: Run, args, threads: int) -> dict:
+    """Train every stage of ``run``, evaluate it unpacked and packed."""
+    from mmbinary.utils.logged_metrics import read_test_metrics
+    result_file = osp.join(run.work_dir, 'result.json')
+    if osp.isfile(result_file):
+        with open(result_file, encoding='utf-8') as f:
+            return json.load(f)
+    python = sys.executable
+    begin = time.time()
+    checkpoint = run.start or None
+    options = []
+    for index, stage in enumerate(run.stages):
+        config = (run.task.float_config
+                  if stage.bits is None else run.task.mbb_config)
+        stage_dir = osp.join(run.work_dir, f'stage{index}')
+        options = stage_options(run, stage, checkpoint, args)
+        bits = 'float' if stage.bits is None else f'W{stage.bits}A{stage.bits}'
+        command = [
+            python, 'tools/train.py', config, '--work-dir', stage_dir,
+            '--cfg-options', *options
+        ]
+        if osp.isfile(osp.join(stage_dir, f'epoch_{stage.epochs}.pth')):
+            # trained before the study was stopped: kept
+            run.commands.append(' '.join(command))
+        else:
+            execute(run, f'train {bits}, {stage.epochs} epochs', command,
+                    osp.join(stage_dir, 'train.log'), threads)
+        checkpoint = osp.join(stage_dir, f'epoch_{stage.epochs}.pth')
+    keys = list(run.task.metrics)
+    test_dir = osp.join(run.work_dir, 'test_unpacked')
+    execute(run, 'evaluate', [
+        python, 'tools/test.py', config, checkpoint, '--work-dir', test_dir,
+        '--cfg-options', *options
+    ], osp.join(test_dir, 'test.log'), threads)
+    result = dict(
+        task=run.task.name,
+        variant=run.variant,
+        seed=run.seed,
+        checkpoint=checkpoint,
+        unpacked=read_test_metrics(test_dir, keys))
+    if run.stages[-1].bits is not None:
+        packed = osp.join(run.work_dir, 'packed.pth')
+        execute(run, 'pack', [
+            python, 'tools/pack_model.py', config, checkpoint, packed,
+            '--force', '--cfg-options', *options
+        ], osp.join(run.work_dir, 'pack.log'), threads)
+        test_dir = osp.join(run.work_dir, 'test_packed')
+        execute(run, 'evaluate packed', [
+            python, 'tools/test.py', config, packed, '--packed',
+            '--work-dir', test_dir, '--cfg-options', *options
+        ], osp.join(test_dir, 'test.log'), threads)
+        result['packed'] = read_test_metrics(test_dir, keys)
+    result['minutes'] = round((time.time() - begin) / 60, 1)
+    result['commands'] = run.commands
+    with open(result_file, 'w', encoding='utf-8') as f:
+        json.dump(result, f, indent=2)
+    print(f'[{run.label}] done: {result["unpacked"]}', flush=True)
+    return result
+
+
+def spread(values: Sequence[float]) -> str:
+    """``mean ± half range`` of per-seed values, and the values."""
+    mean = statistics.fmean(values)
+    half = (max(values) - min(values)) / 2
+    each = ' / '.join(f'{v:.1f}' for v in values)
+    return f'{mean:.1f} ± {half:.1f} ({each})'
+
+
+def table(task: Task, results: List[dict]) -> List[str]:
+    """Markdown rows: per variant, each metric unpacked and packed."""
+    names = list(task.metrics.values())
+    header = ['variant'] + [f'{n} (unpacked)' for n in names] + [
+        f'{n} (packed)' for n in names
+    ] + [f'{names[0]} − float']
+    lines = [
+        '| ' + ' | '.join(header) + ' |',
+        '|' + '---|' * len(header)
+    ]
+    by_variant: Dict[str, List[dict]] = {}
+    for result in results:
+        by_variant.setdefault(result['variant'], []).append(result)
+    float_mean = None
+    if 'float' in by_variant:
+        first = list(task.metrics)[0]
+        float_mean = statistics.fmean(r['unpacked'][first] * task.scale
+                                      for r in by_variant['float'])
+    for variant, rows in by_variant.items():
+        cells = [variant]
+        for form in ('unpacked', 'packed'):
+            for key in task.metrics:
+                values = [r[form][key] * task.scale for r in rows
+                          if form in r]
+                cells.append(spread(values) if values else '—')
+        first = list(task.metrics)[0]
+        mean = statistics.fmean(r['unpacked'][first] * task.scale
+                                for r in rows)
+        cells.append('' if float_mean is None or variant == 'float' else
+                     f'{mean - float_mean:+.1f}')
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    return lines
+
+
+def main() -> int:
+    args = parse_args()
+    args.work_dir = osp.abspath(args.work_dir)
+    args.data_root = osp.abspath(args.data_root)
+    args.demo_data = osp.abspath(args.demo_data)
+    tasks = [TASKS[name] for name in args.tasks]
+    missing = [
+        path for path in REQUIRED_FILES
+        if not osp.exists(osp.join(args.data_root, path))
+    ]
+    if missing:
+        raise SystemExit(
+            f'--data-root {args.data_root} lacks {missing}: it must hold '
+            'Penn-Fudan as images/*.jpg, annotations/{train,val}.json '
+            '(COCO), seg_masks/*.png (0 background, 1 person) and '
+            'splits/{train,val}.txt')
+    threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
+    print('=== Pretrained MobileNetV2 (a no-op once it is there)', flush=True)
+    subprocess.run([
+        sys.executable, 'tools/dataset_converters/prepare_demo_data.py',
+        '--out', args.demo_data
+    ], cwd=ROOT, check=True)
+
+    starts = [
+        Run(task, 'float-start', 0, [Stage(None, args.float_epochs)],
+            osp.join(args.work_dir, task.name, 'float_start'))
+        for task in tasks
+    ]
+    runs = interleave([plan(args, task) for task in tasks])
+    results: List[dict] = []
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        start_results = list(
+            pool.map(lambda r: train_and_evaluate(r, args, threads),
+                     starts))
+        for run, start in zip(starts, start_results):
+            for other in runs:
+                if other.task is run.task:
+                    other.start = start['checkpoint']
+        results = list(
+            pool.map(lambda r: train_and_evaluate(r, args, threads),
+                     runs))
+
+    lines = [
+        '# Accuracy study on Penn-Fudan', '',
+        f'Float start: {args.float_epochs} epochs; every row: {args.epochs} '
+        f'epochs from it; seeds {args.seeds}; values are mean ± half range '
+        '(per seed).', ''
+    ]
+    for task, start in zip(tasks, start_results):
+        first = list(task.metrics)[0]
+        lines += [
+            f'## {task.name}: {osp.basename(task.mbb_config)}', '',
+            f'Float start: {task.metrics[first]} '
+            f'{start["unpacked"][first] * task.scale:.1f}', ''
+        ]
+        lines += table(task, [r for r in results if r['task'] == task.name])
+        lines.append('')
+    summary = '\n'.join(lines)
+    with open(osp.join(args.work_dir, 'study.md'), 'w',
+              encoding='utf-8') as f:
+        f.write(summary)
+    with open(osp.join(args.work_dir, 'results.json'), 'w',
+              encoding='utf-8') as f:
+        json.dump(start_results + results, f, indent=2)
+    print('\n' + summary)
+    return 0
+
+
+def interleave(plans: List[List[Run]]) -> List[Run]:
+    """One run of each task in turn (each plan is already seed by seed),
+    so that every task has its first seed done early."""
+    runs = []
+    for index in range(max(len(plan) for plan in plans)):
+        runs += [plan[index] for plan in plans if index < len(plan)]
+    return runs
+
+
+if __name__ == '__main__':
+    sys.exit(main())
