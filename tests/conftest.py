@@ -71,3 +71,21 @@ def demo_data(tmp_path_factory) -> str:
                             env={**os.environ, 'MMBINARY_CACHE': cache_dir})
     assert result.returncode == 0, result.stdout + result.stderr
     return out
+
+
+@pytest.fixture(scope='session')
+def pennfudan() -> str:
+    """Penn-Fudan in COCO + mmseg layout (not shipped: research use only):
+    ``$MMBINARY_PENNFUDAN``, else ``data/pennfudan``, else the shared data
+    folder beside the checkout; skipped when none holds it."""
+    import os.path as osp
+    repo = osp.dirname(osp.dirname(osp.abspath(__file__)))
+    candidates = [
+        os.environ.get('MMBINARY_PENNFUDAN', ''),
+        osp.join(repo, 'data', 'pennfudan'),
+        osp.join(repo, '..', 'shared', 'data', 'pennfudan'),
+    ]
+    for root in candidates:
+        if root and osp.isfile(osp.join(root, 'annotations', 'train.json')):
+            return osp.abspath(root)
+    pytest.skip('Penn-Fudan (COCO + mmseg layout) is not available')

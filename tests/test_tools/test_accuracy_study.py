@@ -4,7 +4,6 @@ and a shortened run on Penn-Fudan (skipped where the data is absent)."""
 import argparse
 import importlib.util
 import json
-import os
 import os.path as osp
 import subprocess
 import sys
@@ -17,10 +16,6 @@ from mmbinary.models import MBBConv2d
 
 REPO = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
 TOOL = osp.join(REPO, 'tools', 'analysis_tools', 'accuracy_study.py')
-#: Penn-Fudan in COCO and mmseg layout, beside the checkout (not shipped).
-PENNFUDAN = os.environ.get(
-    'MMBINARY_PENNFUDAN',
-    osp.join(REPO, '..', 'shared', 'data', 'pennfudan'))
 
 
 @pytest.fixture(scope='module')
@@ -121,13 +116,11 @@ def test_missing_data_and_bad_arguments_are_refused(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    not osp.isdir(PENNFUDAN),
-    reason='Penn-Fudan (COCO + mmseg layout) is not beside the checkout')
-def test_quick_study_trains_evaluates_packs_and_resumes(demo_data, tmp_path):
+def test_quick_study_trains_evaluates_packs_and_resumes(
+        pennfudan, demo_data, tmp_path):
     work_dir = tmp_path / 'study'
     command = [
-        sys.executable, TOOL, '--quick', '--data-root', PENNFUDAN,
+        sys.executable, TOOL, '--quick', '--data-root', pennfudan,
         '--demo-data', demo_data, '--work-dir',
         str(work_dir), '--bits', '2', '--seeds', '0', '--no-paper',
         '--no-progressive', '--float-epochs', '1', '--epochs', '1',
