@@ -322,11 +322,12 @@ def spread(values: Sequence[float]) -> str:
 
 
 def table(task: Task, results: List[dict]) -> List[str]:
-    """Markdown rows: per variant, each metric unpacked and packed."""
+    """Markdown rows: per variant, each metric unpacked and packed, and the
+    difference of the unpacked means to float."""
     names = list(task.metrics.values())
     header = ['variant'] + [f'{n} (unpacked)' for n in names] + [
         f'{n} (packed)' for n in names
-    ] + [f'{names[0]} − float']
+    ] + [f'{n} − float' for n in names]
     lines = [
         '| ' + ' | '.join(header) + ' |',
         '|' + '---|' * len(header)
@@ -334,11 +335,11 @@ def table(task: Task, results: List[dict]) -> List[str]:
     by_variant: Dict[str, List[dict]] = {}
     for result in results:
         by_variant.setdefault(result['variant'], []).append(result)
-    float_mean = None
-    if 'float' in by_variant:
-        first = list(task.metrics)[0]
-        float_mean = statistics.fmean(r['unpacked'][first] * task.scale
-                                      for r in by_variant['float'])
+
+    def mean(rows: List[dict], key: str) -> float:
+        return statistics.fmean(r['unpacked'][key] * task.scale
+                                for r in rows)
+
     for variant, rows in by_variant.items():
         cells = [variant]
         for form in ('unpacked', 'packed'):
@@ -346,11 +347,10 @@ def table(task: Task, results: List[dict]) -> List[str]:
                 values = [r[form][key] * task.scale for r in rows
                           if form in r]
                 cells.append(spread(values) if values else '—')
-        first = list(task.metrics)[0]
-        mean = statistics.fmean(r['unpacked'][first] * task.scale
-                                for r in rows)
-        cells.append('' if float_mean is None or variant == 'float' else
-                     f'{mean - float_mean:+.1f}')
+        floats = by_variant.get('float')
+        for key in task.metrics:
+            cells.append('' if variant == 'float' or not floats else
+                         f'{mean(rows, key) - mean(floats, key):+.1f}')
         lines.append('| ' + ' | '.join(cells) + ' |')
     return lines
 
