@@ -1,18 +1,77 @@
 # Copyright (c) mmbinary contributors. All rights reserved.
 """MobileNetV2 with binary-branch convs: mmdet's (``MBBMobileNetV2``) and
 mmseg's dilated one (``MBBDilatedMobileNetV2``)."""
-from typing import Optional
+from typing import List, Optional, Tuple
 
 from mmcv.cnn import ConvModule
 from mmdet.models.backbones import MobileNetV2
 from mmdet.models.layers import InvertedResidual
 from mmseg.models.backbones import MobileNetV2 as SegMobileNetV2
 from mmseg.models.utils import InvertedResidual as SegInvertedResidual
+from torch import nn
 
 from mmbinary.quant import check_bits
 from mmbinary.registry import MODELS
 
 from .layer_swap import check_mbb_cfg, to_mbb
+
+#: One inverted-residual block's ConvModules: [expand], depthwise, projection.
+BlockConvs = Tuple[List[ConvModule], ConvModule, ConvModule]
+
+
+def _mmdet_block_convs(block: nn.Module) -> Optional[BlockConvs]:
+    if not isinstance(block, InvertedResidual):
+        return None
+    expand = [block.expand_conv] if block.with_expand_conv else []
+    return expand, block.depthwise_conv, block.linear_conv
+
+
+def _mmseg_block_convs(block: nn.Module) -> Optional[BlockConvs]:
+    if not isinstance(block, SegInvertedResidual):
+        return None
+    *expand, depthwise, linear = block.conv
+    return expand, depthwise, linear
+
+
+def encode_mobilenet_v2(backbone: nn.Module, block_convs, w_bits: int,
+                        a_bits: int, encode_stem: bool,
+                        encode_depthwise: bool,
+                        mbb_cfg: Optional[dict]) -> None:
+    """Swap the convs of a built MobileNetV2 for MBB convs, in place.
+
+    Activation modes follow each conv's input: expand 1x1 convs and the
+    final 1x1 conv read a linear projection (signed); depthwise and
+    projection convs read ReLU6 outputs (unsigned); the stem reads images
+    (signed).
+
+    Args:
+        backbone (nn.Module): mmdet's or mmseg's ``MobileNetV2``.
+        block_convs (callable): module -> its :data:`BlockConvs`, or None
+            when the module is not an inverted-residual block.
+        w_bits, a_bits (int): checked bit widths.
+        encode_stem, encode_depthwise (bool): also encode those convs.
+        mbb_cfg (dict, optional): other MBB layer options.
+    """
+    options = check_mbb_cfg(mbb_cfg)
+
+    def encode(conv_module: ConvModule, a_mode: str) -> None:
+        conv_module.conv = to_mbb(conv_module.conv, w_bits, a_bits, a_mode,
+                                  options)
+
+    if encode_stem:
+        encode(backbone.conv1, 'signed')
+    for module in backbone.modules():
+        convs = block_convs(module)
+        if convs is None:
+            continue
+        expand, depthwise, linear = convs
+        for expand_conv in expand:
+            encode(expand_conv, 'signed')
+        if encode_depthwise:
+            encode(depthwise, 'unsigned')
+        encode(linear, 'unsigned')
+    if hasattr(backbone, 'conv2'):  # mmdet's final 1x1 conv
+        encode(backbone.conv2, 'signed')
 
 
 @MODELS.register_module()
@@ -49,23 +108,9 @@ class MBBMobileNetV2(MobileNetV2):
         super().__init__(**kwargs)
         self.w_bits = check_bits(w_bits, 'w_bits')
         self.a_bits = check_bits(a_bits, 'a_bits')
-        options = check_mbb_cfg(mbb_cfg)
-
-        def encode(conv_module, a_mode):
-            conv_module.conv = to_mbb(conv_module.conv, self.w_bits,
-                                      self.a_bits, a_mode, options)
-
-        if encode_stem:
-            encode(self.conv1, 'signed')
-        for block in self.modules():
-            if isinstance(block, InvertedResidual):
-                if block.with_expand_conv:
-                    encode(block.expand_conv, 'signed')
-                if encode_depthwise:  # reads a ReLU6 output
-                    encode(block.depthwise_conv, 'unsigned')
-                encode(block.linear_conv, 'unsigned')
-        if hasattr(self, 'conv2'):
-            encode(self.conv2, 'signed')
+        encode_mobilenet_v2(self, _mmdet_block_convs, self.w_bits,
+                            self.a_bits, encode_stem, encode_depthwise,
+                            mbb_cfg)
         self._freeze_stages()
 
 
@@ -102,21 +147,7 @@ class MBBDilatedMobileNetV2(SegMobileNetV2):
         super().__init__(**kwargs)
         self.w_bits = check_bits(w_bits, 'w_bits')
         self.a_bits = check_bits(a_bits, 'a_bits')
-        options = check_mbb_cfg(mbb_cfg)
-
-        def encode(conv_module: ConvModule, a_mode: str) -> None:
-            conv_module.conv = to_mbb(conv_module.conv, self.w_bits,
-                                      self.a_bits, a_mode, options)
-
-        if encode_stem:
-            encode(self.conv1, 'signed')
-        for block in self.modules():
-            if isinstance(block, SegInvertedResidual):
-                # [expand,] depthwise, linear projection
-                *expand, depthwise, linear = block.conv
-                for expand_conv in expand:
-                    encode(expand_conv, 'signed')
-                if encode_depthwise:
-                    encode(depthwise, 'unsigned')
-                encode(linear, 'unsigned')
+        encode_mobilenet_v2(self, _mmseg_block_convs, self.w_bits,
+                            self.a_bits, encode_stem, encode_depthwise,
+                            mbb_cfg)
         self._freeze_stages()
