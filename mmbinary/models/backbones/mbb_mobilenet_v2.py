@@ -1,7 +1,7 @@
 # Copyright (c) mmbinary contributors. All rights reserved.
 """MobileNetV2 with binary-branch convs: mmdet's (``MBBMobileNetV2``) and
 mmseg's dilated one (``MBBDilatedMobileNetV2``)."""
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 from mmcv.cnn import ConvModule
 from mmdet.models.backbones import MobileNetV2
@@ -33,8 +33,10 @@ def _mmseg_block_convs(block: nn.Module) -> Optional[BlockConvs]:
     return expand, depthwise, linear
 
 
-def encode_mobilenet_v2(backbone: nn.Module, block_convs, w_bits: int,
-                        a_bits: int, encode_stem: bool,
+def encode_mobilenet_v2(backbone: nn.Module,
+                        block_convs: Callable[[nn.Module],
+                                              Optional[BlockConvs]],
+                        w_bits: int, a_bits: int, encode_stem: bool,
                         encode_depthwise: bool,
                         mbb_cfg: Optional[dict]) -> None:
     """Swap the convs of a built MobileNetV2 for MBB convs, in place.
