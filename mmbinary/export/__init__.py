@@ -1,15 +1,18 @@
 # Copyright (c) mmbinary contributors. All rights reserved.
 """Hand-off to hardware: the packed-model export format, a bit-exact NumPy
-reference of the packed layers and of whole exported graphs, resource
-counts and ONNX graphs. Nothing imported here needs PyTorch; the exporter
-(:mod:`mmbinary.export.exporter`) and the test-vector writer
-(:mod:`mmbinary.export.vectors`) do."""
-from .backbone_reference import (activation_levels, mbb_layer_numpy,
-                                 pack_activation_levels, run_export,
-                                 verify_vectors)
+runner of whole exported graphs, resource counts and ONNX graphs. The
+packed layers' arithmetic comes from :mod:`mmbinary.ops.packed_format`
+(re-exported here: ``activation_levels``, ``pack_activation_levels``,
+``mbb_conv2d_accumulate_numpy``). The code imported here uses NumPy only;
+the exporter (:mod:`mmbinary.export.exporter`) and the test-vector writer
+(:mod:`mmbinary.export.vectors`) use PyTorch."""
+from mmbinary.ops.packed_format import (activation_levels,
+                                        mbb_conv2d_accumulate_numpy,
+                                        pack_activation_levels)
+
 from .format import (FORMAT_NAME, FORMAT_VERSION, ExportFormatError,
                      PackedExport, read_export)
-from .numpy_reference import mbb_conv2d_accumulate_numpy
+from .graph_reference import mbb_layer_numpy, run_export, verify_vectors
 from .resources import resource_table, resources
 
 __all__ = [

@@ -23,11 +23,12 @@ from mmbinary.models.packing import (FoldedNorm, PackedMBBConv2d,
                                      PackedMBBLinear, apply_packed_layout,
                                      packed_layout)
 
+from mmbinary.ops.packed_format import pair, tap_weight_sums
+
 from .format import (FORMAT_NAME, FORMAT_VERSION, MODEL_FILE, ONNX_CUSTOM_FILE,
                      ONNX_PLAIN_FILE, RESOURCES_FILE, VECTORS_FILE,
                      PackedExport, clear_export_files, file_entry, read_export,
-                     save_tensors, tap_weight_sums, tensor_entry,
-                     write_manifest)
+                     save_tensors, tensor_entry, write_manifest)
 
 #: Float modules the graph keeps as single nodes.
 _LEAF_TYPES = (nn.Conv2d, nn.Linear, _BatchNorm, nn.ReLU, nn.ReLU6,
@@ -51,15 +52,14 @@ class _Tracer(fx.Tracer):
         return super().is_leaf_module(module, qualname)
 
 
-def _pair(value) -> List[int]:
-    if isinstance(value, int):
-        return [value, value]
-    return [int(v) for v in value]
+def _as_list_pair(value, name: str, minimum: int) -> List[int]:
+    """A module's int-or-pair attribute as the manifest's list of 2."""
+    return list(pair(value, name, minimum))
 
 
 def _symmetric_padding(conv: nn.Conv2d, name: str) -> List[int]:
     if not isinstance(conv.padding, str):
-        return _pair(conv.padding)
+        return _as_list_pair(conv.padding, f'{name}.padding', 0)
     left, right, top, bottom = conv._reversed_padding_repeated_twice
     if left != right or top != bottom:
         raise ExportError(f'{name}: padding={conv.padding!r} pads unevenly')
@@ -132,10 +132,11 @@ def _module_op(module: nn.Module, name: str) -> Tuple[str, dict]:
         if module.return_indices:
             raise ExportError(f'{name}: return_indices is not supported')
         return 'max_pool2d', dict(
-            kernel_size=_pair(module.kernel_size),
-            stride=_pair(module.stride or module.kernel_size),
-            padding=_pair(module.padding),
-            dilation=_pair(module.dilation),
+            kernel_size=_as_list_pair(module.kernel_size, f'{name}.kernel_size', 1),
+            stride=_as_list_pair(module.stride or module.kernel_size,
+                         f'{name}.stride', 1),
+            padding=_as_list_pair(module.padding, f'{name}.padding', 0),
+            dilation=_as_list_pair(module.dilation, f'{name}.dilation', 1),
             ceil_mode=bool(module.ceil_mode))
     if isinstance(module, (nn.Identity, nn.Dropout, nn.Dropout2d)):
         return 'identity', {}
@@ -240,10 +241,12 @@ def _float_attributes(module: nn.Module, name: str) -> dict:
     if isinstance(module, nn.Conv2d):
         return dict(in_channels=module.in_channels,
                     out_channels=module.out_channels,
-                    kernel_size=_pair(module.kernel_size),
-                    stride=_pair(module.stride),
+                    kernel_size=_as_list_pair(module.kernel_size,
+                                      f'{name}.kernel_size', 1),
+                    stride=_as_list_pair(module.stride, f'{name}.stride', 1),
                     padding=_symmetric_padding(module, name),
-                    dilation=_pair(module.dilation), groups=module.groups,
+                    dilation=_as_list_pair(module.dilation, f'{name}.dilation', 1),
+                    groups=module.groups,
                     bias=module.bias is not None)
     if isinstance(module, _BatchNorm):
         return dict(num_features=module.num_features, eps=float(module.eps),

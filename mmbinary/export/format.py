@@ -10,9 +10,9 @@ An export directory holds::
     resources.md         the resource table (also in the manifest)
     model_custom.onnx, model_plain.onnx   (optional, --onnx)
 
-``docs/export.md`` describes every field. This module needs NumPy and
-``safetensors`` only (no PyTorch), so a hardware flow can read an export
-without installing torch.
+``docs/export.md`` describes every field; the packed tensors follow
+:mod:`mmbinary.ops.packed_format`. This module's code uses NumPy and
+``safetensors`` only (no PyTorch tensors).
 """
 import hashlib
 import json
@@ -22,6 +22,11 @@ import os.path as osp
 from typing import Dict, List, Optional
 
 import numpy as np
+
+from mmbinary.ops.packed_format import (ACC_LIMIT, accumulator_bound,
+                                        check_pad_bits, num_group_words,
+                                        tap_weight_sums)
+from mmbinary.quant.encoding import MAX_BITS, MIN_BITS
 
 FORMAT_NAME = 'mmbinary-packed'
 FORMAT_VERSION = 1
@@ -145,9 +150,9 @@ def _check_tensor_entries(layer: dict) -> None:
 
 def mbb_weight_shape(attributes: dict) -> List[int]:
     """Shape of an MBB layer's weight words: (O, M, kh, kw, Wg)."""
-    cg = attributes['in_channels'] // attributes['groups']
     return [attributes['out_channels'], attributes['w_bits'],
-            *attributes['kernel_size'], -(-cg // 64)]
+            *attributes['kernel_size'],
+            num_group_words(attributes['in_channels'], attributes['groups'])]
 
 
 def _check_mbb_layer(layer: dict) -> None:
@@ -157,8 +162,9 @@ def _check_mbb_layer(layer: dict) -> None:
                  f'an integer >= 1, got {attrs.get(key)!r}')
     for key in ('w_bits', 'a_bits'):
         value = attrs.get(key)
-        _require(_is_int(value, 1) and value <= 8, f'layer {name!r}: {key} '
-                 f'must be an integer in 1..8, got {value!r}')
+        _require(_is_int(value, MIN_BITS) and value <= MAX_BITS,
+                 f'layer {name!r}: {key} must be an integer in '
+                 f'{MIN_BITS}..{MAX_BITS}, got {value!r}')
     for key, minimum in (('kernel_size', 1), ('stride', 1), ('padding', 0),
                          ('dilation', 1)):
         _require(_is_pair(attrs.get(key), minimum), f'layer {name!r}: {key} '
@@ -176,10 +182,10 @@ def _check_mbb_layer(layer: dict) -> None:
     _require(attrs['in_channels'] % groups == 0
              and attrs['out_channels'] % groups == 0,
              f'layer {name!r}: channels must be divisible by groups')
-    bound = (attrs['in_channels'] // groups * attrs['kernel_size'][0] *
-             attrs['kernel_size'][1] * (2**attrs['w_bits'] - 1) *
-             (2**attrs['a_bits'] - 1))
-    _require(bound < 2**31, f'layer {name!r}: the accumulator bound {bound} '
+    bound = accumulator_bound(attrs['in_channels'] // groups,
+                              attrs['kernel_size'], attrs['w_bits'],
+                              attrs['a_bits'])
+    _require(bound < ACC_LIMIT, f'layer {name!r}: the accumulator bound {bound} '
              'does not fit int32')
     out = attrs['out_channels']
     expected = dict(weight_words=('int64', mbb_weight_shape(attrs)),
@@ -279,39 +285,6 @@ def validate_manifest(manifest: dict) -> None:
             for entry in layer['tensors'].values()]
     _require(len(keys) == len(set(keys)), 'a tensor key is used twice')
     _check_graph(manifest, by_name)
-
-
-# ---- derived tensors --------------------------------------------------------
-
-def tap_weight_sums(weight_words: np.ndarray, in_channels: int, w_bits: int,
-                    groups: int) -> np.ndarray:
-    """Sum of the weight codes over the channels of each tap:
-    ``2 * sum_m 2^m popcount(W[o, m, i, j, :]) - (2^M - 1) * Cg``.
-
-    Args:
-        weight_words (np.ndarray): (O, M, kh, kw, Wg) 64-bit words.
-
-    Returns:
-        np.ndarray: (O, kh, kw) int32.
-    """
-    words = np.ascontiguousarray(weight_words).view(np.uint64)
-    counts = np.bitwise_count(words).astype(np.int64).sum(-1)  # (O,M,kh,kw)
-    powers = (1 << np.arange(w_bits, dtype=np.int64)).reshape(1, -1, 1, 1)
-    per_group = in_channels // groups
-    sums = 2 * (counts * powers).sum(1) - (2**w_bits - 1) * per_group
-    return sums.astype(np.int32)
-
-
-def check_pad_bits(weight_words: np.ndarray, in_channels: int,
-                   groups: int) -> bool:
-    """Whether the pad bits (channels Cg..64*Wg-1 of the last word) are 0."""
-    cg = in_channels // groups
-    used = cg - 64 * (weight_words.shape[-1] - 1)
-    if used == 64:
-        return True
-    mask = np.uint64((1 << 64) - (1 << used))
-    last = np.ascontiguousarray(weight_words[..., -1]).view(np.uint64)
-    return not bool((last & mask).any())
 
 
 # ---- reading ----------------------------------------------------------------

@@ -29,6 +29,9 @@ from typing import Dict, List
 
 import numpy as np
 
+from mmbinary.ops.packed_format import unpack_weight_bits, unpack_weight_words
+from mmbinary.quant.encoding import num_levels
+
 from .format import PackedExport, read_export
 
 DOMAIN = 'mmbinary'
@@ -74,15 +77,6 @@ def _pads(padding) -> List[int]:
     return [padding[0], padding[1], padding[0], padding[1]]
 
 
-def _weight_codes(words: np.ndarray, attrs: dict) -> np.ndarray:
-    """(O, M, kh, kw, Wg) words -> (O, M, Cg, kh, kw) bits (0/1)."""
-    cg = attrs['in_channels'] // attrs['groups']
-    as_bytes = np.ascontiguousarray(words).view('<u8').view(np.uint8)
-    bits = np.unpackbits(as_bytes.reshape(*words.shape[:4], -1), axis=-1,
-                         bitorder='little')[..., :cg]
-    return bits.transpose(0, 1, 4, 2, 3)
-
-
 def _custom_mbb(b: _Builder, x: str, node: dict, layer: dict) -> str:
     attrs = layer['attributes']
     arrays = b.export.layer_arrays(layer['name'])
@@ -114,7 +108,7 @@ def _plain_mbb(b: _Builder, x: str, node: dict, layer: dict) -> str:
     arrays = b.export.layer_arrays(layer['name'])
     name, signed = node['name'], attrs['mode'] == 'signed'
     m_bits, k_bits = attrs['w_bits'], attrs['a_bits']
-    levels = 2**k_bits - 1
+    levels = num_levels(k_bits)
     cg = attrs['in_channels'] // attrs['groups']
     if cg * attrs['kernel_size'][0] * attrs['kernel_size'][1] >= 2**24:
         raise ValueError(f"layer {layer['name']!r}: Cg * kh * kw >= 2^24, a "
@@ -174,7 +168,8 @@ def _plain_mbb(b: _Builder, x: str, node: dict, layer: dict) -> str:
         ]
         pads = [0, 0, 0, 0]
     # 3. the M * K branches
-    bits = _weight_codes(arrays['weight_words'], attrs)  # (O, M, Cg, kh, kw)
+    bits = unpack_weight_bits(arrays['weight_words'], attrs['in_channels'],
+                              attrs['groups'])  # (O, M, Cg, kh, kw)
     acc = None
     for m in range(m_bits):
         sign_plane = b.const(f"{layer['name']}.sign_plane{m}",
@@ -196,8 +191,9 @@ def _plain_mbb(b: _Builder, x: str, node: dict, layer: dict) -> str:
                                                     f'{name}_sum')
     # 4. unsigned: (sum + L * sum of w) / 2
     if not signed:
-        codes = 2 * (bits.astype(np.int64) << np.arange(m_bits).reshape(
-            1, -1, 1, 1, 1)).sum(1) - (2**m_bits - 1)
+        codes = unpack_weight_words(arrays['weight_words'],
+                                    attrs['in_channels'], m_bits,
+                                    attrs['groups']).astype(np.int64)
         total = (levels * codes.sum((1, 2, 3))).astype(np.int32)
         acc = b.node('Add', [
             acc, b.const(f"{layer['name']}.l_weight_sums",

@@ -19,6 +19,8 @@ Per MBB node (``docs/export.md`` derives each count):
 import math
 from typing import List, Tuple
 
+from mmbinary.ops.packed_format import WORD_BITS, accumulator_bound
+
 from .format import PackedExport
 
 
@@ -75,7 +77,7 @@ def resources(export: PackedExport) -> dict:
                                 attrs['padding'][0], attrs['dilation'][0]) *
                     _valid_taps(width, out_w, kw, attrs['stride'][1],
                                 attrs['padding'][1], attrs['dilation'][1]))
-        bound = cg * kh * kw * (2**m - 1) * (2**k - 1)
+        bound = accumulator_bound(cg, (kh, kw), m, k)
         rows.append(dict(
             node=node['name'], layer=layer['name'], w_bits=m, a_bits=k,
             mode=attrs['mode'],
@@ -85,11 +87,11 @@ def resources(export: PackedExport) -> dict:
             binary_macs=taps * out_channels * cg * m * k,
             and_popcounts=taps * out_channels * words * m * k,
             act_popcounts=height * width * pixels * groups * k * words,
-            popcount_width=64,
-            bits_per_word=min(cg, 64),
+            popcount_width=WORD_BITS,
+            bits_per_word=min(cg, WORD_BITS),
             acc_bound=bound,
             acc_bits=signed_bits(bound),
-            weight_bits=out_channels * m * kh * kw * words * 64,
+            weight_bits=out_channels * m * kh * kw * words * WORD_BITS,
             epilogue_bits=(2 * out_channels + 1) * 32))
     keys = ('outputs', 'binary_macs', 'and_popcounts', 'act_popcounts',
             'weight_bits', 'epilogue_bits')

@@ -54,7 +54,7 @@ def get_extension() -> ModuleType:
     return _extension
 
 
-def require_ext(op_name: str) -> None:
+def require_ext(op_name: str = 'this function') -> None:
     """Raise a RuntimeError naming ``op_name`` when the extension is missing."""
     if _extension is None:
         raise RuntimeError(

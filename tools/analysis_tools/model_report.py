@@ -31,12 +31,12 @@ from mmengine.config import Config, DictAction
 from mmengine.model import revert_sync_batchnorm
 from torch import nn
 
+from mmbinary.ops.packed_format import WORD_BITS, num_group_words
 from mmbinary.utils.scope import register_modules_for
 
 #: Default (H, W) of the dummy image per scope.
 DEFAULT_SHAPES = {'mmdet': (800, 1333), 'mmseg': (512, 1024)}
 FLOAT_BYTES = 4
-PACK_WORD_BITS = 64
 
 
 @dataclass
@@ -127,8 +127,8 @@ def packed_size(layer: nn.Module) -> float:
     if not hasattr(layer, 'w_bits'):
         return float_size(layer)
     out_channels, group_channels, taps = _weight_layout(layer)
-    words = math.ceil(group_channels / PACK_WORD_BITS) * PACK_WORD_BITS
-    weight_bits = out_channels * words * taps * layer.w_bits
+    word_bits = num_group_words(group_channels) * WORD_BITS
+    weight_bits = out_channels * word_bits * taps * layer.w_bits
     extras = out_channels + 1
     if layer.bias is not None:
         extras += layer.bias.numel()

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from mmbinary.ops.mbb_conv2d import mbb_conv2d, pack_weight_codes
+from mmbinary.ops import mbb_conv2d, pack_weight_codes
 from mmbinary.quant import check_bits
 
 from ..layers import MBBConv2d, MBBLinear
@@ -34,7 +34,7 @@ class PackedMBBConv2d(nn.Module):
     """A packed MBB convolution (inference only, zero padding).
 
     Buffers: ``weight_words`` (int64, the layout of
-    :func:`mmbinary.ops.mbb_conv2d.pack_weight_codes`),
+    :func:`mmbinary.ops.pack_weight_codes`),
     ``out_scale`` and ``out_bias`` (O,) float32, ``inv_step`` 0-dim float32.
     The layer's geometry and bit widths are saved in the state dict too
     (``_extra_state``), so a packed checkpoint describes itself.

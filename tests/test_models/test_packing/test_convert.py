@@ -12,7 +12,7 @@ from mmbinary.models.packing import (FoldedNorm, PackedMBBConv2d,
                                      PackedMBBLinear, apply_packed_layout,
                                      convert_to_packed, find_layer_norm_pairs,
                                      packed_layout)
-from mmbinary.ops.mbb_conv2d import mbb_conv2d_accumulate_reference
+from mmbinary.ops import mbb_conv2d_accumulate_reference
 
 
 def calibrated(layer, x):

@@ -1,15 +1,18 @@
 # Copyright (c) mmbinary contributors. All rights reserved.
 """Run an exported packed model (or model part) in NumPy, without PyTorch.
 
-The graph of the manifest is interpreted node by node. MBB layers run in
-integer arithmetic exactly as the packed op does (``docs/export.md``):
+The graph of the manifest is interpreted node by node, whatever part of a
+model was exported. MBB layers run in integer arithmetic exactly as the
+packed op does (``docs/export.md``), with the functions of the packed
+format (:mod:`mmbinary.ops.packed_format`):
 
 1. activation levels ``q`` from the float32 input, in float32, rounding
-   half to even, in the op's order of operations;
-2. packing of the levels' bit planes into 64-bit words;
-3. AND + popcount accumulation (:func:`mbb_conv2d_accumulate_numpy`);
+   half to even, in the op's order of operations (``activation_levels``);
+2. packing of the levels' bit planes into 64-bit words
+   (``pack_activation_levels``);
+3. AND + popcount accumulation (``mbb_conv2d_accumulate_numpy``);
 4. the float32 epilogue ``float32(acc) * out_scale + out_bias`` (two
-   roundings).
+   roundings, ``epilogue``).
 
 Steps 1-4 are bit-exact with the compiled op. The float layers left in the
 model (conv, batch norm, linear) run in float64 and are rounded to float32,
@@ -22,51 +25,11 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from mmbinary.ops.packed_format import (activation_levels, conv_out_size,
+                                        epilogue, mbb_conv2d_accumulate_numpy,
+                                        pack_activation_levels)
+
 from .format import PackedExport, read_export
-from .numpy_reference import mbb_conv2d_accumulate_numpy
-
-
-def activation_levels(x: np.ndarray, a_bits: int, inv_step: float,
-                      signed: bool) -> np.ndarray:
-    """Levels ``q`` in ``[0, 2^K - 1]`` of a float input, exactly as the
-    packed op computes them (float32, no fused multiply-add, half to even;
-    NaN gives 0).
-
-    Args:
-        x (np.ndarray): float input, any shape (converted to float32).
-
-    Returns:
-        np.ndarray: int64 levels, ``x``'s shape.
-    """
-    levels = np.float32(2**a_bits - 1)
-    t = np.asarray(x, dtype=np.float32) * np.float32(inv_step)
-    if signed:
-        t = (t + levels) * np.float32(0.5)
-    q = np.clip(np.rint(t), np.float32(0), levels)
-    return np.where(np.isnan(q), np.float32(0), q).astype(np.int64)
-
-
-def pack_activation_levels(q: np.ndarray, a_bits: int,
-                           groups: int) -> np.ndarray:
-    """Pack levels into activation words.
-
-    Args:
-        q (np.ndarray): (N, C, H, W) integer levels.
-
-    Returns:
-        np.ndarray: (N, H, W, groups, K, ceil(C / groups / 64)) int64:
-        channel ``c`` of a group is bit ``c % 64`` of word ``c // 64``,
-        plane ``k`` holds bit ``k`` of ``q``, pad bits 0.
-    """
-    n, channels, height, width = q.shape
-    cg = channels // groups
-    pad = -cg % 64
-    q = q.transpose(0, 2, 3, 1).reshape(n, height, width, groups, 1, cg)
-    planes = np.arange(a_bits, dtype=np.int64).reshape(1, 1, 1, 1, -1, 1)
-    bits = ((q >> planes) & 1).astype(np.uint8)
-    bits = np.pad(bits, [(0, 0)] * 5 + [(0, pad)])
-    words = np.packbits(bits, axis=-1, bitorder='little')
-    return np.ascontiguousarray(words).view('<u8').view(np.int64)
 
 
 def mbb_layer_numpy(x: np.ndarray, attributes: dict,
@@ -100,9 +63,7 @@ def mbb_layer_numpy(x: np.ndarray, attributes: dict,
         a_bits=attributes['a_bits'], signed=signed,
         stride=attributes['stride'], padding=attributes['padding'],
         dilation=attributes['dilation'], groups=groups)
-    shape = (1, -1, 1, 1)
-    out = acc.astype(np.float32) * arrays['out_scale'].reshape(shape)
-    out = out + arrays['out_bias'].reshape(shape)
+    out = epilogue(acc, arrays['out_scale'], arrays['out_bias'])
     if record is not None:
         record.update(act_words=act_words, acc=acc)
     if linear:
@@ -118,8 +79,8 @@ def _windows(x: np.ndarray, kernel, stride, padding, dilation,
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel, stride, padding, dilation
     x = np.pad(x, [(0, 0), (0, 0), (ph, ph), (pw, pw)],
                constant_values=pad_value)
-    out_h = (x.shape[2] - dh * (kh - 1) - 1) // sh + 1
-    out_w = (x.shape[3] - dw * (kw - 1) - 1) // sw + 1
+    out_h = conv_out_size(x.shape[2], kh, sh, 0, dh)
+    out_w = conv_out_size(x.shape[3], kw, sw, 0, dw)
     taps = [[
         x[:, :, i * dh:i * dh + sh * (out_h - 1) + 1:sh,
           j * dw:j * dw + sw * (out_w - 1) + 1:sw] for j in range(kw)

@@ -11,8 +11,10 @@ pytest.importorskip('safetensors')
 
 from export_models import TinyNet, calibrate  # noqa: E402
 
-from mmbinary.export.backbone_reference import (  # noqa: E402
-    activation_levels, pack_activation_levels, run_export, verify_vectors)
+from mmbinary.export.graph_reference import (  # noqa: E402
+    run_export, verify_vectors)
+from mmbinary.ops.packed_format import (  # noqa: E402
+    activation_levels, pack_activation_levels)
 from mmbinary.export.exporter import export_packed  # noqa: E402
 from mmbinary.ops import quantize_pack  # noqa: E402
 
@@ -61,18 +63,18 @@ def test_quantize_and_pack_equal_the_compiled_op():
 
 
 def test_a_broken_reference_is_caught(tmp_path, monkeypatch):
-    from mmbinary.export import backbone_reference
+    from mmbinary.export import graph_reference
     torch.manual_seed(0)
     model = calibrate(TinyNet(2), torch.randn(4, 3, 16, 16))
     export = export_packed(model, [torch.randn(1, 3, 16, 16)],
                            str(tmp_path), vectors=1)
-    original = backbone_reference.activation_levels
+    original = graph_reference.activation_levels
 
     def off_by_one(x, a_bits, inv_step, signed):  # round half up instead
         q = original(x, a_bits, inv_step, signed)
         return np.minimum(q + 1, 2**a_bits - 1)
 
-    monkeypatch.setattr(backbone_reference, 'activation_levels', off_by_one)
+    monkeypatch.setattr(graph_reference, 'activation_levels', off_by_one)
     with pytest.raises(AssertionError, match='act_words of the NumPy'):
         verify_vectors(export)
 
