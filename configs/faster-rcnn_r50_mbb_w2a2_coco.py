@@ -1,17 +1,15 @@
 # Faster R-CNN R-50-FPN on COCO, W2A2: ResNet blocks, FPN, the RPN conv and
 # the two shared FCs of the box head are binary-branch layers. Stem,
-# shortcuts and every final cls/reg predictor stay float.
-_base_ = 'mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py'
+# shortcuts and every final cls/reg predictor stay float. mmdet's
+# faster-rcnn_r50_fpn_1x_coco.py with the encoded model of
+# _base_/models/faster-rcnn_r50_fpn_mbb.py.
+_base_ = [
+    './_base_/models/faster-rcnn_r50_fpn_mbb.py',
+    'mmdet::_base_/datasets/coco_detection.py',
+    'mmdet::_base_/schedules/schedule_1x.py',
+    'mmdet::_base_/default_runtime.py'
+]
 custom_imports = dict(imports=['mmbinary'], allow_failed_imports=False)
-
-model = dict(
-    backbone=dict(
-        type='mmbinary.MBBResNet', w_bits=2, a_bits=2, init_cfg=None),
-    neck=dict(type='mmbinary.MBBFPN', w_bits=2, a_bits=2),
-    rpn_head=dict(type='mmbinary.MBBRPNHead', w_bits=2, a_bits=2),
-    roi_head=dict(
-        bbox_head=dict(
-            type='mmbinary.MBBShared2FCBBoxHead', w_bits=2, a_bits=2)))
 
 optim_wrapper = dict(clip_grad=dict(max_norm=35, norm_type=2))
 

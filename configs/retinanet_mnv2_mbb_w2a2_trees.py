@@ -6,46 +6,22 @@
 #
 #   python tools/train.py configs/retinanet_mnv2_mbb_w2a2_trees.py
 #
-# Any other W/A pair: set the bits of each encoded part, e.g. W4A4:
-#   --cfg-options model.backbone.w_bits=4 model.backbone.a_bits=4 \
-#       model.neck.w_bits=4 model.neck.a_bits=4 \
-#       model.bbox_head.conv_cfg.w_bits=4 model.bbox_head.conv_cfg.a_bits=4
-# (tools/demo.py --bits 4 does that).
-_base_ = 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py'
+# Any other W/A pair sets every encoded part at once, e.g. W4A4:
+#   --cfg-options w_bits=4 a_bits=4      (tools/demo.py --bits 4 does that)
+# The model and the schedule are shared with configs/pennfudan/.
+_base_ = [
+    './_base_/models/retinanet_mnv2_fpn_mbb.py',
+    './_base_/schedules/adamw_cosine_12e.py',
+    'mmdet::_base_/datasets/coco_detection.py',
+    'mmdet::_base_/default_runtime.py'
+]
 custom_imports = dict(imports=['mmbinary'], allow_failed_imports=False)
 
 data_root = 'data/demo/trees/'
-pretrained = 'data/demo/pretrained/mobilenet_v2_mmdet.pth'
-
-model = dict(
-    backbone=dict(
-        _delete_=True,
-        type='mmbinary.MBBMobileNetV2',
-        w_bits=2,
-        a_bits=2,
-        out_indices=(2, 4, 6),
-        act_cfg=dict(type='ReLU6'),
-        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
-    neck=dict(
-        type='mmbinary.MBBFPN',
-        w_bits=2,
-        a_bits=2,
-        # MobileNetV2's outputs are linear projections: signed.
-        in_act_mode='signed',
-        in_channels=[32, 96, 320],
-        out_channels=64,
-        start_level=0,
-        add_extra_convs='on_input',
-        num_outs=5),
-    bbox_head=dict(
-        num_classes=1,
-        in_channels=64,
-        feat_channels=64,
-        stacked_convs=2,
-        conv_cfg=dict(type='MBBConv', w_bits=2, a_bits=2)),
-    test_cfg=dict(score_thr=0.05, max_per_img=150))
-
 metainfo = dict(classes=('tree', ), palette=[(0, 200, 0)])
+
+model = dict(test_cfg=dict(max_per_img=150))
+
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations', with_bbox=True),
@@ -92,6 +68,7 @@ test_dataloader = val_dataloader
 val_evaluator = dict(ann_file=data_root + 'annotations/val.json')
 test_evaluator = val_evaluator
 
+# 36 epochs (tools/train.py --epochs N scales all of it).
 max_epochs = 36
 train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
 param_scheduler = [
@@ -100,15 +77,6 @@ param_scheduler = [
     dict(type='CosineAnnealingLR', by_epoch=True, begin=0, end=max_epochs,
          eta_min_ratio=0.01)
 ]
-optim_wrapper = dict(
-    _delete_=True,
-    type='OptimWrapper',
-    optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.05),
-    # Clips and norms are not decayed.
-    paramwise_cfg=dict(
-        norm_decay_mult=0.0, custom_keys={'.clip': dict(decay_mult=0.0)}),
-    clip_grad=dict(max_norm=10, norm_type=2))
 default_hooks = dict(
     logger=dict(interval=8),
     checkpoint=dict(interval=max_epochs, max_keep_ckpts=1))
-auto_scale_lr = dict(enable=False)

@@ -1,9 +1,11 @@
 # RetinaNet R-50-FPN, W1A1: one binary branch per encoded conv.
 # Any other W/A pair works the same way, or without a file through
-# --cfg-options (see docs/models.md).
+# --cfg-options w_bits=N a_bits=N (see docs/models.md).
 _base_ = './retinanet_r50_mbb_w2a2_coco.py'
 
+w_bits = 1
+a_bits = 1
 model = dict(
-    backbone=dict(w_bits=1, a_bits=1),
-    neck=dict(w_bits=1, a_bits=1),
-    bbox_head=dict(conv_cfg=dict(w_bits=1, a_bits=1)))
+    backbone=dict(w_bits=w_bits, a_bits=a_bits),
+    neck=dict(w_bits=w_bits, a_bits=a_bits),
+    bbox_head=dict(conv_cfg=dict(w_bits=w_bits, a_bits=a_bits)))

@@ -27,10 +27,6 @@ from mmbinary.utils.logged_metrics import read_test_metrics
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIG = osp.join(ROOT, 'configs', 'retinanet_mnv2_mbb_w2a2_trees.py')
 METRICS = ('coco/bbox_mAP', 'coco/bbox_mAP_50')
-#: Options of the MBB backbone and neck that their float twins lack.
-MBB_OPTIONS = ('w_bits', 'a_bits', 'in_act_mode', 'encode_stem',
-               'encode_depthwise', 'encode_lateral', 'encode_output',
-               'mbb_cfg')
 #: Largest metric difference (1 AP point) for packed and unpacked to agree.
 #: Each packed layer equals its unpacked layer to float32 rounding (the
 #: batch norm folded into one scale rounds differently), but an activation
@@ -71,11 +67,11 @@ def run(step: str, command: list) -> None:
 
 def cfg_options(args) -> list:
     trees = osp.join(args.data_root, 'trees') + '/'
-    encoded = ('model.backbone', 'model.neck', 'model.bbox_head.conv_cfg')
-    bits = [
-        f'{part}.{key}={args.bits}' for part in encoded
-        for key in ('w_bits', 'a_bits')
-    ]
+    from mmengine.config import Config
+
+    from mmbinary.models.precision import precision_cfg_options
+    bits = precision_cfg_options(
+        Config.fromfile(CONFIG).model, args.bits, args.bits)
     options = bits + [
         f'data_root={trees}',
         f'train_dataloader.dataset.data_root={trees}',
@@ -113,15 +109,9 @@ def load_config(args):
 
 def float_twin(cfg) -> dict:
     """The same detector with float convs (for the speed comparison)."""
-    model = cfg.model.to_dict()
-    for part in ('backbone', 'neck'):
-        model[part] = {
-            key: value
-            for key, value in model[part].items() if key not in MBB_OPTIONS
-        }
-    model['backbone'].update(type='MobileNetV2', init_cfg=None)
-    model['neck']['type'] = 'FPN'
-    model['bbox_head']['conv_cfg'] = None
+    from mmbinary.models.precision import float_model_config
+    model = float_model_config(cfg.model)
+    model['backbone']['init_cfg'] = None
     return model
 
 

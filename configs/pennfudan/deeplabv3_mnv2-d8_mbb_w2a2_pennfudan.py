@@ -7,10 +7,11 @@
 #       configs/pennfudan/deeplabv3_mnv2-d8_mbb_w2a2_pennfudan.py \
 #       --cfg-options load_from=FLOAT.pth
 #
-# Other W/A pairs: set the bits of model.backbone and
-# model.decode_head.conv_cfg, as the study does.
-_base_ = './deeplabv3_mnv2-d8_pennfudan.py'
-
-model = dict(
-    backbone=dict(type='mmbinary.MBBDilatedMobileNetV2', w_bits=2, a_bits=2),
-    decode_head=dict(conv_cfg=dict(type='MBBConv', w_bits=2, a_bits=2)))
+# Other W/A pairs: --cfg-options w_bits=4 a_bits=4 (sets every encoded part).
+_base_ = [
+    '../_base_/models/deeplabv3_mnv2-d8_mbb.py',
+    '../_base_/datasets/pennfudan_segmentation.py',
+    '../_base_/schedules/adamw_cosine_12e.py',
+    '../_base_/seg_epoch_runtime.py'
+]
+custom_imports = dict(imports=['mmbinary'], allow_failed_imports=False)

@@ -7,16 +7,14 @@
 #       configs/pennfudan/retinanet_mnv2_mbb_w2a2_pennfudan.py \
 #       --cfg-options load_from=FLOAT.pth
 #
-# Other W/A pairs: set the bits of each encoded part (model.backbone,
-# model.neck, model.bbox_head.conv_cfg), as the study does.
-_base_ = './retinanet_mnv2_fpn_pennfudan.py'
+# Other W/A pairs: --cfg-options w_bits=4 a_bits=4 (sets every encoded part).
+_base_ = [
+    '../_base_/models/retinanet_mnv2_fpn_mbb.py',
+    '../_base_/datasets/pennfudan_detection.py',
+    '../_base_/schedules/adamw_cosine_12e.py',
+    'mmdet::_base_/default_runtime.py'
+]
+custom_imports = dict(imports=['mmbinary'], allow_failed_imports=False)
 
-model = dict(
-    backbone=dict(type='mmbinary.MBBMobileNetV2', w_bits=2, a_bits=2),
-    neck=dict(
-        type='mmbinary.MBBFPN',
-        w_bits=2,
-        a_bits=2,
-        # MobileNetV2's outputs are linear projections: signed.
-        in_act_mode='signed'),
-    bbox_head=dict(conv_cfg=dict(type='MBBConv', w_bits=2, a_bits=2)))
+default_hooks = dict(
+    logger=dict(interval=10), checkpoint=dict(interval=12, max_keep_ckpts=1))

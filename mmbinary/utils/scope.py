@@ -6,6 +6,9 @@ from typing import Optional
 
 from mmengine.config import Config
 
+from mmbinary.models.precision import set_model_precision
+from mmbinary.utils.data_check import resolve_checkpoint_paths
+
 #: Libraries whose configs mmbinary's tools run.
 SCOPES = ('mmdet', 'mmseg')
 
@@ -29,17 +32,52 @@ def register_modules_for(cfg: Config) -> str:
     return scope
 
 
+def apply_precision_options(cfg: Config, cfg_options: dict) -> None:
+    """Set every encoded part's bits from top-level ``w_bits``/``a_bits``
+    in ``--cfg-options`` (one given: the other keeps the config's value)."""
+    given = {key: cfg_options[key] for key in ('w_bits', 'a_bits')
+             if key in cfg_options}
+    if not given:
+        return
+    missing = [key for key in ('w_bits', 'a_bits') if key not in cfg]
+    if missing:
+        raise SystemExit(
+            f'--cfg-options {" ".join(f"{k}={v}" for k, v in given.items())}'
+            f': the config sets no top-level {" and ".join(missing)}; give '
+            'both w_bits and a_bits')
+    try:
+        set_model_precision(cfg.model, cfg.w_bits, cfg.a_bits)
+    except ValueError as error:
+        raise SystemExit(f'--cfg-options w_bits/a_bits: {error}')
+
+
 def load_tool_config(config: str,
                      cfg_options: Optional[dict] = None,
                      work_dir: Optional[str] = None,
                      launcher: str = 'none') -> Config:
-    """A config as the tools run it: ``--cfg-options`` merged, the launcher
-    set, and ``work_dir`` from the command line, else the config, else
-    ``work_dirs/<config name>``."""
+    """A config as the tools run it.
+
+    ``--cfg-options`` are merged; top-level ``w_bits``/``a_bits`` among them
+    set the precision of every encoded part of the model
+    (:func:`mmbinary.models.precision.set_model_precision`), so
+    ``--cfg-options w_bits=4 a_bits=4`` works for any config. Relative
+    checkpoint paths not found from the working directory are looked up
+    next to the config, then in the repository. The launcher is set, and
+    ``work_dir`` from the command line, else the config, else
+    ``work_dirs/<config name>``.
+
+    Raises:
+        SystemExit: the config file is missing, or ``w_bits``/``a_bits`` are
+            given for a model without encoded parts.
+    """
+    if not osp.isfile(config):
+        raise SystemExit(f'config file not found: {config}')
     cfg = Config.fromfile(config)
     cfg.launcher = launcher
     if cfg_options is not None:
         cfg.merge_from_dict(cfg_options)
+        apply_precision_options(cfg, cfg_options)
+    resolve_checkpoint_paths(cfg, config)
     if work_dir is not None:
         cfg.work_dir = work_dir
     elif cfg.get('work_dir', None) is None:

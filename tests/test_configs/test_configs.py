@@ -19,6 +19,9 @@ import mmbinary.models.backbones  # noqa: F401
 import mmbinary.models.heads  # noqa: F401
 import mmbinary.models.necks  # noqa: F401
 from mmbinary.models.layers import MBBConv2d, MBBLinear
+from mmbinary.models.precision import (float_model_config, precision_parts,
+                                       set_model_precision)
+from mmbinary.utils.scope import load_tool_config
 
 CONFIG_DIR = osp.join(osp.dirname(__file__), '..', '..', 'configs')
 
@@ -159,6 +162,8 @@ def test_config_builds_encodes_and_runs(name):
     assert cfg.default_scope == expected['scope']
     assert cfg.custom_imports.imports == ['mmbinary']
     assert cfg.load_from is None
+    # the precision is set once, at the top, and every part reads it
+    assert (cfg.w_bits, cfg.a_bits) == expected['bits']
     for url in ('torchvision://', 'open-mmlab://'):
         assert url not in cfg.pretty_text
     model = build_model(cfg)
@@ -189,15 +194,13 @@ def test_issue_configs_are_shipped():
 
 
 def test_any_bits_from_the_command_line():
-    """The docs' --cfg-options line for W3A3, without a new file."""
-    options = [
-        f'{key}={bits}' for key in (
-            'model.backbone.w_bits', 'model.backbone.a_bits',
-            'model.neck.w_bits', 'model.neck.a_bits',
-            'model.bbox_head.conv_cfg.w_bits',
-            'model.bbox_head.conv_cfg.a_bits') for bits in [3]
-    ]
-    cfg = load_config(
+    """The docs' ``--cfg-options w_bits=3 a_bits=3``, without a new file:
+    the tools set every encoded part."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    options = parser.parse_args(
+        ['--cfg-options', 'w_bits=3', 'a_bits=3']).cfg_options
+    cfg = load_tool_config(
         osp.join(CONFIG_DIR, 'retinanet_r50_mbb_w2a2_coco.py'), options)
     model = build_model(cfg)
     layers = [
@@ -306,3 +309,63 @@ def test_stock_config_with_mbb_conv_cfg(base, tmp_path):
         run_det(model)
     else:
         run_seg(model)
+
+
+#: The MobileNetV2 configs (demo, Penn-Fudan study, own-data templates):
+#: encoded layer counts and the scope. Backbone 1x1 convs (17 blocks, 16
+#: with an expand conv, and the last conv for mmdet's) + FPN (3 lateral,
+#: 5 output) + 2x2 head convs, or + 5 ASPP convs.
+MNV2_CONFIGS = {
+    'retinanet_mnv2_mbb_w2a2_trees.py': ('mmdet', 34 + 8 + 4),
+    'pennfudan/retinanet_mnv2_mbb_w2a2_pennfudan.py': ('mmdet', 34 + 8 + 4),
+    'own_data/retinanet_mnv2_mbb_coco-format.py': ('mmdet', 34 + 8 + 4),
+    'pennfudan/deeplabv3_mnv2-d8_mbb_w2a2_pennfudan.py': ('mmseg', 34 + 5),
+    'own_data/deeplabv3_mnv2-d8_mbb_folder-format.py': ('mmseg', 34 + 5),
+}
+
+
+def parameter_names(model: nn.Module) -> List[str]:
+    """Parameter and buffer names without the MBB layers' own (the learned
+    activation clips and quantizer state)."""
+    mbb = {name for name, module in model.named_modules()
+           if isinstance(module, (MBBConv2d, MBBLinear))}
+    names = []
+    for name in model.state_dict():
+        parts = name.split('.')
+        owners = ['.'.join(parts[:i]) for i in range(1, len(parts))]
+        if any(owner in mbb for owner in owners) and parts[-1] not in (
+                'weight', 'bias') or any(
+                    owner in mbb for owner in owners[:-1]):
+            continue
+        names.append(name)
+    return sorted(names)
+
+
+@pytest.mark.parametrize('name', sorted(MNV2_CONFIGS))
+def test_mnv2_configs_precision_and_float_twin(name):
+    scope, encoded = MNV2_CONFIGS[name]
+    cfg = load_config(osp.join(CONFIG_DIR, name))
+    assert cfg.default_scope == scope
+    # the precision at the top is the one of every encoded layer
+    assert (cfg.w_bits, cfg.a_bits) == (2, 2)
+    cfg.model.backbone.init_cfg = None
+    model = build_model(cfg)
+    kinds = layers_by_kind(model)
+    assert len(kinds['mbb']) == encoded
+    modules = dict(model.named_modules())
+    assert {(modules[n].w_bits, modules[n].a_bits)
+            for n in kinds['mbb']} == {(2, 2)}
+
+    # one call sets every part
+    parts = set_model_precision(cfg.model, 4, 3)
+    assert parts == precision_parts(cfg.model)
+    model = build_model(cfg)
+    modules = dict(model.named_modules())
+    assert {(modules[n].w_bits, modules[n].a_bits)
+            for n in layers_by_kind(model)['mbb']} == {(4, 3)}
+
+    # the float twin: no encoded layer, the same parameter names
+    twin = build_model(Config(dict(cfg.to_dict(),
+                                   model=float_model_config(cfg.model))))
+    assert layers_by_kind(twin)['mbb'] == []
+    assert parameter_names(twin) == parameter_names(model)

@@ -50,9 +50,6 @@ class Task:
     name: str
     float_config: str
     mbb_config: str
-    #: config keys of the encoded parts; ``mbb_cfg`` marks a backbone or
-    #: neck (options under ``.mbb_cfg``), otherwise a ``conv_cfg``.
-    encoded_parts: Dict[str, bool]
     #: metric keys as logged, and how they are shown (points).
     metrics: Dict[str, str]
     #: metric values as logged, times this, are points.
@@ -72,16 +69,14 @@ class Task:
         return options
 
     def bits_options(self, bits: int, paper: bool) -> List[str]:
-        options = []
-        for part, is_module in self.encoded_parts.items():
-            options += [f'{part}.w_bits={bits}', f'{part}.a_bits={bits}']
-            if paper:
-                prefix = f'{part}.mbb_cfg' if is_module else part
-                options += [
-                    f'{prefix}.{key}={value}'
-                    for key, value in PAPER_OPTIONS.items()
-                ]
-        return options
+        """``--cfg-options`` that set every encoded part of the encoded
+        config to W``bits``A``bits`` (and the paper's quantizer)."""
+        from mmengine.config import Config
+
+        from mmbinary.models.precision import precision_cfg_options
+        return precision_cfg_options(
+            Config.fromfile(self.mbb_config).model, bits, bits,
+            PAPER_OPTIONS if paper else None)
 
 
 TASKS = {
@@ -90,11 +85,6 @@ TASKS = {
         name='det',
         float_config=osp.join(CONFIGS, 'retinanet_mnv2_fpn_pennfudan.py'),
         mbb_config=osp.join(CONFIGS, 'retinanet_mnv2_mbb_w2a2_pennfudan.py'),
-        encoded_parts={
-            'model.backbone': True,
-            'model.neck': True,
-            'model.bbox_head.conv_cfg': False
-        },
         metrics={
             'coco/bbox_mAP': 'bbox mAP',
             'coco/bbox_mAP_50': 'AP50'
@@ -107,10 +97,6 @@ TASKS = {
         float_config=osp.join(CONFIGS, 'deeplabv3_mnv2-d8_pennfudan.py'),
         mbb_config=osp.join(CONFIGS,
                             'deeplabv3_mnv2-d8_mbb_w2a2_pennfudan.py'),
-        encoded_parts={
-            'model.backbone': True,
-            'model.decode_head.conv_cfg': False
-        },
         metrics={'mIoU': 'mIoU'},
         scale=1.0,
         pretrained='mobilenet_v2_mmseg.pth'),
