@@ -1,14 +1,14 @@
 # Copyright (c) mmbinary contributors. All rights reserved.
 """Hand-off to hardware: the packed-model export format, a bit-exact NumPy
 runner of whole exported graphs, resource counts and ONNX graphs. The
-packed layers' arithmetic comes from :mod:`mmbinary.ops.packed_format`
+packed layers' arithmetic comes from :mod:`mmbinary.packed_format`
 (re-exported here: ``activation_levels``, ``pack_activation_levels``,
 ``mbb_conv2d_accumulate_numpy``). The code imported here uses NumPy only;
 the exporter (:mod:`mmbinary.export.exporter`) and the test-vector writer
 (:mod:`mmbinary.export.vectors`) use PyTorch."""
-from mmbinary.ops.packed_format import (activation_levels,
-                                        mbb_conv2d_accumulate_numpy,
-                                        pack_activation_levels)
+from mmbinary.packed_format import (activation_levels,
+                                    mbb_conv2d_accumulate_numpy,
+                                    pack_activation_levels)
 
 from .format import (FORMAT_NAME, FORMAT_VERSION, ExportFormatError,
                      PackedExport, read_export)

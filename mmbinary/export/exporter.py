@@ -23,7 +23,7 @@ from mmbinary.models.packing import (FoldedNorm, PackedMBBConv2d,
                                      PackedMBBLinear, apply_packed_layout,
                                      packed_layout)
 
-from mmbinary.ops.packed_format import pair, tap_weight_sums
+from mmbinary.packed_format import pair, tap_weight_sums
 
 from .format import (FORMAT_NAME, FORMAT_VERSION, MODEL_FILE, ONNX_CUSTOM_FILE,
                      ONNX_PLAIN_FILE, RESOURCES_FILE, VECTORS_FILE,
@@ -132,9 +132,10 @@ def _module_op(module: nn.Module, name: str) -> Tuple[str, dict]:
         if module.return_indices:
             raise ExportError(f'{name}: return_indices is not supported')
         return 'max_pool2d', dict(
-            kernel_size=_as_list_pair(module.kernel_size, f'{name}.kernel_size', 1),
+            kernel_size=_as_list_pair(module.kernel_size,
+                                      f'{name}.kernel_size', 1),
             stride=_as_list_pair(module.stride or module.kernel_size,
-                         f'{name}.stride', 1),
+                                 f'{name}.stride', 1),
             padding=_as_list_pair(module.padding, f'{name}.padding', 0),
             dilation=_as_list_pair(module.dilation, f'{name}.dilation', 1),
             ceil_mode=bool(module.ceil_mode))
@@ -245,7 +246,8 @@ def _float_attributes(module: nn.Module, name: str) -> dict:
                                       f'{name}.kernel_size', 1),
                     stride=_as_list_pair(module.stride, f'{name}.stride', 1),
                     padding=_symmetric_padding(module, name),
-                    dilation=_as_list_pair(module.dilation, f'{name}.dilation', 1),
+                    dilation=_as_list_pair(module.dilation,
+                                           f'{name}.dilation', 1),
                     groups=module.groups,
                     bias=module.bias is not None)
     if isinstance(module, _BatchNorm):

@@ -11,7 +11,7 @@ An export directory holds::
     model_custom.onnx, model_plain.onnx   (optional, --onnx)
 
 ``docs/export.md`` describes every field; the packed tensors follow
-:mod:`mmbinary.ops.packed_format`. This module's code uses NumPy and
+:mod:`mmbinary.packed_format`. This module's code uses NumPy and
 ``safetensors`` only (no PyTorch tensors).
 """
 import hashlib
@@ -23,10 +23,9 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from mmbinary.ops.packed_format import (ACC_LIMIT, accumulator_bound,
-                                        check_pad_bits, num_group_words,
-                                        tap_weight_sums)
-from mmbinary.quant.encoding import MAX_BITS, MIN_BITS
+from mmbinary.packed_format import (ACC_LIMIT, MAX_BITS, MIN_BITS,
+                                    accumulator_bound, check_pad_bits,
+                                    num_group_words, tap_weight_sums)
 
 FORMAT_NAME = 'mmbinary-packed'
 FORMAT_VERSION = 1
@@ -185,8 +184,8 @@ def _check_mbb_layer(layer: dict) -> None:
     bound = accumulator_bound(attrs['in_channels'] // groups,
                               attrs['kernel_size'], attrs['w_bits'],
                               attrs['a_bits'])
-    _require(bound < ACC_LIMIT, f'layer {name!r}: the accumulator bound {bound} '
-             'does not fit int32')
+    _require(bound < ACC_LIMIT, f'layer {name!r}: the accumulator bound '
+             f'{bound} does not fit int32')
     out = attrs['out_channels']
     expected = dict(weight_words=('int64', mbb_weight_shape(attrs)),
                     out_scale=('float32', [out]),

@@ -4,7 +4,7 @@
 The graph of the manifest is interpreted node by node, whatever part of a
 model was exported. MBB layers run in integer arithmetic exactly as the
 packed op does (``docs/export.md``), with the functions of the packed
-format (:mod:`mmbinary.ops.packed_format`):
+format (:mod:`mmbinary.packed_format`):
 
 1. activation levels ``q`` from the float32 input, in float32, rounding
    half to even, in the op's order of operations (``activation_levels``);
@@ -25,9 +25,9 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from mmbinary.ops.packed_format import (activation_levels, conv_out_size,
-                                        epilogue, mbb_conv2d_accumulate_numpy,
-                                        pack_activation_levels)
+from mmbinary.packed_format import (activation_levels, conv_out_size,
+                                    epilogue, mbb_conv2d_accumulate_numpy,
+                                    pack_activation_levels)
 
 from .format import PackedExport, read_export
 
@@ -100,7 +100,7 @@ def conv2d_numpy(x: np.ndarray, weight: np.ndarray,
     out_channels = weight.shape[0]
     cols = cols.reshape(n, groups, channels // groups, kh, kw, out_h, out_w)
     w = weight.astype(np.float64).reshape(groups, out_channels // groups,
-                                          channels // groups, kh, kw)
+                                      channels // groups, kh, kw)
     out = np.einsum('ngcijyx,gocij->ngoyx', cols, w, optimize=True)
     out = out.reshape(n, out_channels, out_h, out_w)
     if bias is not None:

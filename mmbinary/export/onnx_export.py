@@ -29,8 +29,8 @@ from typing import Dict, List
 
 import numpy as np
 
-from mmbinary.ops.packed_format import unpack_weight_bits, unpack_weight_words
-from mmbinary.quant.encoding import num_levels
+from mmbinary.packed_format import (num_levels, unpack_weight_bits,
+                                    unpack_weight_words)
 
 from .format import PackedExport, read_export
 

@@ -19,7 +19,7 @@ Per MBB node (``docs/export.md`` derives each count):
 import math
 from typing import List, Tuple
 
-from mmbinary.ops.packed_format import WORD_BITS, accumulator_bound
+from mmbinary.packed_format import WORD_BITS, accumulator_bound
 
 from .format import PackedExport
 

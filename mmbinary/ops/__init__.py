@@ -1,6 +1,6 @@
 # Copyright (c) mmbinary contributors. All rights reserved.
 """Compiled ops (``torch.ops.mmbinary.*``), the packed format they use
-(:mod:`~mmbinary.ops.packed_format`) and their pure-PyTorch references."""
+(:mod:`~mmbinary.packed_format`) and their pure-PyTorch references."""
 from .ext_loader import build_info, ext_load_error, ext_loaded, require_ext
 from .mbb_conv2d import mbb_conv2d, mbb_conv2d_accumulate, quantize_pack
 from .mbb_conv2d_reference import (activation_codes_reference,
@@ -9,7 +9,7 @@ from .mbb_conv2d_reference import (activation_codes_reference,
                                    pack_activation_codes, pack_weight_codes,
                                    unpack_activation_words,
                                    unpack_weight_words)
-from .packed_format import WORD_BITS, num_group_words
+from mmbinary.packed_format import WORD_BITS, num_group_words
 
 __all__ = [
     'build_info', 'ext_load_error', 'ext_loaded', 'require_ext', 'WORD_BITS',

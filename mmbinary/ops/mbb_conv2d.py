@@ -6,7 +6,7 @@ their shapes for ``torch.compile``.
 An M-bit weight code and a K-bit activation code are split into bit
 planes; the convolution is the sum of ``M * K`` binary convolutions, each
 an AND of 64-bit words and a popcount. The format is defined once, in
-:mod:`mmbinary.ops.packed_format` (mirrored by
+:mod:`mmbinary.packed_format` (mirrored by
 ``csrc/common/mbb_conv2d.h``); the pure-PyTorch references are in
 :mod:`mmbinary.ops.mbb_conv2d_reference`.
 
@@ -24,12 +24,11 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from mmbinary.quant import check_bits
+from mmbinary import packed_format as fmt
+from mmbinary.packed_format import IntPair, check_bits
 
 from . import mbb_conv2d_reference as ref
-from . import packed_format as fmt
 from .ext_loader import build_info, ext_loaded
-from .packed_format import IntPair
 
 __all__ = ['quantize_pack', 'mbb_conv2d_accumulate', 'mbb_conv2d']
 

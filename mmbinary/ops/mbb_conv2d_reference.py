@@ -3,7 +3,7 @@
 tensors.
 
 The packing functions take and return tensors and run the NumPy packing of
-:mod:`mmbinary.ops.packed_format` (the one definition of the format); the
+:mod:`mmbinary.packed_format` (the one definition of the format); the
 activation codes are those of :func:`mmbinary.quant.activation_codes`, the
 quantizer the training layers use. The compiled ops
 (:mod:`mmbinary.ops.mbb_conv2d`) give integer accumulators identical to
@@ -14,10 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mmbinary.quant import activation_codes, check_bits
-
-from . import packed_format as fmt
-from .packed_format import IntPair
+from mmbinary import packed_format as fmt
+from mmbinary.packed_format import IntPair, check_bits
+from mmbinary.quant import activation_codes
 
 __all__ = [
     'pack_weight_codes', 'unpack_weight_words', 'pack_activation_codes',
@@ -55,7 +54,7 @@ def _tensor(array, device: torch.device) -> Tensor:
 
 def inv_step_value(inv_step) -> float:
     """``inv_step`` (a number or a 1-element tensor) as the float32 value
-    the kernels use (:func:`~mmbinary.ops.packed_format.check_inv_step`)."""
+    the kernels use (:func:`~mmbinary.packed_format.check_inv_step`)."""
     if isinstance(inv_step, Tensor):
         if inv_step.numel() != 1:
             raise ValueError('inv_step must be a number or a 1-element '
@@ -64,7 +63,7 @@ def inv_step_value(inv_step) -> float:
     return fmt.check_inv_step(inv_step)
 
 
-# ---- packing -----------------------------------------------------------------
+# ---- packing ----------------------------------------------------------------
 
 def pack_weight_codes(codes: Tensor, w_bits: int, groups: int = 1) -> Tensor:
     """Pack odd M-bit weight codes into weight words (runs once, at
@@ -146,7 +145,7 @@ def unpack_activation_words(words: Tensor, in_channels: int, a_bits: int,
     return _tensor(codes.astype('int32'), words.device)
 
 
-# ---- references --------------------------------------------------------------
+# ---- references -------------------------------------------------------------
 
 def activation_codes_reference(input: Tensor, a_bits: int, inv_step,
                                signed: bool) -> Tensor:

@@ -15,34 +15,15 @@ Unsigned codes
 Planes are stacked on a new leading axis, least significant first:
 ``planes[m - 1]`` holds ``s_m``.
 """
-import numbers
-
 import torch
 from torch import Tensor
 
-#: Bit widths the encoding supports, for weights and activations alike.
-MIN_BITS = 1
-MAX_BITS = 8
+from mmbinary.packed_format import MAX_BITS, MIN_BITS, check_bits, num_levels
 
-
-def check_bits(bits, name: str = 'bits') -> int:
-    """Return ``bits`` if it is an integer in 1..8, else raise ``ValueError``.
-
-    Args:
-        bits: the value to check (``bool`` and floats are refused, also
-            integral floats such as ``2.0``).
-        name (str): the argument name used in the error message.
-    """
-    if (isinstance(bits, bool) or not isinstance(bits, numbers.Integral)
-            or not MIN_BITS <= bits <= MAX_BITS):
-        raise ValueError(f'{name} must be an integer in {MIN_BITS}..'
-                         f'{MAX_BITS}, got {bits!r}')
-    return int(bits)
-
-
-def num_levels(bits: int) -> int:
-    """``2^bits - 1``: the largest code (odd codes span ``+-`` of it)."""
-    return (1 << check_bits(bits)) - 1
+__all__ = [
+    'MIN_BITS', 'MAX_BITS', 'check_bits', 'num_levels', 'encode', 'decode',
+    'encode_unsigned', 'decode_unsigned'
+]
 
 
 def _check_integer_tensor(x: Tensor, low: int, high: int, name: str,

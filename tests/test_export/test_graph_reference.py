@@ -13,7 +13,7 @@ from export_models import TinyNet, calibrate  # noqa: E402
 
 from mmbinary.export.graph_reference import (  # noqa: E402
     run_export, verify_vectors)
-from mmbinary.ops.packed_format import (  # noqa: E402
+from mmbinary.packed_format import (  # noqa: E402
     activation_levels, pack_activation_levels)
 from mmbinary.export.exporter import export_packed  # noqa: E402
 from mmbinary.ops import quantize_pack  # noqa: E402

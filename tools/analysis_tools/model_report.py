@@ -31,7 +31,7 @@ from mmengine.config import Config, DictAction
 from mmengine.model import revert_sync_batchnorm
 from torch import nn
 
-from mmbinary.ops.packed_format import WORD_BITS, num_group_words
+from mmbinary.packed_format import WORD_BITS, num_group_words
 from mmbinary.utils.scope import register_modules_for
 
 #: Default (H, W) of the dummy image per scope.

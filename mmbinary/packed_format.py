@@ -4,7 +4,10 @@ size, the word counts, the weight and activation packing, the activation
 levels, the per-tap weight sums, the pad-bit check and the bit-exact
 integer accumulator.
 
-Its only mirror is the C++ header ``mmbinary/ops/csrc/common/mbb_conv2d.h``
+It needs NumPy only (no PyTorch), so an export can be read and run without
+torch, and it is the bottom layer of the package: ``mmbinary.quant`` takes
+its bit limits from here. Its only mirror is the C++ header
+``mmbinary/ops/csrc/common/mbb_conv2d.h``
 (``kMBBWordBits``, ``mbb_num_words``, ``mbb_out_size``,
 ``mbb_accumulator_bound``, ``mbb_quantize_level``, ``mbb_epilogue``,
 ``mbb_word_mask``); a change of the format changes this module and that
@@ -40,8 +43,10 @@ from typing import Sequence, Tuple, Union
 
 import numpy as np
 
-from mmbinary.quant.encoding import check_bits, num_levels
-
+#: Bit widths of weights and activations (the encoding's and the packed
+#: op's, ``kMBBMaxBits`` in the C++ header).
+MIN_BITS = 1
+MAX_BITS = 8
 #: Bits of one packed word.
 WORD_BITS = 64
 #: Accumulators are int32: ``accumulator_bound`` must stay below this.
@@ -50,7 +55,8 @@ ACC_LIMIT = 2**31
 IntPair = Union[int, Sequence[int]]
 
 __all__ = [
-    'WORD_BITS', 'ACC_LIMIT', 'check_int', 'pair', 'check_inv_step',
+    'MIN_BITS', 'MAX_BITS', 'WORD_BITS', 'ACC_LIMIT', 'check_bits',
+    'num_levels', 'check_int', 'pair', 'check_inv_step',
     'num_group_words', 'conv_out_size', 'accumulator_bound',
     'check_accumulator_bound', 'check_groups', 'pack_bits', 'unpack_bits',
     'pack_weight_codes', 'unpack_weight_bits', 'unpack_weight_words',
@@ -60,7 +66,27 @@ __all__ = [
 ]
 
 
-# ---- arguments ---------------------------------------------------------------
+# ---- arguments --------------------------------------------------------------
+
+def check_bits(bits, name: str = 'bits') -> int:
+    """Return ``bits`` if it is an integer in 1..8, else raise ``ValueError``.
+
+    Args:
+        bits: the value to check (``bool`` and floats are refused, also
+            integral floats such as ``2.0``).
+        name (str): the argument name used in the error message.
+    """
+    if (isinstance(bits, bool) or not isinstance(bits, numbers.Integral)
+            or not MIN_BITS <= bits <= MAX_BITS):
+        raise ValueError(f'{name} must be an integer in {MIN_BITS}..'
+                         f'{MAX_BITS}, got {bits!r}')
+    return int(bits)
+
+
+def num_levels(bits: int) -> int:
+    """``2^bits - 1``: the largest code (odd codes span ``+-`` of it)."""
+    return (1 << check_bits(bits)) - 1
+
 
 def check_int(value, name: str, minimum: int) -> int:
     """Return ``value`` as an int if it is an integer >= ``minimum``.
@@ -115,7 +141,7 @@ def check_inv_step(inv_step) -> float:
     return value
 
 
-# ---- geometry ----------------------------------------------------------------
+# ---- geometry ---------------------------------------------------------------
 
 def num_group_words(in_channels: int, groups: int = 1) -> int:
     """Words per pixel per plane: ``ceil(in_channels / groups / 64)``."""
@@ -158,7 +184,7 @@ def check_groups(channels: int, groups: int, name: str) -> None:
                          f'groups ({groups})')
 
 
-# ---- words -------------------------------------------------------------------
+# ---- words ------------------------------------------------------------------
 
 def pack_bits(bits: np.ndarray) -> np.ndarray:
     """(..., B) 0/1 values -> (..., ceil(B / 64)) int64 words, bit ``b`` at
@@ -210,7 +236,7 @@ def _check_words(words: np.ndarray, name: str, expected: Tuple,
                          f'(64-bit words), got {words.dtype} {shape}')
 
 
-# ---- weights -----------------------------------------------------------------
+# ---- weights ----------------------------------------------------------------
 
 def pack_weight_codes(codes, w_bits: int, groups: int = 1) -> np.ndarray:
     """Pack odd M-bit weight codes into weight words (once, at conversion).
@@ -317,7 +343,7 @@ def check_pad_bits(words: np.ndarray, in_channels: int, groups: int) -> bool:
     return not bool((last & mask).any())
 
 
-# ---- activations -------------------------------------------------------------
+# ---- activations ------------------------------------------------------------
 
 def activation_levels(x: np.ndarray, a_bits: int, inv_step: float,
                       signed: bool) -> np.ndarray:
@@ -428,7 +454,7 @@ def unpack_activation_levels(act_words: np.ndarray, in_channels: int,
     return q.reshape(n, height, width, in_channels).transpose(0, 3, 1, 2)
 
 
-# ---- accumulator and epilogue ------------------------------------------------
+# ---- accumulator and epilogue -----------------------------------------------
 
 def epilogue(acc: np.ndarray, out_scale: np.ndarray,
              out_bias: np.ndarray) -> np.ndarray:

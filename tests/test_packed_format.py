@@ -1,8 +1,9 @@
 # Copyright (c) mmbinary contributors. All rights reserved.
-"""The packed format module: its integer accumulator against the compiled
-op and the PyTorch reference, its argument checks, and every packing
-routine against vectors stored before the format moved into one module
-(``tests/data/packed_format_vectors.npz``, bit for bit)."""
+"""The packed format (``mmbinary/packed_format.py``): its integer
+accumulator against the compiled op and the PyTorch reference, its argument
+checks, and every packing routine against vectors stored before the format
+moved into one module (``tests/data/packed_format_vectors.npz``, bit for
+bit)."""
 import os.path as osp
 
 import numpy as np
@@ -11,6 +12,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mmbinary import packed_format as fmt
 from mmbinary.export import activation_levels as export_activation_levels
 from mmbinary.ops import (activation_codes_reference, mbb_conv2d,
                           mbb_conv2d_accumulate,
@@ -18,10 +20,9 @@ from mmbinary.ops import (activation_codes_reference, mbb_conv2d,
                           mbb_conv2d_reference, pack_activation_codes,
                           pack_weight_codes, quantize_pack,
                           unpack_activation_words, unpack_weight_words)
-from mmbinary.ops import packed_format as fmt
-from mmbinary.ops.packed_format import mbb_conv2d_accumulate_numpy
+from mmbinary.packed_format import mbb_conv2d_accumulate_numpy
 
-VECTORS = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'data',
+VECTORS = osp.join(osp.dirname(osp.abspath(__file__)), 'data',
                    'packed_format_vectors.npz')
 
 
@@ -104,7 +105,7 @@ def test_border_correction_of_signed_activations():
     assert acc[0, 0].tolist() == [[12, 18, 12], [18, 27, 18], [12, 18, 12]]
 
 
-# ---- stored vectors (made by the code before this module existed) ---------
+# ---- stored vectors (made by the code before this module existed) -----------
 
 def stored_cases():
     data = np.load(VECTORS)
@@ -276,3 +277,12 @@ def test_bad_codes_and_words_are_refused():
     with pytest.raises(ValueError, match=r'act_words must have shape'):
         fmt.unpack_activation_levels(np.zeros((1, 2, 2, 1, 2, 2), np.int64),
                                      64, 2)
+
+
+def test_bits_checks_name_the_argument():
+    assert fmt.check_bits(np.int64(8), 'a_bits') == 8
+    assert fmt.num_levels(3) == 7
+    for bad in (0, 9, 2.0, True, '2'):
+        with pytest.raises(ValueError,
+                           match='w_bits must be an integer in 1..8'):
+            fmt.check_bits(bad, 'w_bits')
