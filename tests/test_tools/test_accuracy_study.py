@@ -29,7 +29,9 @@ def study():
 def study_args(**overrides) -> argparse.Namespace:
     args = dict(bits=[8, 4, 2, 1], seeds=[0, 1], epochs=6, no_paper=False,
                 no_progressive=False, work_dir='study', quick=False,
-                data_root='pennfudan', demo_data='demo')
+                data_root='pennfudan', demo_data='demo',
+                kd_rows=['w2a2-kd', 'w2a2-kd-plbn', 'w1a1-react-kd'],
+                rows=None)
     args.update(overrides)
     return argparse.Namespace(**args)
 
@@ -38,19 +40,64 @@ def test_plan_has_every_row_with_the_same_budget(study):
     runs = study.plan(study_args(), study.TASKS['det'])
     names = [(run.variant, run.seed) for run in runs]
     variants = ['float', 'w8a8', 'w4a4', 'w2a2', 'w1a1', 'w2a2-paper',
-                'w8-w4-w2a2']
+                'w8-w4-w2a2', 'w2a2-kd', 'w2a2-kd-plbn', 'w1a1-react-kd']
     assert names == [(v, s) for s in (0, 1) for v in variants]
     for run in runs:
         assert sum(stage.epochs for stage in run.stages) == 6
-    progressive = runs[6].stages
-    assert [stage.bits for stage in progressive] == [8, 4, 2]
+    # one run with the hook, a third of the budget per width
+    progressive, = runs[6].stages
+    assert progressive.config.endswith('progressive_pennfudan.py')
+    assert progressive.options == (
+        'custom_hooks.0.schedule=[[0,8,8],[2,4,4],[4,2,2]]', )
     assert runs[5].stages[0].paper and not runs[3].stages[0].paper
     assert runs[0].stages[0].bits is None
+    kd, = runs[7].stages
+    assert kd.model_prefix == 'model.architecture'
+    assert kd.eval_config.endswith('retinanet_mnv2_mbb_w2a2_pennfudan.py')
     assert len({run.work_dir for run in runs}) == len(runs)
     few = study.plan(study_args(seeds=[3], bits=[2], no_paper=True,
-                                no_progressive=True), study.TASKS['seg'])
+                                no_progressive=True, kd_rows=[]),
+                     study.TASKS['seg'])
     assert [(run.variant, run.seed) for run in few] == [('float', 3),
                                                         ('w2a2', 3)]
+    chosen = study.plan(study_args(seeds=[0], rows=['w2a2-kd', 'float']),
+                        study.TASKS['seg'])
+    assert [run.variant for run in chosen] == ['float', 'w2a2-kd']
+
+
+def test_row_options_reach_the_distiller_and_the_hook(study, tmp_path):
+    task = study.TASKS['det']
+    runs = {run.variant: run for run in study.plan(
+        study_args(seeds=[0], bits=[2]), task)}
+    args = study_args()
+    for variant in ('w2a2-kd', 'w2a2-kd-plbn', 'w1a1-react-kd'):
+        run = runs[variant]
+        run.start = 'float.pth'
+        stage = run.stages[0]
+        train = study.stage_options(run, stage, 'float.pth', args)
+        assert 'model.teacher_ckpt=float.pth' in train
+        assert any(option.startswith(
+            'model.architecture.backbone.init_cfg.checkpoint=')
+                   for option in train)
+        test = study.stage_options(run, stage, 'x.pth', args, evaluate=True)
+        assert not any('teacher' in option or 'architecture' in option
+                       for option in test)
+        cfg = Config.fromfile(stage.config)
+        assert cfg.model.type == 'mmbinary.SingleTeacherDistill'
+    run = runs['w8-w4-w2a2']
+    options = study.stage_options(run, run.stages[0], 'float.pth', args)
+    cfg = Config.fromfile(run.stages[0].config)
+    parsed = {}
+    for option in options:
+        key, value = option.split('=', 1)
+        parsed[key] = DictAction._parse_iterable(value)
+    cfg.merge_from_dict(parsed)
+    from mmbinary.engine import ProgressivePrecisionHook
+    hook = ProgressivePrecisionHook(**{
+        k: v
+        for k, v in cfg.custom_hooks[0].items() if k != 'type'
+    })
+    assert hook.schedule == {0: (8, 8), 2: (4, 4), 4: (2, 2)}
 
 
 def build_model(config: str, options: list):
@@ -152,3 +199,24 @@ def test_quick_study_trains_evaluates_packs_and_resumes(
     assert again.returncode == 0, (again.stdout + again.stderr)[-4000:]
     assert '] train' not in again.stdout
     assert (work_dir / 'study.md').read_text() == study_md
+
+
+@pytest.mark.parametrize('task_name', ['det', 'seg'])
+def test_row_configs_build_their_students(study, task_name):
+    from mmbinary.models.heads import PerLevelNormMBBConv2d
+    from mmbinary.models.layers.react import ReActMBBConv2d, RPReLU
+    for row, (_, test_config) in study.ROW_CONFIGS[task_name].items():
+        model = build_model(osp.join(study.CONFIGS, test_config), [])
+        layers = [m for m in model.modules() if isinstance(m, MBBConv2d)]
+        bits = {(m.w_bits, m.a_bits) for m in layers}
+        assert bits == {(1, 1) if row.startswith('w1a1') else (2, 2)}, row
+        react = [m for m in layers if isinstance(m, ReActMBBConv2d)]
+        if 'react' in row:
+            assert len(react) == len(layers)
+            assert any(isinstance(m, RPReLU) for m in model.modules())
+            assert any(m.shortcut for m in react)
+        else:
+            assert not react
+        per_level = [m for m in layers
+                     if isinstance(m, PerLevelNormMBBConv2d)]
+        assert len(per_level) == (4 if 'plbn' in row else 0), row

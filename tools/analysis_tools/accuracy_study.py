@@ -33,7 +33,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIGS = osp.join(ROOT, 'configs', 'pennfudan')
@@ -102,13 +102,48 @@ TASKS = {
         pretrained='mobilenet_v2_mmseg.pth'),
 }
 
+#: Rows trained with their own config: task -> row -> (train config, the
+#: config that tests and packs the result, model key of the student).
+ROW_CONFIGS = {
+    'det': {
+        'w2a2-kd': ('retinanet_mnv2_mbb_w2a2_kd_pennfudan.py',
+                    'retinanet_mnv2_mbb_w2a2_pennfudan.py'),
+        'w2a2-kd-plbn': ('retinanet_mnv2_mbb_w2a2_plbn_kd_pennfudan.py',
+                         'retinanet_mnv2_mbb_w2a2_plbn_pennfudan.py'),
+        'w1a1-react-kd': ('retinanet_mnv2_mbb_w1a1_react_kd_pennfudan.py',
+                          'retinanet_mnv2_mbb_w1a1_react_pennfudan.py'),
+        'progressive': ('retinanet_mnv2_mbb_w2a2_progressive_pennfudan.py',
+                        'retinanet_mnv2_mbb_w2a2_pennfudan.py'),
+    },
+    'seg': {
+        'w2a2-kd': ('deeplabv3_mnv2-d8_mbb_w2a2_kd_pennfudan.py',
+                    'deeplabv3_mnv2-d8_mbb_w2a2_pennfudan.py'),
+        'w1a1-react-kd': ('deeplabv3_mnv2-d8_mbb_w1a1_react_kd_pennfudan.py',
+                          'deeplabv3_mnv2-d8_mbb_w1a1_react_pennfudan.py'),
+        'progressive': ('deeplabv3_mnv2-d8_mbb_w2a2_progressive_pennfudan.py',
+                        'deeplabv3_mnv2-d8_mbb_w2a2_pennfudan.py'),
+    },
+}
+#: The rows of ROW_CONFIGS, in table order (``progressive`` is the
+#: ProgressivePrecisionHook row, W8A8 -> W4A4 -> W2A2 in one run).
+CONFIG_ROWS = ('w2a2-kd', 'w2a2-kd-plbn', 'w1a1-react-kd')
+
 
 @dataclass
 class Stage:
-    """One training run: ``bits`` None is float."""
+    """One training run: ``bits`` None is float. A stage with its own
+    ``config`` (a distilled or progressive row) trains with it as it is
+    (no bits options) and is tested and packed with ``eval_config``."""
     bits: Optional[int]
     epochs: int
     paper: bool = False
+    config: Optional[str] = None
+    eval_config: Optional[str] = None
+    #: the key of the model to train in ``config`` (a distiller's student
+    #: is ``model.architecture``).
+    model_prefix: str = 'model'
+    #: more ``--cfg-options`` for training.
+    options: Tuple[str, ...] = ()
 
 
 @dataclass
@@ -151,6 +186,13 @@ def parse_args() -> argparse.Namespace:
                         help='skip the paper-quantizer W2A2 row')
     parser.add_argument('--no-progressive', action='store_true',
                         help='skip the progressive 8-4-2 row')
+    parser.add_argument('--kd-rows', nargs='*', default=list(CONFIG_ROWS),
+                        choices=CONFIG_ROWS,
+                        help='distilled rows (teacher: the float start); '
+                        'none: skip them')
+    parser.add_argument('--rows', nargs='*', default=None,
+                        help='run only these rows (names as in the table, '
+                        'e.g. float w2a2 w2a2-kd); default: all planned')
     parser.add_argument('--jobs', type=int, default=2,
                         help='runs at once; the CPU threads are shared')
     parser.add_argument('--threads', type=int, default=None,
@@ -175,10 +217,17 @@ def plan(args, task: Task) -> List[Run]:
     """The runs of one task, seed by seed (the float start excluded)."""
     runs = []
     third = args.epochs // 3
+    row_configs = {
+        row: (osp.join(CONFIGS, train), osp.join(CONFIGS, test))
+        for row, (train, test) in ROW_CONFIGS.get(task.name, {}).items()
+    }
+    # one run, one optimizer and one cosine schedule; the hook lowers the
+    # widths at the thirds of the budget
+    schedule = f'[[0,8,8],[{third},4,4],[{2 * third},2,2]]'
     progressive = [
-        Stage(8, third),
-        Stage(4, third),
-        Stage(2, args.epochs - 2 * third)
+        Stage(2, args.epochs, config=row_configs['progressive'][0],
+              eval_config=row_configs['progressive'][1],
+              options=(f'custom_hooks.0.schedule={schedule}', ))
     ]
     for seed in args.seeds:
         variants = [('float', [Stage(None, args.epochs)])]
@@ -188,7 +237,18 @@ def plan(args, task: Task) -> List[Run]:
             variants.append(('w2a2-paper', [Stage(2, args.epochs, True)]))
         if not args.no_progressive:
             variants.append(('w8-w4-w2a2', progressive))
+        for row in getattr(args, 'kd_rows', CONFIG_ROWS):
+            if row in row_configs:
+                train, test = row_configs[row]
+                bits = 1 if row.startswith('w1a1') else 2
+                variants.append((row, [
+                    Stage(bits, args.epochs, config=train, eval_config=test,
+                          model_prefix='model.architecture')
+                ]))
+        rows = getattr(args, 'rows', None)
         for variant, stages in variants:
+            if rows is not None and variant not in rows:
+                continue
             work_dir = osp.join(args.work_dir, task.name,
                                 f'{variant}_seed{seed}')
             runs.append(Run(task, variant, seed, stages, work_dir))
@@ -214,10 +274,13 @@ def execute(run: Run, step: str, command: List[str], log_file: str,
 
 
 def stage_options(run: Run, stage: Stage, load_from: Optional[str],
-                  args) -> List[str]:
+                  args, evaluate: bool = False) -> List[str]:
+    """``--cfg-options`` of a stage's training, or (``evaluate``) of the
+    test and pack steps with its ``eval_config``."""
     epochs = stage.epochs
+    model = 'model' if evaluate else stage.model_prefix
     options = run.task.data_options(args.data_root) + [
-        'model.backbone.init_cfg.checkpoint=' +
+        f'{model}.backbone.init_cfg.checkpoint=' +
         osp.join(args.demo_data, 'pretrained', run.task.pretrained),
         f'randomness.seed={run.seed}',
         f'train_cfg.max_epochs={epochs}',
@@ -234,7 +297,12 @@ def stage_options(run: Run, stage: Stage, load_from: Optional[str],
             'val_dataloader.dataset.indices=4',
             'test_dataloader.dataset.indices=4', 'param_scheduler.0.end=2'
         ]
-    if stage.bits is not None:
+    if stage.config is not None:
+        if not evaluate:
+            options += list(stage.options)
+            if stage.model_prefix != 'model':  # a distiller
+                options.append(f'model.teacher_ckpt={run.start}')
+    elif stage.bits is not None:
         options += run.task.bits_options(stage.bits, stage.paper)
     return options
 
@@ -251,8 +319,8 @@ def train_and_evaluate(run: Run, args, threads: int) -> dict:
     checkpoint = run.start or None
     options = []
     for index, stage in enumerate(run.stages):
-        config = (run.task.float_config
-                  if stage.bits is None else run.task.mbb_config)
+        config = stage.config or (run.task.float_config if stage.bits is None
+                                  else run.task.mbb_config)
         stage_dir = osp.join(run.work_dir, f'stage{index}')
         options = stage_options(run, stage, checkpoint, args)
         bits = 'float' if stage.bits is None else f'W{stage.bits}A{stage.bits}'
@@ -267,6 +335,10 @@ def train_and_evaluate(run: Run, args, threads: int) -> dict:
             execute(run, f'train {bits}, {stage.epochs} epochs', command,
                     osp.join(stage_dir, 'train.log'), threads)
         checkpoint = osp.join(stage_dir, f'epoch_{stage.epochs}.pth')
+    if stage.config is not None:
+        # (a distiller's checkpoint holds the student alone)
+        config = stage.eval_config
+        options = stage_options(run, stage, checkpoint, args, evaluate=True)
     keys = list(run.task.metrics)
     test_dir = osp.join(run.work_dir, 'test_unpacked')
     execute(run, 'evaluate', [

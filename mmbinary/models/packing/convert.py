@@ -104,7 +104,7 @@ def apply_packed_layout(model: nn.Module, layout: dict) -> nn.Module:
         model (nn.Module): built from the config the checkpoint came from.
         layout (dict): from :func:`packed_layout`.
     """
-    types = {cls.__name__: cls for cls in (PackedMBBConv2d, PackedMBBLinear)}
+    types = {cls.__name__: cls for cls in PACKED_TYPES.values()}
     try:
         layers, folded = layout['layers'], layout['folded_norms']
     except (TypeError, KeyError) as error:

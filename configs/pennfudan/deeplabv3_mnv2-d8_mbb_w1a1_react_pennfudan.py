@@ -1,0 +1,20 @@
+# DeepLabV3-MobileNetV2-d8 W1A1 with the structure that makes binary
+# networks trainable: a learned threshold before every sign (ReActNet's
+# RSign), an RPReLU after the backbone's binary convs, and a real-valued
+# shortcut around every binary conv whose widths allow it (Bi-Real Net).
+_base_ = './deeplabv3_mnv2-d8_mbb_w2a2_pennfudan.py'
+custom_imports = dict(
+    imports=[
+        'mmbinary', 'mmbinary.models.layers.react',
+        'mmbinary.models.backbones.react_mobilenet_v2'
+    ],
+    allow_failed_imports=False)
+
+model = dict(
+    backbone=dict(
+        type='mmbinary.ReActMBBDilatedMobileNetV2', w_bits=1, a_bits=1,
+        react_cfg=dict(rsign=True, rprelu=True, shortcut='where_allowed')),
+    decode_head=dict(
+        conv_cfg=dict(
+            type='ReActMBBConv', w_bits=1, a_bits=1, rsign=True,
+            shortcut=True)))

@@ -1,0 +1,4 @@
+# Copyright (c) mmbinary contributors. All rights reserved.
+from .progressive_precision_hook import ProgressivePrecisionHook
+
+__all__ = ['ProgressivePrecisionHook']
