@@ -6,8 +6,10 @@ from .encoding import (MAX_BITS, MIN_BITS, check_bits, decode, decode_unsigned,
 from .functions import (GAUSSIAN_OPTIMAL_CLIP, ActivationQuantizeSTE,
                         WeightQuantizeSTE, activation_codes, lsq_grad_scale,
                         quantize_activation, quantize_weight, weight_codes)
-from .quantizers import (ACTIVATION_MODES, WEIGHT_MODES, ActivationQuantizer,
-                         WeightQuantizer)
+from .quantizers import (ACTIVATION_MODES, ALLOW_BIT_CHANGE_KEY,
+                         WEIGHT_MODES, ActivationQuantizer,
+                         BitWidthMismatchError, WeightQuantizer,
+                         allow_bit_change, bit_change_allowed)
 
 __all__ = [
     'MAX_BITS', 'MIN_BITS', 'check_bits', 'decode', 'decode_unsigned',
@@ -15,5 +17,6 @@ __all__ = [
     'ActivationQuantizeSTE', 'WeightQuantizeSTE', 'activation_codes',
     'lsq_grad_scale', 'quantize_activation', 'quantize_weight',
     'weight_codes', 'ACTIVATION_MODES', 'WEIGHT_MODES', 'ActivationQuantizer',
-    'WeightQuantizer'
+    'WeightQuantizer', 'ALLOW_BIT_CHANGE_KEY', 'BitWidthMismatchError',
+    'allow_bit_change', 'bit_change_allowed'
 ]

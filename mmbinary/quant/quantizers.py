@@ -17,8 +17,20 @@ LSQ gradient, initialized on the first batch by the MSE-optimal ``beta``;
 ``mode='unsigned'`` its HReLU). ``mode='auto'`` decides on the first batch:
 unsigned when the input is non-negative (after a ReLU), signed otherwise.
 A learned clip adapts to each layer's range instead of assuming [-1, 1].
+The clip is fitted on the finite values of the first batch that has some:
+an empty batch, NaN and infinities leave it (and the mode) undecided.
+
+Checkpoints record the bit widths (``weight_quantizer.bits``, written at
+save time, and ``act_quantizer.clip_bits``); loading one saved at other bit
+widths than the model's raises :class:`BitWidthMismatchError` naming the
+layer, unless the change is asked for with :func:`allow_bit_change` (a
+progressive 8 -> 4 -> 2 schedule; tools read ``allow_bit_change=True`` from
+the config). Checkpoints saved before the weights' bits were recorded are
+not checked.
 """
-from typing import Tuple, Union
+import contextlib
+import math
+from typing import Iterator, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -36,6 +48,55 @@ _UNDECIDED, _UNSIGNED, _SIGNED = -1, 0, 1
 # data-driven initialization of beta; at most this many samples are used.
 _INIT_FRACTIONS = torch.linspace(0.025, 1.0, 40)
 _INIT_MAX_SAMPLES = 1 << 20
+
+
+#: The config key the tools read to allow loading other bit widths.
+ALLOW_BIT_CHANGE_KEY = 'allow_bit_change'
+_bit_change_allowed = False
+
+
+class BitWidthMismatchError(ValueError):
+    """A checkpoint saved at other bit widths than the model has."""
+
+
+@contextlib.contextmanager
+def allow_bit_change(enabled: bool = True) -> Iterator[None]:
+    """Within the block, let checkpoints saved at other bit widths load
+    into MBB layers (the progressive-training path): the weights are
+    quantized at the model's M and learned clips are fitted again, for the
+    model's K, on the next batch.
+
+    Args:
+        enabled (bool): allow (True) or refuse (False, the default outside
+            the block) such checkpoints.
+    """
+    global _bit_change_allowed
+    previous, _bit_change_allowed = _bit_change_allowed, bool(enabled)
+    try:
+        yield
+    finally:
+        _bit_change_allowed = previous
+
+
+def bit_change_allowed() -> bool:
+    """Whether :func:`allow_bit_change` is in effect."""
+    return _bit_change_allowed
+
+
+def _check_saved_bits(prefix: str, role: str, name: str, saved: int,
+                      bits: int) -> None:
+    """Refuse ``saved`` bits that differ from ``bits`` unless allowed."""
+    if saved == bits or _bit_change_allowed:
+        return
+    layer = prefix[:-len(role) - 1] if prefix.endswith(f'{role}.') else \
+        prefix
+    layer = layer.rstrip('.') or '(the model itself)'
+    raise BitWidthMismatchError(
+        f'{layer}: the config has {name}={bits}, the checkpoint {name}='
+        f'{saved}. Use the config the checkpoint was trained with; to change '
+        f'the bit widths on purpose (progressive training), set '
+        f'{ALLOW_BIT_CHANGE_KEY}=True in the config or load inside '
+        'mmbinary.quant.allow_bit_change()')
 
 
 def _check_choice(value, name: str, allowed: tuple) -> str:
@@ -88,6 +149,26 @@ class WeightQuantizer(nn.Module):
         scale = (alpha / num_levels(self.bits)).reshape(-1)
         return weight_codes(weight, 1.0 / alpha, self.bits), scale
 
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        # The M in use when saved (no buffer: it follows ``self.bits``).
+        destination[prefix + 'bits'] = torch.tensor(self.bits,
+                                                    dtype=torch.int8)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata,
+                              strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        key = prefix + 'bits'
+        saved = state_dict.get(key)
+        if saved is not None:  # (absent: a float or an older checkpoint)
+            _check_saved_bits(prefix, 'weight_quantizer', 'w_bits',
+                              int(saved), self.bits)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata,
+                                      strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+        if key in unexpected_keys:
+            unexpected_keys.remove(key)
+
     def extra_repr(self) -> str:
         return f'bits={self.bits}, mode={self.mode!r}'
 
@@ -99,9 +180,10 @@ class ActivationQuantizer(nn.Module):
     ``signed`` (-1 undecided, 0 unsigned, 1 signed), ``initialized`` and
     ``clip_bits`` (the K the clip was fitted for). A state dict without
     these keys (a float checkpoint) loads without complaint and leaves them
-    to the data-driven initialization; one saved at another K (a step of a
-    progressive 8 -> 4 -> 2 schedule) keeps its sign and has its learned
-    clip fitted again, for this K, on the first batch.
+    to the data-driven initialization; one saved at another K raises
+    :class:`BitWidthMismatchError`, unless within :func:`allow_bit_change`
+    (a step of a progressive 8 -> 4 -> 2 schedule): then it keeps its sign
+    and has its learned clip fitted again, for this K, on the first batch.
 
     Args:
         bits (int): K, 1..8.
@@ -159,59 +241,89 @@ class ActivationQuantizer(nn.Module):
 
     def initialize_once(self, input: Tensor) -> None:
         """Decide the mode and the clip from ``input`` unless done (or
-        loaded) before."""
+        loaded) before. An empty batch, or one without finite values,
+        decides nothing."""
         if not bool(self.initialized) or int(self.signed) == _UNDECIDED:
             self._initialize(input)
 
     @torch.no_grad()
     def _initialize(self, input: Tensor) -> None:
         x = input.detach().float().reshape(-1)
-        if int(self.signed) == _UNDECIDED:
-            is_signed = bool(x.numel() and x.min() < 0)
+        x = x[~torch.isnan(x)]  # NaN says nothing about range or sign
+        if int(self.signed) == _UNDECIDED and x.numel():
+            is_signed = bool(x.min() < 0)
             self.signed.fill_(_SIGNED if is_signed else _UNSIGNED)
+        fitted = False
         if self.learn_clip:
-            if x.numel() > _INIT_MAX_SAMPLES:
-                stride = x.numel() // _INIT_MAX_SAMPLES
-                x = x[::stride][:_INIT_MAX_SAMPLES]
-            largest = float(x.abs().max()) if x.numel() else 0.0
-            best, best_error = 1.0, float('inf')
-            if largest > 0:
-                for fraction in _INIT_FRACTIONS.tolist():
-                    beta = torch.tensor(largest * fraction)
-                    error = float((self._quantize(x, beta) - x).pow(2).sum())
-                    if error < best_error:
-                        best, best_error = largest * fraction, error
-            self.clip.fill_(best)
-        self._agree_across_processes()
-        self.initialized.fill_(True)
+            x = x[torch.isfinite(x)]
+            if x.numel():
+                self.clip.fill_(self._best_clip(x))
+                fitted = True
+        fitted = self._agree_across_processes(fitted)
+        if fitted or not self.learn_clip:
+            self.initialized.fill_(True)
 
-    def _agree_across_processes(self) -> None:
+    def _best_clip(self, x: Tensor) -> float:
+        """The MSE-best clip for the finite values ``x`` (1-D, not empty)."""
+        if x.numel() > _INIT_MAX_SAMPLES:
+            stride = x.numel() // _INIT_MAX_SAMPLES
+            x = x[::stride][:_INIT_MAX_SAMPLES]
+        largest = float(x.abs().max())
+        best, best_error = 1.0, float('inf')
+        if largest > 0:
+            for fraction in _INIT_FRACTIONS.tolist():
+                beta = torch.tensor(largest * fraction)
+                error = float((self._quantize(x, beta) - x).pow(2).sum())
+                if error < best_error:
+                    best, best_error = largest * fraction, error
+        return best
+
+    def _agree_across_processes(self, fitted: bool) -> bool:
         """Under torch.distributed, every process saw another first batch:
         take signed levels if any process saw a negative input, and the
-        mean of the initial clips, so that all replicas start the same."""
+        mean of the initial clips of the processes that fitted one, so
+        that all replicas start the same.
+
+        Returns:
+            bool: whether any process fitted a clip.
+        """
         dist = torch.distributed
         if not (dist.is_available() and dist.is_initialized()
                 and dist.get_world_size() > 1):
-            return
+            return fitted
         signed = self.signed.to(torch.int32)
         dist.all_reduce(signed, op=dist.ReduceOp.MAX)
         self.signed.copy_(signed)
         if self.learn_clip:
-            clip = self.clip.detach().clone()
-            dist.all_reduce(clip, op=dist.ReduceOp.SUM)
-            self.clip.copy_(clip / dist.get_world_size())
+            clip = self.clip.detach()
+            total = torch.stack([clip * fitted, torch.ones_like(clip) * fitted])
+            dist.all_reduce(total, op=dist.ReduceOp.SUM)
+            if float(total[1]) > 0:
+                self.clip.copy_(total[0] / total[1])
+                return True
+        return fitted
 
-    def _quantize(self, input: Tensor, beta: Tensor) -> Tensor:
-        grad_scale = lsq_grad_scale(input[0].numel() if input.dim() else 1,
-                                    self.bits)
-        return quantize_activation(input, beta, self.bits, self.is_signed,
-                                   grad_scale)
+    def _quantize(self, input: Tensor, beta: Tensor,
+                  signed: Union[bool, None] = None) -> Tensor:
+        # features per sample; math.prod also covers an empty batch
+        grad_scale = lsq_grad_scale(math.prod(input.shape[1:]), self.bits)
+        return quantize_activation(
+            input, beta, self.bits,
+            self.is_signed if signed is None else signed, grad_scale)
 
     def forward(self, input: Tensor) -> Tensor:
-        """Dequantized activations (same shape and dtype as ``input``)."""
+        """Dequantized activations (same shape and dtype as ``input``).
+
+        An empty batch gives an empty output; NaN inputs give NaN outputs.
+        """
         self.initialize_once(input)
+        signed = int(self.signed)
+        if signed == _UNDECIDED:
+            # Nothing to decide on yet (empty, or NaN only): the output is
+            # the input's empty or NaN tensor, the clip stays in the graph.
+            return input * self.clip.to(input.dtype)
         beta = self.clip.clamp_min(torch.finfo(torch.float32).eps)
-        return self._quantize(input, beta)
+        return self._quantize(input, beta, signed == _SIGNED)
 
     def codes(self, input: Tensor) -> Tuple[Tensor, Tensor]:
         """``(q, a)`` int32 codes of ``input``, see
@@ -228,6 +340,9 @@ class ActivationQuantizer(nn.Module):
             return
         bits_key = prefix + 'clip_bits'
         saved_bits = state_dict.get(bits_key)
+        if saved_bits is not None:
+            _check_saved_bits(prefix, 'act_quantizer', 'a_bits',
+                              int(saved_bits), self.bits)
         super()._load_from_state_dict(state_dict, prefix, local_metadata,
                                       strict, missing_keys, unexpected_keys,
                                       error_msgs)
@@ -237,6 +352,7 @@ class ActivationQuantizer(nn.Module):
                 missing_keys.remove(bits_key)
             self.clip_bits.fill_(self.bits)
         elif int(saved_bits) != self.bits:
+            # (allowed: checked above) the clip is fitted again for this K
             self.clip_bits.fill_(self.bits)
             if self.learn_clip:
                 self.initialized.fill_(False)

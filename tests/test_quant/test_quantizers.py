@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from mmbinary.quant import (GAUSSIAN_OPTIMAL_CLIP, ActivationQuantizer,
-                            WeightQuantizer)
+                            BitWidthMismatchError, WeightQuantizer,
+                            allow_bit_change)
 
 
 def test_channel_scale_is_mean_abs_at_one_bit_and_gaussian_rule_above():
@@ -106,7 +107,12 @@ def test_a_checkpoint_of_another_precision_refits_the_clip():
     eight = ActivationQuantizer(8, 'auto')
     eight(x)
     two = ActivationQuantizer(2, 'auto')
-    two.load_state_dict(eight.state_dict(), strict=True)
+    with pytest.raises(BitWidthMismatchError, match='a_bits=2, the '
+                       'checkpoint a_bits=8'):
+        two.load_state_dict(eight.state_dict(), strict=True)
+    assert not bool(two.initialized) and int(two.signed) == -1  # untouched
+    with allow_bit_change():  # the progressive path asks for it
+        two.load_state_dict(eight.state_dict(), strict=True)
     # the sign decision is kept, the 8-bit clip is not used at 2 bits
     assert int(two.signed) == int(eight.signed)
     assert not bool(two.initialized)
@@ -128,3 +134,16 @@ def test_a_checkpoint_saved_before_clip_bits_keeps_its_clip():
     assert bool(loaded.initialized)
     assert torch.equal(loaded.clip.detach(), quantizer.clip.detach())
     assert int(loaded.clip_bits) == 2
+
+
+def test_weight_bits_are_saved_as_in_use_and_checked_on_load():
+    quantizer = WeightQuantizer(2)
+    assert int(quantizer.state_dict()['bits']) == 2
+    quantizer.bits = 3  # (as a schedule changing bits in place would)
+    assert int(quantizer.state_dict()['bits']) == 3
+    with pytest.raises(BitWidthMismatchError, match='w_bits=2, the '
+                       'checkpoint w_bits=3'):
+        WeightQuantizer(2).load_state_dict(quantizer.state_dict())
+    with allow_bit_change():
+        WeightQuantizer(2).load_state_dict(quantizer.state_dict())
+    WeightQuantizer(2).load_state_dict({}, strict=True)  # older checkpoints
