@@ -22,6 +22,7 @@ import time
 
 import torch
 
+from mmbinary.utils.atomic_write import atomic_open, atomic_write_path
 from mmbinary.utils.logged_metrics import read_test_metrics
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -164,13 +165,14 @@ def measure_and_draw(args, cfg, checkpoint, packed, out_file) -> dict:
     result = inference_detector(packed_model, image_path)
     visualizer = DetLocalVisualizer(name='mmbinary_demo')
     visualizer.dataset_meta = packed_model.dataset_meta
-    visualizer.add_datasample(
-        'detections',
-        mmcv.imread(image_path, channel_order='rgb'),
-        result,
-        draw_gt=False,
-        pred_score_thr=SCORE_THR,
-        out_file=out_file)
+    with atomic_write_path(out_file) as temp:  # (temp keeps the suffix)
+        visualizer.add_datasample(
+            'detections',
+            mmcv.imread(image_path, channel_order='rgb'),
+            result,
+            draw_gt=False,
+            pred_score_thr=SCORE_THR,
+            out_file=temp)
     kept = int((result.pred_instances.scores >= SCORE_THR).sum())
     return dict(speed=speed,
                 float_bytes=state_dict_bytes(float_model),
@@ -244,7 +246,8 @@ def main() -> int:
         f'held-out {osp.basename(facts["image"])}: {picture}'
     ]
     summary = '\n'.join(lines)
-    with open(osp.join(work_dir, 'summary.md'), 'w', encoding='utf-8') as f:
+    with atomic_open(osp.join(work_dir, 'summary.md'), 'w',
+                     encoding='utf-8') as f:
         f.write(summary + '\n')
     print('\n' + summary)
     return 0 if agree else 1

@@ -1,4 +1,12 @@
 # Copyright (c) mmbinary contributors. All rights reserved.
-from .checkpoint import register_safe_checkpoint_loader, safe_torch_load
+from .atomic_write import atomic_open, atomic_write_path
+from .checkpoint import (CheckpointError, CorruptCheckpointError,
+                         UntrustedCheckpointError, check_checkpoint_file,
+                         register_safe_checkpoint_loader, safe_torch_load)
 
-__all__ = ['register_safe_checkpoint_loader', 'safe_torch_load']
+__all__ = [
+    'atomic_open', 'atomic_write_path', 'CheckpointError',
+    'CorruptCheckpointError', 'UntrustedCheckpointError',
+    'check_checkpoint_file', 'register_safe_checkpoint_loader',
+    'safe_torch_load'
+]

@@ -309,6 +309,7 @@ def stage_options(run: Run, stage: Stage, load_from: Optional[str],
 
 def train_and_evaluate(run: Run, args, threads: int) -> dict:
     """Train every stage of ``run``, evaluate it unpacked and packed."""
+    from mmbinary.utils.atomic_write import atomic_open
     from mmbinary.utils.logged_metrics import read_test_metrics
     result_file = osp.join(run.work_dir, 'result.json')
     if osp.isfile(result_file):
@@ -365,7 +366,7 @@ def train_and_evaluate(run: Run, args, threads: int) -> dict:
         result['packed'] = read_test_metrics(test_dir, keys)
     result['minutes'] = round((time.time() - begin) / 60, 1)
     result['commands'] = run.commands
-    with open(result_file, 'w', encoding='utf-8') as f:
+    with atomic_open(result_file, 'w', encoding='utf-8') as f:
         json.dump(result, f, indent=2)
     print(f'[{run.label}] done: {result["unpacked"]}', flush=True)
     return result
@@ -471,11 +472,12 @@ def main() -> int:
         lines += table(task, [r for r in results if r['task'] == task.name])
         lines.append('')
     summary = '\n'.join(lines)
-    with open(osp.join(args.work_dir, 'study.md'), 'w',
-              encoding='utf-8') as f:
+    from mmbinary.utils.atomic_write import atomic_open
+    with atomic_open(osp.join(args.work_dir, 'study.md'), 'w',
+                     encoding='utf-8') as f:
         f.write(summary)
-    with open(osp.join(args.work_dir, 'results.json'), 'w',
-              encoding='utf-8') as f:
+    with atomic_open(osp.join(args.work_dir, 'results.json'), 'w',
+                     encoding='utf-8') as f:
         json.dump(start_results + results, f, indent=2)
     print('\n' + summary)
     return 0

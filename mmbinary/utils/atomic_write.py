@@ -1,0 +1,93 @@
+# Copyright (c) mmbinary contributors. All rights reserved.
+"""Write a file completely or not at all.
+
+A file is written under a temporary name in its own folder and renamed
+into place (``os.replace``, atomic on POSIX and Windows within one file
+system) only when the writer finished without an error. A write that fails
+half-way (a full disk, a file size limit, an interrupted process) leaves
+whatever was at the destination before untouched, so that
+``tools/pack_model.py CFG ckpt.pth ckpt.pth --force`` can not destroy the
+trained model. Example::
+
+    with atomic_write_path('work_dirs/packed.pth') as temp:
+        torch.save(checkpoint, temp)
+
+    with atomic_open('results.json', 'w', encoding='utf-8') as file:
+        json.dump(results, file)
+"""
+import contextlib
+import os
+import os.path as osp
+import secrets
+from typing import IO, Iterator, Optional
+
+#: Marks the temporary files (``.<name>.<random>.partial<suffix>``).
+PARTIAL_TAG = '.partial'
+
+
+def _temp_path(path: str) -> str:
+    folder, name = osp.split(osp.abspath(path))
+    stem, suffix = osp.splitext(name)
+    # The suffix is kept: some writers (OpenCV) pick the format from it.
+    return osp.join(folder,
+                    f'.{stem}.{secrets.token_hex(4)}{PARTIAL_TAG}{suffix}')
+
+
+def _fsync(path: str) -> None:
+    file = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(file)
+    finally:
+        os.close(file)
+
+
+@contextlib.contextmanager
+def atomic_write_path(path: str) -> Iterator[str]:
+    """A temporary path to write ``path`` through, renamed into place when
+    the block ends without an error.
+
+    Args:
+        path (str): the destination file. Its folder must exist.
+
+    Yields:
+        str: a path in the same folder (same suffix) to write to. The block
+        must leave a file there; on an error it is removed and ``path``
+        keeps its previous contents (or stays absent).
+
+    Raises:
+        FileNotFoundError: the destination's folder does not exist.
+    """
+    folder = osp.dirname(osp.abspath(path))
+    if not osp.isdir(folder):
+        raise FileNotFoundError(
+            f'cannot write {path}: its folder {folder} does not exist')
+    temp = _temp_path(path)
+    try:
+        yield temp
+        if not osp.isfile(temp):
+            raise RuntimeError(f'nothing was written for {path}')
+        _fsync(temp)
+        os.replace(temp, path)
+    finally:
+        if osp.lexists(temp):
+            os.remove(temp)
+
+
+@contextlib.contextmanager
+def atomic_open(path: str,
+                mode: str = 'w',
+                encoding: Optional[str] = None) -> Iterator[IO]:
+    """``open(path, mode)`` for writing, through :func:`atomic_write_path`.
+
+    Args:
+        path (str): the destination file.
+        mode (str): ``'w'`` or ``'wb'`` (the file is always written anew).
+        encoding (str, optional): for text mode; UTF-8 when not given.
+    """
+    if mode not in ('w', 'wb'):
+        raise ValueError(f"mode must be 'w' or 'wb', got {mode!r}")
+    if mode == 'w' and encoding is None:
+        encoding = 'utf-8'
+    with atomic_write_path(path) as temp:
+        with open(temp, mode, encoding=encoding) as file:
+            yield file
