@@ -1,0 +1,103 @@
+# Copyright (c) mmbinary contributors. All rights reserved.
+"""The whole-model benchmark on a tiny input: every row of the table, and
+the packed model checked against the training form."""
+import importlib.util
+import os.path as osp
+import re
+
+import pytest
+from mmengine.config import Config
+from mmengine.registry import DefaultScope
+
+REPO = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
+TOOL = osp.join(REPO, 'tools', 'analysis_tools', 'benchmark_model.py')
+DEMO_CONFIG = osp.join(REPO, 'configs', 'retinanet_mnv2_mbb_w2a2_trees.py')
+
+
+@pytest.fixture(scope='module')
+def tool():
+    spec = importlib.util.spec_from_file_location('benchmark_model', TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def speed_rows(output: str) -> dict:
+    """Model name -> the cells of its row in the speed table."""
+    section = output.split('## Speed', 1)[1].split('##', 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        cells = [cell.strip() for cell in line.strip('|').split('|')]
+        if line.startswith('|') and cells[0] not in ('model', '---'):
+            rows[cells[0].strip('*')] = cells[1:]
+    return rows
+
+
+def test_bits_pairs_and_set_bits(tool):
+    assert tool.bits_pairs(['1,1', '2,4']) == [(1, 1), (2, 4)]
+    assert tool.bits_pairs(['1', '1', '4', '4']) == [(1, 1), (4, 4)]
+    for bad in (['1,1', '2'], ['1', '2', '3'], ['0,1'], ['9,9'], ['a,b']):
+        with pytest.raises(ValueError, match='--bits'):
+            tool.bits_pairs(bad)
+    model = dict(backbone=dict(type='B', w_bits=2, a_bits=2),
+                 neck=dict(type='N'),
+                 head=dict(conv_cfg=dict(type='MBBConv', w_bits=2,
+                                         a_bits=2)))
+    assert tool.set_bits(model, 1, 4) == 2
+    assert model['backbone']['w_bits'] == 1
+    assert model['head']['conv_cfg']['a_bits'] == 4
+    assert tool.config_bits(model) == (1, 4)
+
+
+@pytest.mark.ext
+def test_demo_detector_table_and_agreement(tool, capsys):
+    cfg = Config.fromfile(DEMO_CONFIG)
+    # the tool sets the default scope: leave other tests' scope unchanged
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):
+        status = tool.main([
+            DEMO_CONFIG, '--shape', '64', '96', '--threads', '1', '--bits',
+            '2,2', '1,1', '--repeat', '1', '--warmup', '0'
+        ])
+    output = capsys.readouterr().out
+    assert status == 0, output[-4000:]
+    assert 'input 1x3x64x96' in output
+    assert re.search(r'- CPU: .+; avx512_vpopcntdq: (yes|no|n/a)', output)
+    assert '- packed kernel: ' in output
+    assert f'- command: python tools/analysis_tools/benchmark_model.py ' \
+        f'{DEMO_CONFIG} --shape 64 96' in output
+
+    rows = speed_rows(output)
+    expected = {
+        'float32, BN unfolded, NCHW', 'float32, BN folded, channels-last',
+        'torch int8 (x86, FX)', 'MBB W2A2 training form (eval)',
+        'MBB W2A2 packed', 'MBB W1A1 training form (eval)', 'MBB W1A1 packed'
+    }
+    assert expected <= set(rows), rows
+    folded = [name for name in rows if name.startswith('float32, BN folded (')]
+    assert len(folded) == 1 and int(re.search(r'\((\d+)\)',
+                                              folded[0]).group(1)) > 20
+    for name, cells in rows.items():
+        ms, vs_float, vs_int8 = cells
+        assert float(ms) > 0, name
+        assert re.fullmatch(r'\d+\.\d\dx', vs_float), (name, vs_float)
+    # int8 ran (MobileNetV2 + FPN trace), so every row has a ratio to it.
+    assert rows['torch int8 (x86, FX)'][2] == '1.00x'
+    assert 'int8: backbone + neck (one FX graph); heads float' in output
+
+    # The packed model was checked layer by layer against the training form.
+    for bits in ('W2A2', 'W1A1'):
+        line = next(line for line in output.splitlines()
+                    if line.startswith(f'- {bits}: all '))
+        count = int(re.search(r'all (\d+) packed layers agree', line)[1])
+        assert count > 40, line
+    assert 'MISMATCH' not in output
+
+    # Encoded and float parts, and the per-layer table of packed layers.
+    assert re.search(r'- W2A2: \d+ packed MBB layers .*float depthwise conv',
+                     output)
+    breakdown = output.split('## Where the packed time goes', 1)[1]
+    assert '| W2A2 | 1 |' in breakdown and '| W1A1 | 1 |' in breakdown
+    layer_rows = re.findall(r'^\| (backbone\.\S+|neck\.\S+|bbox_head\.\S+) '
+                            r'\| (\d+)->(\d+) (\d)x(\d)', breakdown, re.M)
+    assert len(layer_rows) > 2 * 40
+    assert '**all ' in breakdown

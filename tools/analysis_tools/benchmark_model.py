@@ -1,0 +1,581 @@
+# Copyright (c) mmbinary contributors. All rights reserved.
+"""Time a whole model built from a config, batch 1, side by side in one run:
+float32 at its best (batch norms folded, the faster of NCHW and
+channels-last), torch's int8 (x86 backend, FX graph mode, on the backbone
+and neck), the MBB training form and the packed model, for each thread
+count; then where the packed model's time goes, layer by layer.
+
+Examples::
+
+    python tools/analysis_tools/benchmark_model.py \\
+        configs/retinanet_mnv2_mbb_w2a2_trees.py --shape 400 400
+    python tools/analysis_tools/benchmark_model.py \\
+        configs/retinanet_r50_mbb_w2a2_coco.py --shape 512 672 \\
+        --part backbone+neck --bits 1,1 2,2 4,4 --threads 1 2
+
+Without CHECKPOINT the model is randomly initialised (seed 0) and its
+activation quantizers and batch norm statistics are calibrated by one
+forward of random data.
+Times are medians of ``--repeat`` runs after ``--warmup`` runs, all the
+models' runs interleaved; the per-layer breakdown is measured in separate
+runs with forward hooks.
+"""
+import argparse
+import copy
+import os
+import os.path as osp
+import sys
+from typing import Dict, List, Optional, Tuple
+
+import torch
+from mmengine.config import Config, DictAction
+from mmengine.model import revert_sync_batchnorm
+from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from mmbinary.models.layers import MBBConv2d, MBBLinear
+from mmbinary.models.packing import LAYOUT_KEY, convert_to_packed
+from mmbinary.ops import build_info, ext_loaded
+from mmbinary.utils import benchmark as bm
+from mmbinary.utils.scope import register_modules_for
+
+#: Default (H, W) of the random image per scope (as model_report.py).
+DEFAULT_SHAPES = {'mmdet': (800, 1333), 'mmseg': (512, 1024)}
+PARTS = ('whole', 'backbone+neck')
+TOOL = 'tools/analysis_tools/benchmark_model.py'
+#: Kernel variants of the packed CPU op, best first (as the op picks them).
+CPU_KERNELS = ('avx512', 'avx2', 'popcnt', 'generic')
+INT8_BACKEND = 'x86'
+RANDOM_WEIGHTS = ('random (seed 0); quantizer clips and batch norm '
+                  'statistics from one forward of a random image')
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('config', help='config file path (mmdet or mmseg)')
+    parser.add_argument('checkpoint', nargs='?', default=None,
+                        help='trained (unpacked) checkpoint; default: '
+                        'random initialisation')
+    parser.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'),
+                        help='input size (default: 800 1333 for mmdet, '
+                        '512 1024 for mmseg)')
+    parser.add_argument('--threads', type=int, nargs='+', default=[1],
+                        help='torch thread counts to time (default: 1)')
+    parser.add_argument('--bits', nargs='+', default=None,
+                        help="W,A pairs ('1,1 2,2') or W A integers "
+                        "('1 1 2 2'); default: the config's bits")
+    parser.add_argument('--part', choices=PARTS, default='whole',
+                        help="what a forward runs: the whole network in "
+                        "tensor mode (no post-processing) or "
+                        "extract_feat (backbone + neck)")
+    parser.add_argument('--repeat', type=int, default=3,
+                        help='timed runs of each model (median reported)')
+    parser.add_argument('--warmup', type=int, default=1,
+                        help='untimed runs of each model first')
+    parser.add_argument('--no-training-form', action='store_true',
+                        help='do not time the MBB training form (slow at '
+                        'large inputs)')
+    parser.add_argument('--no-int8', action='store_true',
+                        help='do not build and time the torch int8 model')
+    parser.add_argument('--no-breakdown', action='store_true',
+                        help='skip the per-layer breakdown')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config settings, key=value pairs')
+    args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    if args.repeat < 1:
+        parser.error(f'--repeat must be >= 1, got {args.repeat}')
+    if args.warmup < 0:
+        parser.error(f'--warmup must be >= 0, got {args.warmup}')
+    if any(t < 1 for t in args.threads):
+        parser.error(f'--threads must be >= 1, got {args.threads}')
+    if args.shape is not None and min(args.shape) < 1:
+        parser.error(f'--shape must be positive, got {args.shape}')
+    try:
+        args.bits = None if args.bits is None else bits_pairs(args.bits)
+    except ValueError as error:
+        parser.error(str(error))
+    return args
+
+
+def bits_pairs(values: List[str]) -> List[Tuple[int, int]]:
+    """``['1,1', '2,2']`` or ``['1', '1', '2', '2']`` -> ``[(1, 1), (2, 2)]``.
+    """
+    if all(',' in value for value in values):
+        tokens = [part for value in values for part in value.split(',')]
+    elif any(',' in value for value in values):
+        raise ValueError(f"--bits: write every pair as W,A or none, got "
+                         f'{values}')
+    else:
+        tokens = list(values)
+    if len(tokens) % 2:
+        raise ValueError(f'--bits needs W A pairs, got {values}')
+    try:
+        numbers = [int(token) for token in tokens]
+    except ValueError:
+        raise ValueError(f'--bits must be integers 1..8, got {values}') \
+            from None
+    if any(not 1 <= n <= 8 for n in numbers):
+        raise ValueError(f'--bits must be integers 1..8, got {values}')
+    return list(zip(numbers[::2], numbers[1::2]))
+
+
+def set_bits(node, w_bits: int, a_bits: int) -> int:
+    """Set every ``w_bits`` / ``a_bits`` in a model config, in place.
+
+    Returns:
+        int: how many MBB parts (dicts with ``w_bits``) were set.
+    """
+    count = 0
+    if isinstance(node, dict):
+        if 'w_bits' in node or 'a_bits' in node:
+            node['w_bits'], node['a_bits'] = w_bits, a_bits
+            count += 1
+        for value in node.values():
+            count += set_bits(value, w_bits, a_bits)
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            count += set_bits(value, w_bits, a_bits)
+    return count
+
+
+def config_bits(node) -> Optional[Tuple[int, int]]:
+    """The first ``(w_bits, a_bits)`` of a model config (None if none)."""
+    if isinstance(node, dict):
+        if 'w_bits' in node:
+            return int(node['w_bits']), int(node.get('a_bits',
+                                                     node['w_bits']))
+        values = node.values()
+    elif isinstance(node, (list, tuple)):
+        values = node
+    else:
+        return None
+    for value in values:
+        found = config_bits(value)
+        if found is not None:
+            return found
+    return None
+
+
+def forward_fn(part: str) -> bm.ForwardFn:
+    """``run(model, image)`` for ``--part``."""
+    if part == 'whole':
+        return lambda model, image: model(image, mode='tensor')
+    return lambda model, image: model.extract_feat(image)
+
+
+def mbb_layers(model: nn.Module) -> List[Tuple[str, nn.Module]]:
+    return [(name, module) for name, module in model.named_modules()
+            if isinstance(module, (MBBConv2d, MBBLinear))]
+
+
+def build_mbb_model(cfg: Config, bits: Optional[Tuple[int, int]],
+                    checkpoint: Optional[str], image: Tensor) -> nn.Module:
+    """The config's model at ``bits``: random (seed 0) or loaded from
+    ``checkpoint``, activation quantizers calibrated on ``image`` where no
+    checkpoint set them; eval mode."""
+    from mmengine.registry import MODELS
+    from mmengine.runner import load_checkpoint
+    model_cfg = copy.deepcopy(cfg.model)
+    if bits is not None and not set_bits(model_cfg, *bits):
+        raise SystemExit(f'{cfg.filename}: the model config has no w_bits / '
+                         'a_bits to set with --bits')
+    torch.manual_seed(0)
+    model = revert_sync_batchnorm(MODELS.build(model_cfg))
+    if checkpoint is not None:
+        load_checkpoint(model, checkpoint, map_location='cpu', strict=True,
+                        logger='silent')
+    model.eval()
+    layers = mbb_layers(model)
+    if not layers:
+        raise SystemExit(f'{cfg.filename}: the model has no MBB layer to '
+                         'pack')
+    if not all(
+            bool(layer.act_quantizer.initialized)
+            and int(layer.act_quantizer.signed) >= 0 for _, layer in layers):
+        # The whole network, whatever --part times: every layer is packed.
+        calibrate(model, image, forward_fn('whole'),
+                  norm_statistics=checkpoint is None)
+    return model
+
+
+@torch.no_grad()
+def calibrate(model: nn.Module, image: Tensor, run: bm.ForwardFn,
+              norm_statistics: bool) -> None:
+    """One forward of ``image``: the activation quantizers take their
+    clip and sign from it (their data-driven initialization) and, with
+    ``norm_statistics``, every batch norm takes this batch's statistics as
+    its running ones, so that a randomly initialised network keeps its
+    activations at unit scale instead of fading layer after layer."""
+    norms = [m for m in model.modules()
+             if norm_statistics and isinstance(m, _BatchNorm)]
+    momenta = [norm.momentum for norm in norms]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # cumulative average: this batch's statistics
+        norm.train()
+    try:
+        run(model, image)
+    finally:
+        for norm, momentum in zip(norms, momenta):
+            norm.momentum = momentum
+            norm.eval()
+
+
+def check_checkpoint(checkpoint: Optional[str]) -> None:
+    if checkpoint is None:
+        return
+    if not osp.isfile(checkpoint):
+        raise SystemExit(f'CHECKPOINT {checkpoint} does not exist')
+    from mmbinary.utils import safe_torch_load
+    meta = (safe_torch_load(checkpoint, map_location='cpu') or {}).get(
+        'meta') or {}
+    if LAYOUT_KEY in meta:
+        raise SystemExit(
+            f'{checkpoint} is a packed checkpoint: pass the trained '
+            '(unpacked) checkpoint, the tool packs it itself')
+
+
+# ---- torch int8 -------------------------------------------------------------
+
+class _BackboneNeck(nn.Module):
+    """``neck(backbone(x))`` as one module, so that FX traces both with a
+    tensor input."""
+
+    def __init__(self, backbone: nn.Module, neck: Optional[nn.Module]):
+        super().__init__()
+        self.backbone = backbone
+        self.neck = neck
+
+    def forward(self, x: Tensor):
+        features = self.backbone(x)
+        return features if self.neck is None else self.neck(features)
+
+
+class _PassThrough(nn.Module):
+    """Stands for a neck already run inside the quantized backbone."""
+
+    def forward(self, features):
+        return features
+
+
+def _quantize_fx(module: nn.Module, image: Tensor) -> nn.Module:
+    """``module`` (float, eval) as torch's int8 model: FX graph mode,
+    ``prepare_fx`` (conv + bn + relu fused), calibration on ``image``,
+    ``convert_fx``."""
+    import warnings
+
+    from torch.ao.quantization import get_default_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+    torch.backends.quantized.engine = INT8_BACKEND
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')  # torch.ao's deprecation notices
+        module.eval()
+        prepared = prepare_fx(module,
+                              get_default_qconfig_mapping(INT8_BACKEND),
+                              (image, ))
+        with torch.no_grad():
+            prepared(image)
+            prepared(torch.randn_like(image))
+        return convert_fx(prepared)
+
+
+def int8_model(float_model: nn.Module,
+               image: Tensor) -> Tuple[Optional[nn.Module], str]:
+    """torch's int8 model of the float twin: its backbone and neck in one
+    FX graph, else the backbone alone; the heads stay float.
+
+    Returns:
+        tuple: the model (None if the backbone cannot be traced) and a note
+        saying what is int8 and what could not be traced.
+    """
+    model = copy.deepcopy(float_model)
+    model.eval()
+    neck = getattr(model, 'neck', None)
+    reasons = []
+    try:
+        model.backbone = _quantize_fx(_BackboneNeck(model.backbone, neck),
+                                      image)
+        if neck is not None:
+            model.neck = _PassThrough()
+            return model, 'int8: backbone + neck (one FX graph); heads float'
+        return model, 'int8: backbone (no neck); heads float'
+    except Exception as error:  # FX cannot trace every model
+        reasons.append(f'backbone + neck not traceable '
+                       f'({type(error).__name__}: {_first_line(error)})')
+    try:
+        model.backbone = _quantize_fx(model.backbone, image)
+    except Exception as error:
+        reasons.append(f'backbone not traceable ({type(error).__name__}: '
+                       f'{_first_line(error)})')
+        return None, 'int8: n/a, ' + '; '.join(reasons)
+    return model, ('int8: backbone; neck and heads float; ' +
+                   '; '.join(reasons))
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip().splitlines()
+    return text[0][:160] if text else ''
+
+
+# ---- environment ------------------------------------------------------------
+
+def kernel_picked() -> str:
+    """The packed CPU kernel the op runs: ``MMBINARY_CPU_KERNEL`` if set,
+    else the best the build and the CPU have."""
+    info = build_info()
+    if not info['loaded']:
+        return f'n/a (mmbinary._C not loaded: {info["error"]})'
+    forced = os.environ.get('MMBINARY_CPU_KERNEL', '')
+    compiled = str(info['compiled_cpu_kernels'])
+    features = str(info['runtime_cpu_features'])
+    if forced and forced != 'auto':
+        picked = f'{forced} (MMBINARY_CPU_KERNEL)'
+    else:
+        runnable = [
+            name for name in CPU_KERNELS
+            if name in compiled.split(',') and (
+                name == 'generic' or name in features.lower())
+        ]
+        picked = (f'{runnable[0]} (auto)' if runnable else
+                  'auto (see the features)')
+    return (f'{picked}; compiled: {compiled}; CPU features: {features}; '
+            f'OpenMP: {info["with_openmp"]}')
+
+
+def header_lines(args, cfg: Config, shape, ghz: Optional[float]) -> List[str]:
+    flag = bm.cpu_has_flag('avx512_vpopcntdq')
+    flag_text = 'n/a' if flag is None else ('yes' if flag else 'no')
+    ghz_text = (f'{ghz:.2f} GHz (measured)' if ghz else
+                'n/a (mmbinary.ops.profiling.measure_core_ghz missing)')
+    return [
+        f'# Whole-model benchmark: {osp.basename(cfg.filename)}, '
+        f'{args.part}, input 1x3x{shape[0]}x{shape[1]}, batch 1', '',
+        f'- CPU: {bm.cpu_model_name()}; avx512_vpopcntdq: {flag_text}; '
+        f'core clock: {ghz_text}',
+        f'- packed kernel: {kernel_picked()}',
+        f'- torch {torch.__version__}; median of {args.repeat} runs after '
+        f'{args.warmup} warm-up runs, the models\' runs interleaved; '
+        f'weights: {args.checkpoint or RANDOM_WEIGHTS}',
+        f'- command: python {TOOL} {" ".join(args.argv)}'
+    ]
+
+
+# ---- tables -----------------------------------------------------------------
+
+def speed_table(rows: List[Tuple[str, Dict[int, Optional[float]]]],
+                threads: List[int], float_best: Dict[int, float],
+                int8: Dict[int, Optional[float]]) -> List[str]:
+    """Markdown: ms and speed-ups (reference ms / this ms) per thread
+    count."""
+    header = ['model']
+    for t in threads:
+        header += [f'{t} thr ms', f'{t} thr vs best float32',
+                   f'{t} thr vs int8']
+    lines = ['| ' + ' | '.join(header) + ' |',
+             '|---|' + '---:|' * (len(header) - 1)]
+    for name, times in rows:
+        cells = [name]
+        for t in threads:
+            ms = times.get(t)
+            cells += [bm.format_ms(ms), bm.format_ratio(float_best[t], ms),
+                      bm.format_ratio(int8.get(t), ms)]
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    return lines
+
+
+def breakdown_table(breakdowns: List[Tuple[str, int, bm.Breakdown]]
+                    ) -> List[str]:
+    """Markdown: ms per kind of module and per packed-op phase (phases
+    summed over packed layers and flow blocks)."""
+    phases = list(bm.PHASES)
+    packed_kinds = ['packed MBB', 'packed flow blocks']
+    float_kinds = [
+        kind for kind in bm.KINDS if kind not in packed_kinds and any(
+            b.by_kind()[kind] > 0 for _, _, b in breakdowns)
+    ]
+    columns = (['total'] + packed_kinds + [f'- {p}' for p in phases] +
+               float_kinds + ['Python/glue'])
+    lines = ['| packed model | thr | ' + ' | '.join(columns) + ' |',
+             '|---|---:|' + '---:|' * len(columns)]
+    for bits, threads, breakdown in breakdowns:
+        kinds = breakdown.by_kind()
+        phase_ms = breakdown.phase_totals()
+        cells = [bm.format_ms(breakdown.total_ms)]
+        cells += [bm.format_ms(kinds[kind]) for kind in packed_kinds]
+        cells += [bm.format_ms(phase_ms[p]) if breakdown.phases_available
+                  else 'n/a' for p in phases]
+        cells += [bm.format_ms(kinds[kind])
+                  for kind in float_kinds + ['Python/glue']]
+        lines.append(f'| {bits} | {threads} | ' + ' | '.join(cells) + ' |')
+    return lines
+
+
+def layer_table(bits: str, breakdown: bm.Breakdown, ghz: Optional[float],
+                threads: int) -> List[str]:
+    phases = list(bm.PHASES)
+    header = (['layer', 'geometry', 'calls', 'ms', 'binary GMAC',
+               'bMAC/cycle'] + [f'{p} ms' for p in phases])
+    lines = [f'Packed layers, {bits}, {threads} thread(s); bMAC/cycle = '
+             'binary MACs (M*K*C_in/groups*kh*kw*C_out*H_out*W_out) per '
+             'cycle of the measured core clock, per thread:', '',
+             '| ' + ' | '.join(header) + ' |',
+             '|---|---|' + '---:|' * (len(header) - 2)]
+    rows = bm.packed_layer_rows(breakdown, ghz, threads)
+    for row in rows:
+        macs = row['binary_macs']
+        cells = [row['name'], row['geometry'],
+                 str(row['calls']), bm.format_ms(row['ms']),
+                 'n/a' if macs is None else f'{macs / 1e9:.3f}',
+                 'n/a' if row['per_cycle'] is None else
+                 f'{row["per_cycle"]:.0f}']
+        cells += [bm.format_ms(row['phases'][p]) if p in row['phases'] else
+                  'n/a' for p in phases]
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    total_macs = sum(row['binary_macs'] or 0 for row in rows)
+    total_ms = sum(row['ms'] for row in rows)
+    per_cycle = (f'{total_macs / (total_ms * 1e-3 * ghz * 1e9 * threads):.0f}'
+                 if ghz and total_ms else 'n/a')
+    count = breakdown.packed_layer_count()
+    lines.append(f'| **all {count} packed layers** | | | '
+                 f'{bm.format_ms(total_ms)} | {total_macs / 1e9:.3f} | '
+                 f'{per_cycle} |' + ' |' * len(phases))
+    return lines
+
+
+def agreement_line(bits: str, agreement: bm.Agreement) -> str:
+    if agreement.layer_error is not None:
+        layers = f'per-layer check not possible ({agreement.layer_error})'
+    elif agreement.layers_agree:
+        layers = (f'all {agreement.layers_checked} packed layers agree with '
+                  'their MBB layers to float32 rounding on the same input '
+                  f'(worst relative error {agreement.worst_layer_error:.1e})')
+    else:
+        layers = (f'MISMATCH: {len(agreement.layers_failing)} of '
+                  f'{agreement.layers_checked} packed layers differ from '
+                  'their MBB layers beyond float32 rounding (first: '
+                  f'{agreement.layers_failing[0]}, worst relative error '
+                  f'{agreement.worst_layer_error:.1e})')
+    return (f'- {bits}: {layers}; model outputs: max relative difference '
+            f'{agreement.output_error:.1e}, '
+            f'{100 * agreement.output_mismatch_fraction:.2f} % of the '
+            'elements beyond rounding (an activation within rounding of a '
+            'quantization step takes the other code, and that spreads)')
+
+
+# ---- main -------------------------------------------------------------------
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(argv)
+    if not ext_loaded():
+        raise SystemExit(f'mmbinary._C is not built: {build_info()["error"]}')
+    check_checkpoint(args.checkpoint)
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    scope = register_modules_for(cfg)
+    shape = tuple(args.shape) if args.shape else DEFAULT_SHAPES[scope]
+    run = forward_fn(args.part)
+    torch.set_flush_denormal(True)
+    image = torch.randn(1, 3, *shape,
+                        generator=torch.Generator().manual_seed(1))
+    bits_list = args.bits or [config_bits(cfg.model)]
+    if bits_list == [None]:
+        raise SystemExit(f'{args.config}: no w_bits / a_bits in the model')
+    threads = list(dict.fromkeys(args.threads))
+    torch.set_num_threads(threads[0])
+
+    mbb = {}
+    packed = {}
+    agreements = {}
+    for w_bits, a_bits in bits_list:
+        name = f'W{w_bits}A{a_bits}'
+        mbb[name] = build_mbb_model(cfg, (w_bits, a_bits), args.checkpoint,
+                                    image)
+        packed[name] = convert_to_packed(copy.deepcopy(mbb[name]))
+        # The float convs left (stem, shortcuts) fold their norms too, as in
+        # the best float32 row.
+        bm.fold_batch_norms(packed[name])
+        agreements[name] = bm.packed_agreement(mbb[name], packed[name], image,
+                                               run)
+    float_model = bm.float_twin(next(iter(mbb.values())))
+    int8, int8_note = (None, 'int8: not run (--no-int8)')
+    if not args.no_int8:
+        int8, int8_note = int8_model(float_model, image)
+    ghz = bm.core_ghz()
+
+    times: Dict[int, Dict[str, float]] = {}
+    float_forms: Dict[int, bm.FloatBest] = {}
+    for t in threads:
+        torch.set_num_threads(t)
+        extra = {}
+        if int8 is not None:
+            extra['int8'] = (lambda: run(int8, image))
+        for name in mbb:
+            if not args.no_training_form:
+                extra[f'{name} training'] = (
+                    lambda model=mbb[name]: run(model, image))
+            extra[f'{name} packed'] = (
+                lambda model=packed[name]: run(model, image))
+        float_forms[t], times[t] = bm.fastest_float(
+            float_model, image, run, args.repeat, args.warmup, extra)
+
+    best = {t: float_forms[t].best_ms for t in threads}
+    int8_ms = {t: times[t].get('int8') for t in threads}
+    first = float_forms[threads[0]]
+    rows = [(f'float32, BN unfolded, NCHW',
+             {t: float_forms[t].ms['unfolded NCHW'] for t in threads}),
+            (f'float32, BN folded ({first.folded_norms}), NCHW',
+             {t: float_forms[t].ms['folded NCHW'] for t in threads}),
+            ('float32, BN folded, channels-last',
+             {t: float_forms[t].ms['folded channels-last'] for t in threads}),
+            (f'torch int8 ({INT8_BACKEND}, FX)', int8_ms)]
+    for name in mbb:
+        if not args.no_training_form:
+            rows.append((f'MBB {name} training form (eval)',
+                         {t: times[t][f'{name} training'] for t in threads}))
+        rows.append((f'**MBB {name} packed**',
+                     {t: times[t][f'{name} packed'] for t in threads}))
+
+    lines = header_lines(args, cfg, shape, ghz)
+    lines += ['', '## Speed', '',
+              'ms per forward; "vs X" = X\'s ms / this ms (above 1: '
+              f'faster than X). Best float32 per thread count: ' + ', '.join(
+                  f'{t} thr {float_forms[t].best}' for t in threads) +
+              f'. {int8_note}.', '']
+    lines += speed_table(rows, threads, best, int8_ms)
+    lines += ['', '## Packed against the training form', '']
+    lines += [agreement_line(name, a) for name, a in agreements.items()]
+
+    if not args.no_breakdown:
+        breakdowns = []
+        for t in threads:
+            torch.set_num_threads(t)
+            for name, model in packed.items():
+                breakdowns.append((name, t,
+                                   bm.module_breakdown(model, image, run,
+                                                       args.repeat,
+                                                       args.warmup)))
+        lines += ['', '## What is encoded', '']
+        for name, t, breakdown in breakdowns:
+            if t == threads[0]:
+                lines.append(f'- {name}: {bm.describe_encoding(breakdown)}')
+        lines += [
+            '', '## Where the packed time goes', '',
+            'ms per forward, leaf modules timed with forward hooks (medians; '
+            'the hooked total is a little above the table\'s). "- phase": '
+            'packed-op phases from mmbinary.ops.profiling (n/a where that is '
+            'not built); "Python/glue": the total minus the modules\' '
+            'sum (residual adds, upsampling, concatenation, control flow).',
+            ''
+        ]
+        lines += breakdown_table(breakdowns)
+        for name, t, breakdown in breakdowns:
+            if t == threads[0]:
+                lines += [''] + layer_table(name, breakdown, ghz, t)
+    print('\n'.join(lines), flush=True)
+    return 0 if all(a.layers_agree for a in agreements.values()) else 1
+
+
+if __name__ == '__main__':
+    sys.exit(main())
