@@ -7,19 +7,30 @@ weight in the packed layers. Prints a per-layer size table.
 Evaluate the packed checkpoint with the usual pipeline::
 
     python tools/test.py CONFIG OUT --packed
+
+OUT is written to a temporary file beside it and renamed into place when
+complete: a failed write (a full disk) leaves an existing OUT, even OUT =
+CHECKPOINT, as it was.
 """
 import argparse
 import os.path as osp
+import re
+from collections import OrderedDict
 
 import torch
-from mmengine.config import Config, DictAction
-from mmengine.runner import load_checkpoint
+from mmengine.config import DictAction
+from mmengine.runner.checkpoint import load_state_dict
 
 import mmbinary
 from mmbinary.models.layers import MBBConv2d, MBBLinear
 from mmbinary.models.packing import (LAYOUT_KEY, convert_to_packed,
-                                     packed_layout, state_dict_bytes)
-from mmbinary.utils.scope import register_modules_for
+                                     is_packed_checkpoint, packed_layout,
+                                     state_dict_bytes)
+from mmbinary.quant import (ALLOW_BIT_CHANGE_KEY, BitWidthMismatchError,
+                            allow_bit_change)
+from mmbinary.utils.atomic_write import atomic_write_path
+from mmbinary.utils.checkpoint import CheckpointError, safe_torch_load
+from mmbinary.utils.scope import load_tool_config, register_modules_for
 
 
 def parse_args() -> argparse.Namespace:
@@ -55,17 +66,50 @@ def size_table(rows, float_total: int, packed_total: int) -> str:
     return '\n'.join(lines)
 
 
+def load_trained_checkpoint(model: torch.nn.Module, filename: str,
+                            allow_bits: bool) -> None:
+    """Load an unpacked checkpoint strictly; refuse a packed one, a damaged
+    one or one of other bit widths with a one-line message."""
+    try:
+        checkpoint = safe_torch_load(filename, map_location='cpu')
+    except CheckpointError as error:
+        raise SystemExit(str(error))
+    if is_packed_checkpoint(checkpoint):
+        raise SystemExit(
+            f'{filename} is already packed (its meta holds {LAYOUT_KEY!r}); '
+            'evaluate it with tools/test.py CONFIG CHECKPOINT --packed, or '
+            'pack the trained checkpoint it came from')
+    state_dict = checkpoint.get('state_dict', checkpoint)
+    # as mmengine's load_checkpoint: a DataParallel prefix goes, the
+    # modules' version metadata stays
+    metadata = getattr(state_dict, '_metadata', OrderedDict())
+    state_dict = OrderedDict((re.sub(r'^module\.', '', key), value)
+                             for key, value in state_dict.items())
+    state_dict._metadata = metadata
+    try:
+        with allow_bit_change(allow_bits):
+            load_state_dict(model, state_dict, strict=True)
+    except BitWidthMismatchError as error:
+        raise SystemExit(str(error))
+
+
 def main() -> None:
     args = parse_args()
     if osp.exists(args.out) and not args.force:
         raise SystemExit(f'{args.out} exists; pass --force to overwrite it')
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
+    for what, path in (('config', args.config),
+                       ('checkpoint', args.checkpoint)):
+        if not osp.isfile(path):
+            raise SystemExit(f'{what} not found: {path}')
+    out_dir = osp.dirname(osp.abspath(args.out))
+    if not osp.isdir(out_dir):
+        raise SystemExit(f'the folder of OUT does not exist: {out_dir}')
+    cfg = load_tool_config(args.config, args.cfg_options)
     register_modules_for(cfg)
     from mmengine.registry import MODELS
     model = MODELS.build(cfg.model)
-    load_checkpoint(model, args.checkpoint, map_location='cpu', strict=True)
+    load_trained_checkpoint(model, args.checkpoint,
+                            bool(cfg.get(ALLOW_BIT_CHANGE_KEY, False)))
     model.eval()
 
     float_total = state_dict_bytes(model)
@@ -74,7 +118,10 @@ def main() -> None:
         for name, module in model.named_modules()
         if isinstance(module, (MBBConv2d, MBBLinear))
     }
-    convert_to_packed(model, fold_norms=not args.no_fold_norms)
+    try:
+        convert_to_packed(model, fold_norms=not args.no_fold_norms)
+    except (RuntimeError, ValueError) as error:
+        raise SystemExit(f'cannot pack {args.checkpoint}: {error}')
     layout = packed_layout(model)
     rows = []
     for name, entry in layout['layers'].items():
@@ -92,10 +139,8 @@ def main() -> None:
             'source_checkpoint': osp.basename(args.checkpoint),
         },
         state_dict=model.state_dict())
-    out_dir = osp.dirname(osp.abspath(args.out))
-    if not osp.isdir(out_dir):
-        raise SystemExit(f'the folder of OUT does not exist: {out_dir}')
-    torch.save(checkpoint, args.out)
+    with atomic_write_path(args.out) as temp:
+        torch.save(checkpoint, temp)
     print(f'packed checkpoint written to {args.out} '
           f'({osp.getsize(args.out) / 1024:.1f} KiB)')
 

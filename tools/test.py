@@ -12,6 +12,7 @@ library's modules are registered. Example::
 import argparse
 import os
 import os.path as osp
+import sys
 
 import torch
 from mmengine.config import Config, DictAction
@@ -19,7 +20,11 @@ from mmengine.model import is_model_wrapper
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
-from mmbinary.models.packing import load_packed_checkpoint
+from mmbinary.models.packing import (is_packed_checkpoint,
+                                     load_packed_checkpoint)
+from mmbinary.quant import (ALLOW_BIT_CHANGE_KEY, BitWidthMismatchError,
+                            allow_bit_change)
+from mmbinary.utils.checkpoint import CheckpointError
 from mmbinary.utils.data_check import DatasetNotFoundError, check_datasets
 from mmbinary.utils.distributed import setup_cpu_distributed
 from mmbinary.utils.scope import load_tool_config, register_modules_for
@@ -74,6 +79,8 @@ def dump_metric(cfg: Config, out: str):
 
 def main() -> None:
     args = parse_args()
+    if not osp.isfile(args.config):
+        raise SystemExit(f'config not found: {args.config}')
 
     cfg = load_tool_config(args.config, args.cfg_options, args.work_dir,
                            args.launcher)
@@ -87,6 +94,17 @@ def main() -> None:
         raise SystemExit(str(error))
     if not osp.isfile(args.checkpoint):
         raise SystemExit(f'checkpoint not found: {args.checkpoint}')
+    try:
+        packed_file = is_packed_checkpoint(args.checkpoint)
+    except CheckpointError as error:
+        raise SystemExit(str(error))
+    if packed_file and not args.packed:
+        print(f'notice: {args.checkpoint} is a packed checkpoint (made by '
+              'tools/pack_model.py): testing the packed model, as with '
+              '--packed', file=sys.stderr)
+        args.packed = True
+        cfg.load_from = None
+    allow_bits = bool(cfg.get(ALLOW_BIT_CHANGE_KEY, False))
 
     register_modules_for(cfg)
     cpu_distributed = setup_cpu_distributed(cfg)
@@ -97,14 +115,19 @@ def main() -> None:
     if args.packed:
         model = runner.model.module if is_model_wrapper(
             runner.model) else runner.model
-        load_packed_checkpoint(model, args.checkpoint)
+        with allow_bit_change(allow_bits):
+            load_packed_checkpoint(model, args.checkpoint)
     if args.out is not None:
         runner.test_evaluator.metrics.append(dump_metric(cfg, args.out))
-    runner.test()
+    with allow_bit_change(allow_bits):
+        runner.test()
     if cpu_distributed:
         # gloo aborts at exit when its process group is left open.
         torch.distributed.destroy_process_group()
 
 
 if __name__ == '__main__':
-    main()
+    try:
+        main()
+    except BitWidthMismatchError as error:
+        raise SystemExit(str(error))

@@ -11,12 +11,15 @@ library's modules are registered. Examples::
 """
 import argparse
 import os
+import os.path as osp
 
 import torch
 from mmengine.config import DictAction
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
+from mmbinary.quant import (ALLOW_BIT_CHANGE_KEY, BitWidthMismatchError,
+                            allow_bit_change)
 from mmbinary.utils.data_check import DatasetNotFoundError, check_datasets
 from mmbinary.utils.distributed import setup_cpu_distributed
 from mmbinary.utils.scope import load_tool_config, register_modules_for
@@ -64,6 +67,8 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
+    if not osp.isfile(args.config):
+        raise SystemExit(f'config not found: {args.config}')
 
     cfg = load_tool_config(args.config, args.cfg_options, args.work_dir,
                            args.launcher)
@@ -94,11 +99,17 @@ def main() -> None:
         runner = Runner.from_cfg(cfg)
     else:
         runner = RUNNERS.build(cfg)
-    runner.train()
+    # Loading a checkpoint of other bit widths (load_from, resume) only
+    # when the config asks for it (a progressive schedule).
+    with allow_bit_change(bool(cfg.get(ALLOW_BIT_CHANGE_KEY, False))):
+        runner.train()
     if cpu_distributed:
         # gloo aborts at exit when its process group is left open.
         torch.distributed.destroy_process_group()
 
 
 if __name__ == '__main__':
-    main()
+    try:
+        main()
+    except BitWidthMismatchError as error:
+        raise SystemExit(str(error))

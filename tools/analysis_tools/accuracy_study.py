@@ -325,9 +325,12 @@ def train_and_evaluate(run: Run, args, threads: int) -> dict:
         stage_dir = osp.join(run.work_dir, f'stage{index}')
         options = stage_options(run, stage, checkpoint, args)
         bits = 'float' if stage.bits is None else f'W{stage.bits}A{stage.bits}'
+        # a later stage of a progressive schedule starts from a checkpoint
+        # of other bit widths, on purpose
+        allow_bits = ['allow_bit_change=True'] if index else []
         command = [
             python, 'tools/train.py', config, '--work-dir', stage_dir,
-            '--cfg-options', *options
+            '--cfg-options', *options, *allow_bits
         ]
         if osp.isfile(osp.join(stage_dir, f'epoch_{stage.epochs}.pth')):
             # trained before the study was stopped: kept

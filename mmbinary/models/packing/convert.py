@@ -8,11 +8,14 @@ layers, with their configs, and which norms were folded), so that a model
 built from the same config can take the packed form before its state dict
 is loaded, without any float weight of the packed layers.
 """
-from typing import Dict, Optional
+import math
+from typing import Dict, List, Optional, Union
 
 import torch
 from torch import nn
 
+from mmbinary.quant import (ALLOW_BIT_CHANGE_KEY, BitWidthMismatchError,
+                            bit_change_allowed)
 from mmbinary.utils import safe_torch_load
 
 from ..layers import MBBConv2d, MBBLinear
@@ -36,9 +39,36 @@ def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
     setattr(parent, child, module)
 
 
+def _check_packable(name: str, module: nn.Module) -> None:
+    """Refuse a layer whose quantizer state cannot make a valid packed
+    layer, naming it."""
+    act = module.act_quantizer
+    if not bool(act.initialized) or int(act.signed) < 0:
+        raise RuntimeError(
+            f'{name}: its activation quantizer has not seen data yet; '
+            'load a trained checkpoint or run a batch before packing')
+    clip = float(act.clip.detach())
+    if not (math.isfinite(clip) and clip > 0):
+        raise ValueError(
+            f'{name}: its activation clip is {clip!r}; packing needs a '
+            'finite clip > 0 (the packed step would be 1 / clip). The '
+            'training diverged or the checkpoint is damaged: retrain or '
+            'load another checkpoint')
+    for tensor_name in ('weight', 'bias'):
+        tensor = getattr(module, tensor_name)
+        if tensor is not None and not bool(torch.isfinite(tensor).all()):
+            raise ValueError(
+                f'{name}: its {tensor_name} holds NaN or infinite values; '
+                'packing needs finite ones')
+
+
 def convert_to_packed(model: nn.Module, fold_norms: bool = True) -> nn.Module:
     """Replace every MBBConv2d / MBBLinear of a trained model, in place, by
     its packed layer, folding the batch norm that directly follows it.
+
+    Every layer is checked before any is replaced: a quantizer that has not
+    seen data, a clip that is not finite and > 0, or non-finite weights
+    raise an error naming the layer, and the model is left as it was.
 
     Args:
         model (nn.Module): a trained model whose activation quantizers have
@@ -47,6 +77,11 @@ def convert_to_packed(model: nn.Module, fold_norms: bool = True) -> nn.Module:
 
     Returns:
         nn.Module: ``model``, in eval mode.
+
+    Raises:
+        RuntimeError: a layer's activation quantizer has seen no data.
+        ValueError: a layer's clip is <= 0 or not finite, or its weight or
+            bias is not finite.
     """
     model.eval()
     norms: Dict[str, str] = {}
@@ -55,11 +90,7 @@ def convert_to_packed(model: nn.Module, fold_norms: bool = True) -> nn.Module:
     layers = [(name, module) for name, module in model.named_modules()
               if type(module) in PACKED_TYPES]
     for name, module in layers:
-        if not bool(module.act_quantizer.initialized) or int(
-                module.act_quantizer.signed) < 0:
-            raise RuntimeError(
-                f'{name}: its activation quantizer has not seen data yet; '
-                'load a trained checkpoint or run a batch before packing')
+        _check_packable(name, module)
     for name, module in layers:
         norm_name = norms.get(name)
         norm = model.get_submodule(norm_name) if norm_name else None
@@ -67,6 +98,7 @@ def convert_to_packed(model: nn.Module, fold_norms: bool = True) -> nn.Module:
         _replace(model, name, packed.to(module.weight.device))
         if norm_name:
             _replace(model, norm_name, FoldedNorm())
+    _enable_packed_flow(model)
     return model
 
 
@@ -95,6 +127,23 @@ def packed_layout(model: nn.Module) -> dict:
     return dict(layers=layers, folded_norms=folded)
 
 
+def _bits_mismatches(model: nn.Module, layers: dict) -> List[str]:
+    """Layers whose MBB form in ``model`` (from its config) has other bit
+    widths than the packed ``layers`` entries (from the checkpoint)."""
+    mismatches = []
+    for name, entry in layers.items():
+        module = model.get_submodule(name)
+        if not isinstance(module, tuple(PACKED_TYPES)):
+            continue  # (e.g. already packed)
+        config = entry.get('config') or {}
+        ours = (module.w_bits, module.a_bits)
+        saved = (config.get('w_bits'), config.get('a_bits'))
+        if ours != saved:
+            mismatches.append(f'{name}: config W{ours[0]}A{ours[1]}, '
+                              f'checkpoint W{saved[0]}A{saved[1]}')
+    return mismatches
+
+
 def apply_packed_layout(model: nn.Module, layout: dict) -> nn.Module:
     """Give a freshly built model the packed form described by ``layout``
     (empty packed layers, folded norms removed), ready for
@@ -103,6 +152,14 @@ def apply_packed_layout(model: nn.Module, layout: dict) -> nn.Module:
     Args:
         model (nn.Module): built from the config the checkpoint came from.
         layout (dict): from :func:`packed_layout`.
+
+    Raises:
+        ValueError: the layout names a layer the model does not have, or
+            an unknown packed type.
+        BitWidthMismatchError: the model's MBB layers have other bit widths
+            than the packed ones (the packed model would run at the
+            checkpoint's), unless within
+            :func:`mmbinary.quant.allow_bit_change`.
     """
     types = {cls.__name__: cls for cls in PACKED_TYPES.values()}
     try:
@@ -119,11 +176,47 @@ def apply_packed_layout(model: nn.Module, layout: dict) -> nn.Module:
             raise ValueError(
                 f'the packed checkpoint has a layer {name!r} that the model '
                 'does not have; was it built from the same config?') from None
+    mismatches = _bits_mismatches(model, layers)
+    if mismatches and not bit_change_allowed():
+        shown = '; '.join(mismatches[:5]) + (
+            f'; and {len(mismatches) - 5} more' if len(mismatches) > 5 else '')
+        raise BitWidthMismatchError(
+            f'the packed checkpoint was made at other bit widths than the '
+            f'config has ({len(mismatches)} layers): {shown}. Use the config '
+            'it was packed from; to run it at the checkpoint\'s bit widths '
+            f'anyway, set {ALLOW_BIT_CHANGE_KEY}=True in the config')
+    for name, entry in layers.items():
         _replace(model, name, types[entry['type']](**entry['config']))
     for name in folded:
         _replace(model, name, FoldedNorm())
     model.eval()  # (some backbones' train() returns None)
+    _enable_packed_flow(model)
     return model
+
+
+def _enable_packed_flow(model: nn.Module) -> None:
+    """Packed activations between the packed convs of residual blocks
+    (same outputs; see :mod:`.packed_flow`)."""
+    from .packed_flow import enable_packed_flow
+    enable_packed_flow(model)
+
+
+def checkpoint_layout(checkpoint: Union[str, dict]) -> Optional[dict]:
+    """The packed layout of a checkpoint, or None for an unpacked one.
+
+    Args:
+        checkpoint (str | dict): a checkpoint file or its loaded contents.
+    """
+    if isinstance(checkpoint, str):
+        checkpoint = safe_torch_load(checkpoint, map_location='cpu')
+    meta = checkpoint.get('meta') if isinstance(checkpoint, dict) else None
+    return meta.get(LAYOUT_KEY) if isinstance(meta, dict) else None
+
+
+def is_packed_checkpoint(checkpoint: Union[str, dict]) -> bool:
+    """Whether a checkpoint (file or contents) is a packed one (its
+    ``meta`` holds the packed layout)."""
+    return checkpoint_layout(checkpoint) is not None
 
 
 def load_packed_checkpoint(model: nn.Module,
@@ -134,9 +227,13 @@ def load_packed_checkpoint(model: nn.Module,
 
     Returns:
         dict: the checkpoint (its ``meta`` and the rest).
+
+    Raises:
+        ValueError: not a packed checkpoint.
+        BitWidthMismatchError: see :func:`apply_packed_layout`.
     """
     checkpoint = safe_torch_load(filename, map_location=map_location)
-    layout = (checkpoint.get('meta') or {}).get(LAYOUT_KEY)
+    layout = checkpoint_layout(checkpoint)
     if layout is None:
         raise ValueError(
             f'{filename} is not a packed checkpoint (no '

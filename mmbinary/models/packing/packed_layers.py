@@ -30,6 +30,34 @@ def _pair(value) -> Tuple[int, int]:
     return tuple(int(v) for v in value)
 
 
+#: The string paddings ``nn.Conv2d`` takes.
+PADDING_MODES = ('same', 'valid')
+
+
+def _numeric_padding(padding, kernel_size: Tuple[int, int],
+                     stride: Tuple[int, int],
+                     dilation: Tuple[int, int]) -> Tuple[int, int]:
+    """``(pad_h, pad_w)`` of a numeric, ``'valid'`` or ``'same'`` padding
+    (the packed op pads both sides of a dimension alike)."""
+    if not isinstance(padding, str):
+        return _pair(padding)
+    if padding not in PADDING_MODES:
+        raise ValueError(f'padding must be a number, a pair or one of '
+                         f'{PADDING_MODES}, got {padding!r}')
+    if padding == 'valid':
+        return (0, 0)
+    if stride != (1, 1):
+        raise ValueError(f"padding='same' needs stride 1, got stride="
+                         f'{stride}')
+    totals = [d * (k - 1) for k, d in zip(kernel_size, dilation)]
+    if any(total % 2 for total in totals):
+        raise ValueError(
+            f"padding='same' pads unevenly for kernel_size={kernel_size}, "
+            f'dilation={dilation} (total padding {tuple(totals)}); the '
+            'packed op needs symmetric padding')
+    return (totals[0] // 2, totals[1] // 2)
+
+
 class PackedMBBConv2d(nn.Module):
     """A packed MBB convolution (inference only, zero padding).
 
@@ -41,7 +69,8 @@ class PackedMBBConv2d(nn.Module):
 
     Args:
         in_channels, out_channels, kernel_size, stride, padding, dilation,
-            groups: as ``nn.Conv2d`` (numeric padding only).
+            groups: as ``nn.Conv2d``; ``padding='same'`` (stride 1, an even
+            total padding) and ``'valid'`` are turned into numbers.
         w_bits (int): M, 1..8.
         a_bits (int): K, 1..8.
         signed (bool): the activation mode.
@@ -55,8 +84,9 @@ class PackedMBBConv2d(nn.Module):
         self.out_channels = int(out_channels)
         self.kernel_size = _pair(kernel_size)
         self.stride = _pair(stride)
-        self.padding = _pair(padding)
         self.dilation = _pair(dilation)
+        self.padding = _numeric_padding(padding, self.kernel_size,
+                                        self.stride, self.dilation)
         self.groups = int(groups)
         self.w_bits = check_bits(w_bits, 'w_bits')
         self.a_bits = check_bits(a_bits, 'a_bits')

@@ -1,0 +1,88 @@
+# Copyright (c) mmbinary contributors. All rights reserved.
+"""Defect 5: a write that fails half-way leaves the destination as it was
+(the source checkpoint of ``pack_model.py CKPT CKPT --force`` survives)."""
+import errno
+import importlib.util
+import os
+import os.path as osp
+import sys
+
+import pytest
+import torch
+from tiny_detector import REPO
+
+
+def failing_save(obj, path, *args, **kwargs):
+    """``torch.save`` on a full disk: some bytes, then an error."""
+    with open(path, 'wb') as file:
+        file.write(b'PK\x03\x04 half a checkpoint')
+    raise OSError(errno.ENOSPC, 'No space left on device')
+
+
+def leftovers(folder):
+    """Temporary files left behind (hidden, beside the destination)."""
+    return sorted(name for name in os.listdir(folder)
+                  if name.startswith('.'))
+
+
+def test_a_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
+    from mmbinary.utils.atomic_write import atomic_open, atomic_write_path
+    path = tmp_path / 'model.pth'
+    torch.save(dict(value=torch.arange(4)), path)
+    before = path.read_bytes()
+    monkeypatch.setattr(torch, 'save', failing_save)
+    with pytest.raises(OSError, match='No space'):
+        with atomic_write_path(str(path)) as temp:
+            torch.save({}, temp)
+    assert path.read_bytes() == before
+    assert leftovers(tmp_path) == []
+    with pytest.raises(ZeroDivisionError):
+        with atomic_open(str(tmp_path / 'new.json')) as file:
+            file.write('{"half": ')
+            1 / 0
+    assert not (tmp_path / 'new.json').exists()
+    assert leftovers(tmp_path) == []
+
+
+def test_a_complete_write_replaces_the_file(tmp_path):
+    from mmbinary.utils.atomic_write import atomic_open, atomic_write_path
+    path = tmp_path / 'summary.md'
+    path.write_text('old')
+    with atomic_open(str(path), 'w') as file:
+        assert osp.dirname(file.name) == str(tmp_path)
+        assert file.name.endswith('.md')  # writers may pick the format by it
+        file.write('new')
+    assert path.read_text() == 'new' and leftovers(tmp_path) == []
+    with pytest.raises(FileNotFoundError, match='does not exist'):
+        with atomic_write_path(str(tmp_path / 'missing' / 'x.pth')):
+            pass
+    with pytest.raises(RuntimeError, match='nothing was written'):
+        with atomic_write_path(str(tmp_path / 'never.pth')):
+            pass
+
+
+def load_tool(name: str):
+    spec = importlib.util.spec_from_file_location(
+        f'tool_{name}', osp.join(REPO, 'tools', f'{name}.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_pack_model_onto_its_source_survives_a_full_disk(
+        tiny, tmp_path, monkeypatch):
+    source = tmp_path / 'epoch_1.pth'
+    source.write_bytes(tiny['checkpoint'].read_bytes())
+    before = source.read_bytes()
+    pack_model = load_tool('pack_model')
+    monkeypatch.setattr(sys, 'argv', [
+        'pack_model.py', str(tiny['config']), str(source), str(source),
+        '--force'
+    ])
+    monkeypatch.setattr(torch, 'save', failing_save)
+    with pytest.raises(OSError, match='No space'):
+        pack_model.main()
+    assert source.read_bytes() == before
+    assert leftovers(tmp_path) == []
+    monkeypatch.undo()
+    torch.load(source, weights_only=True)  # still the trained checkpoint

@@ -1,0 +1,30 @@
+# Copyright (c) mmbinary contributors. All rights reserved.
+"""Defect 3: tools/test.py given a packed checkpoint without --packed tests
+the packed model (with a notice) instead of random layers."""
+import re
+
+import pytest
+from tiny_detector import run_tool
+
+
+def metrics(log: str) -> str:
+    found = re.findall(r'coco/bbox_mAP: (\S+)', log)
+    assert found, log[-3000:]
+    return found[-1]
+
+
+@pytest.mark.slow
+def test_packed_checkpoint_without_flag_runs_the_packed_model(tiny):
+    result = run_tool('test.py', tiny['config'], tiny['packed'],
+                      '--work-dir', tiny['root'] / 'no_flag',
+                      cwd=tiny['root'])
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-3000:]
+    assert 'is a packed checkpoint' in result.stderr
+    assert 'as with --packed' in result.stderr
+    # nothing was left randomly initialized
+    assert 'missing keys' not in log and 'unexpected key' not in log
+    flagged = run_tool('test.py', tiny['config'], tiny['packed'], '--packed',
+                       '--work-dir', tiny['root'] / 'flag', cwd=tiny['root'])
+    assert flagged.returncode == 0, flagged.stderr[-3000:]
+    assert metrics(log) == metrics(flagged.stdout + flagged.stderr)
