@@ -12,7 +12,7 @@ import time
 import torch
 from mmdet.models.backbones.resnet import Bottleneck, ResLayer
 
-from mmbinary.models import encode_model
+from mmbinary.models import swap_to_mbb
 
 # (in channels, planes, blocks, input size) of ResNet-50's stages at a
 # 224 x 224 input.
@@ -70,7 +70,7 @@ def main():
                                       args.warmup))]
     for pair in args.bits.split(','):
         w_bits, a_bits = (int(v) for v in pair.lower().split('x'))
-        model = encode_model(copy.deepcopy(float_model), w_bits, a_bits)
+        model = swap_to_mbb(copy.deepcopy(float_model), w_bits, a_bits)
         model(x)  # data-driven initialization of the clips
         rows.append((f'W{w_bits}A{a_bits}',
                      time_train_step(model, x, args.repeats, args.warmup)))

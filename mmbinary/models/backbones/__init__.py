@@ -3,9 +3,9 @@
 from .mbb_mobilenet_v2 import MBBDilatedMobileNetV2, MBBMobileNetV2
 from .mbb_resnet import MBBResNet
 from .mbb_resnet_v1c import MBBResNetV1c
-from .resnet_encoding import encode_resnet
+from .resnet_swap import encode_resnet, swap_resnet_convs
 
 __all__ = [
     'MBBDilatedMobileNetV2', 'MBBMobileNetV2', 'MBBResNet', 'MBBResNetV1c',
-    'encode_resnet'
+    'swap_resnet_convs', 'encode_resnet'
 ]

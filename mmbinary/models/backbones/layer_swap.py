@@ -40,7 +40,7 @@ def to_mbb(module: nn.Module, w_bits: int, a_bits: int, a_mode: str,
            mbb_cfg: Optional[dict] = None) -> nn.Module:
     """MBB copy of a plain ``nn.Conv2d``/``nn.Linear``; others unchanged.
 
-    Subclasses (deformable convs, layers already encoded through
+    Subclasses (deformable convs, layers already made MBB through
     ``conv_cfg``) are returned as they are.
 
     Args:

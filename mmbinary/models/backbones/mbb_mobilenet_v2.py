@@ -33,12 +33,12 @@ def _mmseg_block_convs(block: nn.Module) -> Optional[BlockConvs]:
     return expand, depthwise, linear
 
 
-def encode_mobilenet_v2(backbone: nn.Module,
-                        block_convs: Callable[[nn.Module],
-                                              Optional[BlockConvs]],
-                        w_bits: int, a_bits: int, encode_stem: bool,
-                        encode_depthwise: bool,
-                        mbb_cfg: Optional[dict]) -> None:
+def swap_mobilenet_v2_convs(backbone: nn.Module,
+                            block_convs: Callable[[nn.Module],
+                                                  Optional[BlockConvs]],
+                            w_bits: int, a_bits: int, encode_stem: bool,
+                            encode_depthwise: bool,
+                            mbb_cfg: Optional[dict]) -> None:
     """Swap the convs of a built MobileNetV2 for MBB convs, in place.
 
     Activation modes follow each conv's input: expand 1x1 convs and the
@@ -51,29 +51,29 @@ def encode_mobilenet_v2(backbone: nn.Module,
         block_convs (callable): module -> its :data:`BlockConvs`, or None
             when the module is not an inverted-residual block.
         w_bits, a_bits (int): checked bit widths.
-        encode_stem, encode_depthwise (bool): also encode those convs.
+        encode_stem, encode_depthwise (bool): also swap those convs.
         mbb_cfg (dict, optional): other MBB layer options.
     """
     options = check_mbb_cfg(mbb_cfg)
 
-    def encode(conv_module: ConvModule, a_mode: str) -> None:
+    def swap(conv_module: ConvModule, a_mode: str) -> None:
         conv_module.conv = to_mbb(conv_module.conv, w_bits, a_bits, a_mode,
                                   options)
 
     if encode_stem:
-        encode(backbone.conv1, 'signed')
+        swap(backbone.conv1, 'signed')
     for module in backbone.modules():
         convs = block_convs(module)
         if convs is None:
             continue
         expand, depthwise, linear = convs
         for expand_conv in expand:
-            encode(expand_conv, 'signed')
+            swap(expand_conv, 'signed')
         if encode_depthwise:
-            encode(depthwise, 'unsigned')
-        encode(linear, 'unsigned')
+            swap(depthwise, 'unsigned')
+        swap(linear, 'unsigned')
     if hasattr(backbone, 'conv2'):  # mmdet's final 1x1 conv
-        encode(backbone.conv2, 'signed')
+        swap(backbone.conv2, 'signed')
 
 
 @MODELS.register_module()
@@ -110,9 +110,9 @@ class MBBMobileNetV2(MobileNetV2):
         super().__init__(**kwargs)
         self.w_bits = check_bits(w_bits, 'w_bits')
         self.a_bits = check_bits(a_bits, 'a_bits')
-        encode_mobilenet_v2(self, _mmdet_block_convs, self.w_bits,
-                            self.a_bits, encode_stem, encode_depthwise,
-                            mbb_cfg)
+        swap_mobilenet_v2_convs(self, _mmdet_block_convs, self.w_bits,
+                                self.a_bits, encode_stem, encode_depthwise,
+                                mbb_cfg)
         self._freeze_stages()
 
 
@@ -121,7 +121,7 @@ class MBBDilatedMobileNetV2(SegMobileNetV2):
     """mmseg's MobileNetV2 (dilated layers for segmentation, e.g. output
     stride 8) whose inverted-residual convs are MBB convs.
 
-    The same encoding as :class:`MBBMobileNetV2`: expand 1x1 convs read the
+    The same MBB convs as :class:`MBBMobileNetV2`: expand 1x1 convs read the
     block input (signed), depthwise and projection convs read ReLU6 outputs
     (unsigned); the stem and the depthwise convs stay float by default.
     Parameter names are mmseg's, so an mmseg-layout float checkpoint loads
@@ -149,7 +149,7 @@ class MBBDilatedMobileNetV2(SegMobileNetV2):
         super().__init__(**kwargs)
         self.w_bits = check_bits(w_bits, 'w_bits')
         self.a_bits = check_bits(a_bits, 'a_bits')
-        encode_mobilenet_v2(self, _mmseg_block_convs, self.w_bits,
-                            self.a_bits, encode_stem, encode_depthwise,
-                            mbb_cfg)
+        swap_mobilenet_v2_convs(self, _mmseg_block_convs, self.w_bits,
+                                self.a_bits, encode_stem, encode_depthwise,
+                                mbb_cfg)
         self._freeze_stages()

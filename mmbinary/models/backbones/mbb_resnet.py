@@ -6,7 +6,7 @@ from mmdet.models.backbones import ResNet
 
 from mmbinary.registry import MODELS
 
-from .resnet_encoding import Bits, MBBResNetMixin
+from .resnet_swap import Bits, MBBResNetMixin
 
 
 @MODELS.register_module()
@@ -62,5 +62,5 @@ class MBBResNet(MBBResNetMixin, ResNet):
                  mbb_cfg: Optional[dict] = None,
                  **kwargs) -> None:
         super().__init__(depth, **kwargs)
-        self._encode_blocks(w_bits, a_bits, encode_stem, encode_shortcut,
+        self._swap_convs(w_bits, a_bits, encode_stem, encode_shortcut,
                             mbb_cfg)

@@ -6,7 +6,7 @@ from mmseg.models.backbones import ResNetV1c
 
 from mmbinary.registry import MODELS
 
-from .resnet_encoding import Bits, MBBResNetMixin
+from .resnet_swap import Bits, MBBResNetMixin
 
 
 @MODELS.register_module()
@@ -51,5 +51,5 @@ class MBBResNetV1c(MBBResNetMixin, ResNetV1c):
                  mbb_cfg: Optional[dict] = None,
                  **kwargs) -> None:
         super().__init__(depth=depth, **kwargs)
-        self._encode_blocks(w_bits, a_bits, encode_stem, encode_shortcut,
+        self._swap_convs(w_bits, a_bits, encode_stem, encode_shortcut,
                             mbb_cfg)

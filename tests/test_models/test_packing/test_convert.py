@@ -7,7 +7,7 @@ from mmcv.cnn import ConvModule
 from mmdet.models.backbones import ResNet
 from torch import nn
 
-from mmbinary.models import MBBConv2d, MBBLinear, encode_model
+from mmbinary.models import MBBConv2d, MBBLinear, swap_to_mbb
 from mmbinary.models.packing import (FoldedNorm, PackedMBBConv2d,
                                      PackedMBBLinear, apply_packed_layout,
                                      convert_to_packed, find_layer_norm_pairs,
@@ -101,7 +101,7 @@ def test_norm_following_an_mbb_conv_is_folded():
 
 def resnet18_mbb():
     model = ResNet(depth=18, base_channels=16, out_indices=(0, 1, 2, 3))
-    return encode_model(model, 2, 2, skip=['conv1'])
+    return swap_to_mbb(model, 2, 2, skip=['conv1'])
 
 
 def test_resnet_packed_and_unpacked_agree_and_round_trip(tmp_path):
@@ -142,7 +142,7 @@ def test_resnet_packed_and_unpacked_agree_and_round_trip(tmp_path):
 
 
 def test_packing_needs_calibrated_quantizers():
-    model = encode_model(nn.Sequential(nn.Conv2d(3, 4, 3)), 2, 2)
+    model = swap_to_mbb(nn.Sequential(nn.Conv2d(3, 4, 3)), 2, 2)
     with pytest.raises(RuntimeError, match='has not seen data'):
         convert_to_packed(model)
 

@@ -1,9 +1,10 @@
 # Copyright (c) mmbinary contributors. All rights reserved.
-"""Encode a built ResNet (mmdet's or mmseg's) into binary-branch convs.
+"""Swap the convs of a built ResNet (mmdet's or mmseg's) for binary-branch
+(MBB) convs.
 
 mmdet's and mmseg's ResNets share one layout (``conv1`` or a deep ``stem``,
 then ``layer1..layer4`` of blocks with ``conv1..conv3`` and an optional
-``downsample``), so one function encodes both. Keys do not change: a float
+``downsample``), so one function swaps both. Keys do not change: a float
 ResNet state dict still loads.
 
 Activation modes follow the data each conv sees:
@@ -19,6 +20,7 @@ from torch import nn
 
 from mmbinary.quant import check_bits
 
+from ..swap import deprecated_alias
 from .layer_swap import check_mbb_cfg, to_mbb
 
 Bits = Union[int, Sequence[int]]
@@ -45,7 +47,7 @@ def per_stage(bits: Bits, num_stages: int, name: str) -> Tuple[int, ...]:
     return (check_bits(bits, name), ) * num_stages
 
 
-def _encode_stem(resnet: nn.Module, w_bits: int, a_bits: int,
+def _swap_stem(resnet: nn.Module, w_bits: int, a_bits: int,
                  mbb_cfg: dict) -> None:
     if getattr(resnet, 'deep_stem', False):
         a_mode = 'signed'
@@ -59,7 +61,7 @@ def _encode_stem(resnet: nn.Module, w_bits: int, a_bits: int,
                               mbb_cfg)
 
 
-def _encode_block(block: nn.Module, w_bits: int, a_bits: int,
+def _swap_block(block: nn.Module, w_bits: int, a_bits: int,
                   encode_shortcut: bool, mbb_cfg: dict) -> None:
     modes = dict(conv1='unsigned', conv2='unsigned', conv3='unsigned')
     # mmdet's Bottleneck may run plugins between a ReLU and the next conv.
@@ -78,14 +80,14 @@ def _encode_block(block: nn.Module, w_bits: int, a_bits: int,
                                              'unsigned', mbb_cfg)
 
 
-def encode_resnet(resnet: nn.Module,
-                  w_bits: Bits = 2,
-                  a_bits: Bits = 2,
-                  *,
-                  encode_stem: bool = False,
-                  encode_shortcut: bool = False,
-                  mbb_cfg: Optional[dict] = None
-                  ) -> Tuple[Tuple[int, ...], Tuple[int, ...]]:
+def swap_resnet_convs(resnet: nn.Module,
+                      w_bits: Bits = 2,
+                      a_bits: Bits = 2,
+                      *,
+                      encode_stem: bool = False,
+                      encode_shortcut: bool = False,
+                      mbb_cfg: Optional[dict] = None
+                      ) -> Tuple[Tuple[int, ...], Tuple[int, ...]]:
     """Replace a built ResNet's convs by MBB convs, in place.
 
     Args:
@@ -93,9 +95,9 @@ def encode_resnet(resnet: nn.Module,
         w_bits (int | Sequence[int]): weight bits, for all stages or one
             per stage.
         a_bits (int | Sequence[int]): activation bits, likewise.
-        encode_stem (bool): also encode the stem conv(s), with stage 1's
+        encode_stem (bool): also swap the stem conv(s), with stage 1's
             bits. Default: False (the stem stays float).
-        encode_shortcut (bool): also encode the 1x1 downsample convs, with
+        encode_shortcut (bool): also swap the 1x1 downsample convs, with
             their stage's bits. Default: False.
         mbb_cfg (dict, optional): other MBB layer options, e.g.
             ``dict(w_mode='paper')``.
@@ -108,24 +110,24 @@ def encode_resnet(resnet: nn.Module,
     stage_a_bits = per_stage(a_bits, num_stages, 'a_bits')
     mbb_cfg = check_mbb_cfg(mbb_cfg)
     if encode_stem:
-        _encode_stem(resnet, stage_w_bits[0], stage_a_bits[0], mbb_cfg)
+        _swap_stem(resnet, stage_w_bits[0], stage_a_bits[0], mbb_cfg)
     for layer_name, w, a in zip(resnet.res_layers, stage_w_bits,
                                 stage_a_bits):
         for block in getattr(resnet, layer_name):
-            _encode_block(block, w, a, encode_shortcut, mbb_cfg)
+            _swap_block(block, w, a, encode_shortcut, mbb_cfg)
     return stage_w_bits, stage_a_bits
 
 
 class MBBResNetMixin:
     """What ``MBBResNet`` and ``MBBResNetV1c`` do after building the float
-    ResNet: encode its convs and freeze the new ones as the old were."""
+    ResNet: swap its convs for MBB convs and freeze the new ones as the old
+    were."""
 
-    def _encode_blocks(self, w_bits: Bits, a_bits: Bits, encode_stem: bool,
-                       encode_shortcut: bool,
-                       mbb_cfg: Optional[dict]) -> None:
+    def _swap_convs(self, w_bits: Bits, a_bits: Bits, encode_stem: bool,
+                    encode_shortcut: bool, mbb_cfg: Optional[dict]) -> None:
         self.encode_stem = encode_stem
         self.encode_shortcut = encode_shortcut
-        self.w_bits, self.a_bits = encode_resnet(
+        self.w_bits, self.a_bits = swap_resnet_convs(
             self,
             w_bits,
             a_bits,
@@ -134,3 +136,7 @@ class MBBResNetMixin:
             mbb_cfg=mbb_cfg)
         # The MBB convs are new modules: freeze them as the float ones were.
         self._freeze_stages()
+
+
+#: The old name of :func:`swap_resnet_convs`.
+encode_resnet = deprecated_alias(swap_resnet_convs, 'encode_resnet')
