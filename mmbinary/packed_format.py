@@ -101,7 +101,9 @@ def check_int(value, name: str, minimum: int) -> int:
     return int(value)
 
 
-def pair(value: IntPair, name: str, minimum: int = 0) -> Tuple[int, int]:
+def pair(value: IntPair,
+         name: str = 'value',
+         minimum: int = 0) -> Tuple[int, int]:
     """An int or two ints as ``(h, w)``, each checked by :func:`check_int`.
 
     Args:

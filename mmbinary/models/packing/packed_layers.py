@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmbinary.ops import mbb_conv2d, pack_weight_codes
+from mmbinary.packed_format import pair as _pair
 from mmbinary.quant import check_bits
 
 from ..layers import MBBConv2d, MBBLinear
@@ -22,12 +23,6 @@ from .norm_folding import fold_norm
 
 _CONFIG_KEYS = ('in_channels', 'out_channels', 'kernel_size', 'stride',
                 'padding', 'dilation', 'groups', 'w_bits', 'a_bits', 'signed')
-
-
-def _pair(value) -> Tuple[int, int]:
-    if isinstance(value, int):
-        return (value, value)
-    return tuple(int(v) for v in value)
 
 
 #: The string paddings ``nn.Conv2d`` takes.
