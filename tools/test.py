@@ -49,6 +49,13 @@ def parse_args() -> argparse.Namespace:
         help='CHECKPOINT is a packed checkpoint (tools/pack_model.py): run '
         'the packed, bitwise inference path')
     parser.add_argument(
+        '--score-thr',
+        type=float,
+        help='keep detections scoring at least this (0..1; sets '
+        'model.test_cfg.score_thr): 0 gives a metric, and the packed and '
+        'unpacked comparison, even for a model trained too briefly to score '
+        'above the config\'s threshold')
+    parser.add_argument(
         '--cfg-options',
         nargs='+',
         action=DictAction,
@@ -77,6 +84,37 @@ def dump_metric(cfg: Config, out: str):
     return DumpResults(out_file_path=out)
 
 
+def set_score_threshold(cfg: Config, score_thr: float) -> None:
+    """Set the score below which a detector drops its detections (one-
+    and two-stage test configs)."""
+    if not 0.0 <= score_thr <= 1.0:
+        raise SystemExit(f'--score-thr must be in 0..1, got {score_thr}')
+    test_cfg = cfg.model.get('test_cfg') or {}
+    holders = [test_cfg, test_cfg.get('rcnn')]
+    holders = [h for h in holders if isinstance(h, dict) and 'score_thr' in h]
+    if not holders:
+        raise SystemExit(
+            f'--score-thr: {cfg.filename} has no model.test_cfg.score_thr '
+            '(nor model.test_cfg.rcnn.score_thr); it is a detector option')
+    for holder in holders:
+        holder['score_thr'] = score_thr
+
+
+def explain_empty_results(cfg: Config) -> str:
+    """Why a detector's evaluation gave no metric, and what to do."""
+    test_cfg = cfg.model.get('test_cfg') or {}
+    score_thr = test_cfg.get('score_thr', (test_cfg.get('rcnn') or {}).get(
+        'score_thr'))
+    return (
+        'No metric: the model kept no detection on any test image, so the '
+        'evaluator had nothing to score (mmdet logs "The testing results of '
+        'the whole dataset is empty"). Detections scoring below '
+        f'model.test_cfg.score_thr={score_thr} are dropped, and a model '
+        'trained briefly scores low. Train longer, or run again with '
+        '--score-thr 0 to get its (low) metric and compare the packed and '
+        'unpacked model anyway.')
+
+
 def main() -> None:
     args = parse_args()
     if not osp.isfile(args.config):
@@ -84,12 +122,16 @@ def main() -> None:
 
     cfg = load_tool_config(args.config, args.cfg_options, args.work_dir,
                            args.launcher)
+    if args.score_thr is not None:
+        set_score_threshold(cfg, args.score_thr)
     # A packed checkpoint is loaded below, once the model has its packed
     # form; the runner loads an ordinary one itself.
     cfg.load_from = None if args.packed else args.checkpoint
 
     try:
-        check_datasets(cfg, ['test_dataloader'])
+        check_datasets(
+            cfg, ['test_dataloader'],
+            files={'CHECKPOINT (command line)': args.checkpoint})
     except DatasetNotFoundError as error:
         raise SystemExit(str(error))
     if not osp.isfile(args.checkpoint):
@@ -120,7 +162,9 @@ def main() -> None:
     if args.out is not None:
         runner.test_evaluator.metrics.append(dump_metric(cfg, args.out))
     with allow_bit_change(allow_bits):
-        runner.test()
+        metrics = runner.test()
+    if not metrics and cfg.get('default_scope', 'mmdet') == 'mmdet':
+        print(explain_empty_results(cfg), file=sys.stderr)
     if cpu_distributed:
         # gloo aborts at exit when its process group is left open.
         torch.distributed.destroy_process_group()

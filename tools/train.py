@@ -7,7 +7,14 @@ library's modules are registered. Examples::
     python tools/train.py configs/retinanet_r50_mbb_w2a2_coco.py
     python tools/train.py configs/retinanet_r50_mbb_w2a2_coco.py \\
         --cfg-options load_from=checkpoints/retinanet_r50_fpn.pth
+    python tools/train.py configs/retinanet_r50_mbb_w2a2_coco.py --epochs 4
+    python tools/train.py configs/own_data/retinanet_mnv2_mbb_coco-format.py \\
+        --float
     bash tools/dist_train.sh configs/retinanet_r50_mbb_w2a2_coco.py 8
+
+Before anything is built, every file the run opens (datasets, evaluator
+annotation files, checkpoints) is checked; the missing ones are reported in
+one message with the config keys that set them.
 """
 import argparse
 import os
@@ -18,10 +25,13 @@ from mmengine.config import DictAction
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
+from mmbinary.models.precision import float_model_config
 from mmbinary.quant import (ALLOW_BIT_CHANGE_KEY, BitWidthMismatchError,
                             allow_bit_change)
-from mmbinary.utils.data_check import DatasetNotFoundError, check_datasets
+from mmbinary.utils.data_check import (DatasetNotFoundError, check_datasets,
+                                       drop_unneeded_pretrained)
 from mmbinary.utils.distributed import setup_cpu_distributed
+from mmbinary.utils.schedule import scale_schedule
 from mmbinary.utils.scope import load_tool_config, register_modules_for
 
 
@@ -45,6 +55,23 @@ def parse_args() -> argparse.Namespace:
         const='auto',
         help='resume from this checkpoint, or, without a path, from the '
         'latest checkpoint in the work dir')
+    length = parser.add_mutually_exclusive_group()
+    length.add_argument(
+        '--epochs',
+        type=int,
+        help='train this many epochs (an epoch-based config): the LR '
+        'schedule, warm-up and checkpoint/validation intervals are scaled '
+        'with it')
+    length.add_argument(
+        '--iters',
+        type=int,
+        help='the same for an iteration-based config (e.g. Cityscapes)')
+    parser.add_argument(
+        '--float',
+        action='store_true',
+        help='train the float twin of the encoded model (same architecture, '
+        'float layers): the float start of an encoded run; work dir '
+        'work_dirs/<config name>_float by default')
     parser.add_argument(
         '--cfg-options',
         nargs='+',
@@ -60,6 +87,10 @@ def parse_args() -> argparse.Namespace:
     # torchrun sets LOCAL_RANK; torch.distributed.launch passes --local-rank.
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args()
+    for option in ('epochs', 'iters'):
+        value = getattr(args, option)
+        if value is not None and value < 1:
+            parser.error(f'--{option} must be >= 1, got {value}')
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
     return args
@@ -70,8 +101,28 @@ def main() -> None:
     if not osp.isfile(args.config):
         raise SystemExit(f'config not found: {args.config}')
 
-    cfg = load_tool_config(args.config, args.cfg_options, args.work_dir,
+    work_dir = args.work_dir
+    if args.float and work_dir is None:
+        work_dir = osp.join(
+            'work_dirs',
+            osp.splitext(osp.basename(args.config))[0] + '_float')
+    cfg = load_tool_config(args.config, args.cfg_options, work_dir,
                            args.launcher)
+    if args.float:
+        try:
+            cfg.model = float_model_config(cfg.model)
+        except ValueError as error:
+            raise SystemExit(f'--float: {error}')
+        # The float start comes from the pretrained backbone, not from a
+        # checkpoint of the encoded model.
+        cfg.load_from = None
+    for unit in ('epochs', 'iters'):
+        if getattr(args, unit) is not None:
+            try:
+                changes = scale_schedule(cfg, getattr(args, unit), unit)
+            except ValueError as error:
+                raise SystemExit(f'--{unit}: {error}')
+            print('Schedule scaled: ' + '; '.join(changes), flush=True)
 
     if args.amp:
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
@@ -85,6 +136,9 @@ def main() -> None:
         cfg.resume = True
         cfg.load_from = args.resume
 
+    for key in drop_unneeded_pretrained(cfg):
+        print(f'{key} is not there; not needed: load_from loads the whole '
+              'model', flush=True)
     loaders = ['train_dataloader']
     if cfg.get('val_cfg'):
         loaders.append('val_dataloader')

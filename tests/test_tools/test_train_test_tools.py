@@ -45,11 +45,49 @@ def test_train_with_missing_dataset_stops_with_layout(tmp_path):
     assert result.returncode == 1
     assert 'Traceback' not in result.stderr
     message = result.stderr
-    assert 'Dataset missing, nothing was run' in message
+    assert 'Files missing, nothing was run' in message
     assert str(missing) in message
     for entry in ('annotations/instances_train2017.json', 'train2017/',
-                  'val2017/', 'cocodataset.org'):
+                  'val2017/', 'cocodataset.org',
+                  'train_dataloader.dataset.data_root'):
         assert entry in message
+    assert not work_dir.exists()
+
+
+def test_train_names_every_missing_path_and_its_key_at_once(tmp_path):
+    """A config whose training data is there but whose annotation file,
+    evaluator file and float checkpoint are not: one message, no
+    traceback, nothing run."""
+    make_tiny_coco(tmp_path / 'data')
+    config = tmp_path / 'partly_missing.py'
+    config.write_text(
+        TINY_RETINANET.format(
+            base=RETINANET, data_root=str(tmp_path / 'data') + '/') +
+        'val_cfg = dict(type="ValLoop")\n'
+        'val_dataloader = dict(batch_size=1, num_workers=0, '
+        'sampler=dict(type="DefaultSampler", shuffle=False), '
+        'dataset=dict(type="CocoDataset", data_root={root!r}, '
+        'ann_file="val.json", data_prefix=dict(img="images/"), '
+        'pipeline=pipeline))\n'
+        'val_evaluator = dict(type="CocoMetric", ann_file={root!r} + '
+        '"val.json")\n'
+        'load_from = "float.pth"\n'.format(root=str(tmp_path / 'data') + '/'))
+    work_dir = tmp_path / 'work_dir'
+    result = run([
+        sys.executable,
+        osp.join(REPO, 'tools', 'train.py'),
+        str(config), '--work-dir',
+        str(work_dir)
+    ], tmp_path)
+    assert result.returncode == 1, result.stderr[-2000:]
+    message = result.stderr
+    assert 'Traceback' not in message
+    for key in ('set: val_dataloader.dataset.ann_file, val_evaluator.ann_file',
+                'set: load_from', 'float.pth'):
+        assert key in message
+    assert message.count('set: ') == 2
+    # not a COCO 2017 set: no download hint
+    assert 'cocodataset.org' not in message
     assert not work_dir.exists()
 
 
@@ -73,7 +111,9 @@ def test_test_tool_with_missing_dataset_or_checkpoint(tmp_path):
         '--packed'
     ], tmp_path)
     assert result.returncode == 1
-    assert 'checkpoint not found: no_checkpoint.pth' in result.stderr
+    assert 'Traceback' not in result.stderr
+    assert 'no_checkpoint.pth' in result.stderr
+    assert 'set: CHECKPOINT (command line)' in result.stderr
 
 
 def make_tiny_coco(root) -> None:
