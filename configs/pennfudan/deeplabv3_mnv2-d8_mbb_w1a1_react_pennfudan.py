@@ -10,11 +10,15 @@ custom_imports = dict(
     ],
     allow_failed_imports=False)
 
+w_bits = 1
+a_bits = 1
 model = dict(
     backbone=dict(
-        type='mmbinary.ReActMBBDilatedMobileNetV2', w_bits=1, a_bits=1,
+        type='mmbinary.ReActMBBDilatedMobileNetV2',
+        w_bits=w_bits,
+        a_bits=a_bits,
         react_cfg=dict(rsign=True, rprelu=True, shortcut='where_allowed')),
     decode_head=dict(
         conv_cfg=dict(
-            type='ReActMBBConv', w_bits=1, a_bits=1, rsign=True,
+            type='ReActMBBConv', w_bits=w_bits, a_bits=a_bits, rsign=True,
             shortcut=True)))

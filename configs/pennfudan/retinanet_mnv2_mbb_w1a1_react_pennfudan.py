@@ -11,15 +11,17 @@ custom_imports = dict(
     ],
     allow_failed_imports=False)
 
+w_bits = 1
+a_bits = 1
 react_cfg = dict(rsign=True, rprelu=True, shortcut='where_allowed')
 model = dict(
     backbone=dict(
-        type='mmbinary.ReActMBBMobileNetV2', w_bits=1, a_bits=1,
+        type='mmbinary.ReActMBBMobileNetV2', w_bits=w_bits, a_bits=a_bits,
         react_cfg=react_cfg),
     neck=dict(
-        type='mmbinary.ReActMBBFPN', w_bits=1, a_bits=1,
+        type='mmbinary.ReActMBBFPN', w_bits=w_bits, a_bits=a_bits,
         react_cfg=react_cfg),
     bbox_head=dict(
         conv_cfg=dict(
-            type='ReActMBBConv', w_bits=1, a_bits=1, rsign=True,
+            type='ReActMBBConv', w_bits=w_bits, a_bits=a_bits, rsign=True,
             shortcut=True)))

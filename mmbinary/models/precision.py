@@ -23,8 +23,9 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 #: Config keys that hold a bit width.
 BITS_KEYS = ('w_bits', 'a_bits')
-#: Registered names of single MBB layers (options given directly, not under
-#: ``mbb_cfg``).
+#: How the registered names of single MBB layers end (``MBBConv``,
+#: ``ReActMBBConv``, ``MBBLinear``): their options are given directly, not
+#: under ``mbb_cfg``.
 LAYER_TYPES = ('MBBConv', 'MBBLinear')
 
 Bits = Union[int, Sequence[int]]
@@ -37,8 +38,12 @@ def _type_name(part: dict) -> str:
     return part_type.split('.')[-1] if isinstance(part_type, str) else ''
 
 
+def _is_layer(part: dict) -> bool:
+    return _type_name(part).endswith(LAYER_TYPES)
+
+
 def _is_encoded_part(part: dict) -> bool:
-    return (_type_name(part).startswith('MBB')
+    return ('MBB' in _type_name(part)
             or any(key in part for key in BITS_KEYS))
 
 
@@ -98,7 +103,7 @@ def _changes(model_cfg: dict, w_bits: Bits, a_bits: Bits,
         options: Dict[str, Any] = dict(w_bits=w_bits, a_bits=a_bits)
         if layer_options:
             part = _get(model_cfg, key)
-            if _type_name(part) in LAYER_TYPES:
+            if _is_layer(part):
                 options.update(layer_options)
             else:
                 options['mbb_cfg'] = dict(layer_options)
@@ -220,9 +225,9 @@ def float_model_config(model_cfg: dict) -> dict:
         parent = _get(model, '.'.join(names[:-1]))
         index = int(names[-1]) if isinstance(parent, list) else names[-1]
         part = parent[index]
-        if _type_name(part) in LAYER_TYPES:
+        if _is_layer(part):
             parent[index] = None
-        elif _type_name(part).startswith('MBB'):
+        elif 'MBB' in _type_name(part):
             parent[index] = _float_part(part)
         else:
             raise ValueError(

@@ -369,3 +369,35 @@ def test_mnv2_configs_precision_and_float_twin(name):
                                    model=float_model_config(cfg.model))))
     assert layers_by_kind(twin)['mbb'] == []
     assert parameter_names(twin) == parameter_names(model)
+
+
+def shipped_configs() -> List[str]:
+    """Every config under configs/ except the _base_ parts."""
+    names = []
+    for folder, _, files in os.walk(CONFIG_DIR):
+        if '_base_' in folder.split(os.sep):
+            continue
+        names += [
+            osp.relpath(osp.join(folder, name), CONFIG_DIR) for name in files
+            if name.endswith('.py')
+        ]
+    return sorted(names)
+
+
+@pytest.mark.parametrize('name', shipped_configs())
+def test_top_level_precision_is_the_precision_of_every_part(name):
+    """A config that sets ``w_bits``/``a_bits`` at its top has exactly those
+    bits in every encoded part (a distiller's student included), so
+    ``--cfg-options w_bits=N a_bits=N`` and the config agree."""
+    cfg = Config.fromfile(osp.join(CONFIG_DIR, name))
+    parts = precision_parts(cfg.model)
+    if 'w_bits' not in cfg:
+        assert parts == [], f'{name} has encoded parts but no top-level bits'
+        return
+    assert parts, f'{name} sets w_bits but has no encoded part'
+    for part in parts:
+        node = cfg.model
+        for key in part.split('.'):
+            node = node[int(key)] if key.isdigit() else node[key]
+        assert (node['w_bits'], node['a_bits']) == (cfg.w_bits,
+                                                    cfg.a_bits), (name, part)

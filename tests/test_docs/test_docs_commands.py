@@ -192,8 +192,8 @@ def write_tiny_coco(root: str) -> None:
                 rng.integers(0, 255, (96, 128, 3), dtype=np.uint8))
             images.append(
                 dict(id=index + 1, file_name=name, width=128, height=96))
-            for number, (category, box) in enumerate(
-                ((3, [20, 16, 40, 36]), (7, [70, 40, 30, 30]))):
+            boxes = ((3, [20, 16, 40, 36]), (7, [70, 40, 30, 30]))
+            for number, (category, box) in enumerate(boxes):
                 annotations.append(
                     dict(id=10 * index + number + 1, image_id=index + 1,
                          category_id=category, bbox=box,
