@@ -252,7 +252,7 @@ def _register_fake() -> None:
         shape = out_shape(act_words.shape[0], out_channels,
                           act_words.shape[1:3], kernel_size, stride, padding,
                           dilation)
-        return act_words.new_empty(shape, dtype=torch.int32)
+        return _new_output(act_words, shape, torch.int32)
 
     @torch.library.register_fake('mmbinary::mbb_conv2d')
     def _(input, weight_words, out_scale, out_bias, in_channels, w_bits,
@@ -260,7 +260,30 @@ def _register_fake() -> None:
           groups):
         shape = out_shape(input.shape[0], out_scale.shape[0], input.shape[2:],
                           kernel_size, stride, padding, dilation)
-        return input.new_empty(shape, dtype=torch.float32)
+        return _new_output(input, shape, torch.float32)
+
+    @torch.library.register_fake('mmbinary::mbb_conv2d_words')
+    def _(act_words, weight_words, out_scale, out_bias, in_channels, w_bits,
+          a_bits, is_signed, kernel_size, stride, padding, dilation, groups,
+          relu, out_a_bits, out_inv_step, out_signed):
+        shape = out_shape(act_words.shape[0], out_scale.shape[0],
+                          act_words.shape[1:3], kernel_size, stride, padding,
+                          dilation)
+        if out_a_bits == 0:
+            return _new_output(act_words, shape, torch.float32)
+        n, channels, height, width = shape
+        return act_words.new_zeros(
+            (n, height, width, 1, out_a_bits, fmt.num_group_words(channels)),
+            dtype=torch.int64)
+
+
+def _new_output(like: Tensor, shape, dtype: torch.dtype) -> Tensor:
+    """An op's (N, O, Ho, Wo) output: channels-last on the CPU (the CPU
+    kernels write it so), NCHW on CUDA."""
+    out = like.new_empty(shape, dtype=dtype)
+    if like.device.type == 'cpu':
+        out = out.contiguous(memory_format=torch.channels_last)
+    return out
 
 
 _register_fake()

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from mmbinary.ops import build_info, ext_loaded
 from mmbinary.ops import mbb_conv2d, pack_weight_codes
 from mmbinary.packed_format import pair as _pair
 from mmbinary.quant import check_bits
@@ -23,6 +24,18 @@ from .norm_folding import fold_norm
 
 _CONFIG_KEYS = ('in_channels', 'out_channels', 'kernel_size', 'stride',
                 'padding', 'dilation', 'groups', 'w_bits', 'a_bits', 'signed')
+
+
+def _compiled_op_runs(input: Tensor) -> bool:
+    """Whether ``torch.ops.mmbinary.mbb_conv2d`` runs on ``input`` (a
+    float32 tensor on the CPU, or on CUDA in a CUDA build)."""
+    if not ext_loaded() or not isinstance(input, Tensor):
+        return False
+    if input.dtype != torch.float32 or input.dim() != 4:
+        return False  # the wrapper gives the better message
+    if input.device.type == 'cuda':
+        return bool(build_info()['with_cuda'])
+    return input.device.type == 'cpu'
 
 
 #: The string paddings ``nn.Conv2d`` takes.
@@ -141,7 +154,18 @@ class PackedMBBConv2d(nn.Module):
         self.inv_step.copy_(layer.act_quantizer.inv_step())
 
     def forward(self, input: Tensor) -> Tensor:
-        """(N, C_in, H, W) float32 -> (N, C_out, H_out, W_out) float32."""
+        """(N, C_in, H, W) float32 -> (N, C_out, H_out, W_out) float32.
+
+        On the CPU with AVX-512 the output is channels-last in memory (the
+        kernel writes it so); any layout of the input is accepted.
+        """
+        if _compiled_op_runs(input):
+            # The op checks its arguments (and names them) in C++.
+            return torch.ops.mmbinary.mbb_conv2d(
+                input, self.weight_words, self.out_scale, self.out_bias,
+                self.in_channels, self.w_bits, self.a_bits,
+                float(self.inv_step), self.signed, self.kernel_size,
+                self.stride, self.padding, self.dilation, self.groups)
         return mbb_conv2d(
             input,
             self.weight_words,

@@ -200,12 +200,20 @@ struct MBBConvArgs {
   const int64_t* ky_range;     // (Ho, 2) valid kernel rows [lo, hi)
   const int64_t* kx_range;     // (Wo, 2) valid kernel columns [lo, hi)
   const int64_t* block_taps;   // (ceil(Wo / 4), 3) see mbb_block_taps
-  int32_t* out_acc;            // (N, O, Ho, Wo) accumulators, or null
-  float* out;                  // (N, O, Ho, Wo) epilogue output, or null
+  int32_t* out_acc;            // accumulators, or null
+  float* out;                  // epilogue output, or null
+  bool channels_last;          // outputs (N, Ho, Wo, O), else (N, O, Ho, Wo)
   const float* scale;          // (O,) with `out`
   const float* bias;           // (O,) with `out`
   int64_t o_chunk;             // output channels per work item
 };
+
+// Index of output (n, o, y, x) in the layout the kernel writes.
+inline int64_t mbb_out_index(const MBBConvShape& s, bool channels_last,
+                             int64_t n, int64_t o, int64_t y, int64_t x) {
+  return channels_last ? ((n * s.Ho + y) * s.Wo + x) * s.O + o
+                       : ((n * s.O + o) * s.Ho + y) * s.Wo + x;
+}
 
 // Words of one row patch: ceil(Wo / 4) blocks of (K, kh * kw * Wg, 4).
 inline int64_t mbb_patch_words(const MBBConvShape& s) {

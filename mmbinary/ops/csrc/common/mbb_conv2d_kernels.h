@@ -223,13 +223,13 @@ inline void finish_block(const MBBConvArgs& a, int64_t n, int64_t y,
   const int64_t columns = s.Wo - x0 < kMBBLanes ? s.Wo - x0 : kMBBLanes;
   for (int i = 0; i < OB; ++i) {
     const int64_t o = o0 + i;
-    const int64_t base = ((n * s.O + o) * s.Ho + y) * s.Wo + x0;
     for (int64_t l = 0; l < columns; ++l) {
       const int64_t acc = finish_accumulator(a, n, y, x0 + l, g, o, sum[i][l]);
+      const int64_t at = mbb_out_index(s, a.channels_last, n, o, y, x0 + l);
       if (a.out != nullptr)
-        a.out[base + l] = mbb_epilogue(acc, a.scale[o], a.bias[o]);
+        a.out[at] = mbb_epilogue(acc, a.scale[o], a.bias[o]);
       else
-        a.out_acc[base + l] = static_cast<int32_t>(acc);
+        a.out_acc[at] = static_cast<int32_t>(acc);
     }
   }
 }

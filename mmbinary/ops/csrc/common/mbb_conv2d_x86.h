@@ -99,15 +99,17 @@ __attribute__((always_inline)) inline void vector_finish(
   const MBBConvShape& s = a.s;
   const int64_t x0 = b * kMBBLanes;
   const int64_t base = ((n * s.O + o) * s.Ho + y) * s.Wo + x0;
-  if (x0 + kMBBLanes > s.Wo) {  // partial block: column by column
+  if (x0 + kMBBLanes > s.Wo || a.channels_last) {  // column by column
     alignas(32) int64_t lanes[kMBBLanes];
     _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), swa);
-    for (int64_t l = 0; l < s.Wo - x0; ++l) {
+    const int64_t columns = s.Wo - x0 < kMBBLanes ? s.Wo - x0 : kMBBLanes;
+    for (int64_t l = 0; l < columns; ++l) {
       const int64_t acc = finish_accumulator(a, n, y, x0 + l, g, o, lanes[l]);
+      const int64_t at = mbb_out_index(s, a.channels_last, n, o, y, x0 + l);
       if (a.out != nullptr)
-        a.out[base + l] = mbb_epilogue(acc, a.scale[o], a.bias[o]);
+        a.out[at] = mbb_epilogue(acc, a.scale[o], a.bias[o]);
       else
-        a.out_acc[base + l] = static_cast<int32_t>(acc);
+        a.out_acc[at] = static_cast<int32_t>(acc);
     }
     return;
   }

@@ -2,11 +2,12 @@
 // Schemas of the packed MBB conv ops (torch.ops.mmbinary.mbb_*) and the
 // argument checks that the CPU (cpu/mbb_conv2d.cpp) and CUDA
 // (cuda/mbb_conv2d_cuda.cu) kernels share. Format: common/mbb_conv2d.h.
-#include <ATen/core/Tensor.h>
+#include <ATen/ATen.h>
 #include <c10/util/Exception.h>
 #include <torch/library.h>
 
 #include <cmath>
+#include <limits>
 
 #include "../common/mbb_conv2d.h"
 #include "mbb_conv2d_checks.h"
@@ -33,7 +34,9 @@ void mbb_check_float_input(const at::Tensor& input, int64_t in_channels) {
               "input must be a float32 tensor, got ", input.scalar_type());
   TORCH_CHECK(input.dim() == 4, "input must have shape (N, C, H, W), got ",
               input.sizes());
-  TORCH_CHECK(input.is_contiguous(), "input must be contiguous");
+  TORCH_CHECK(input.is_contiguous() ||
+                  input.is_contiguous(at::MemoryFormat::ChannelsLast),
+              "input must be contiguous (NCHW or channels-last)");
   TORCH_CHECK(input.size(1) == in_channels, "input has ", input.size(1),
               " channels, expected in_channels=", in_channels);
 }
@@ -153,6 +156,33 @@ void mbb_check_epilogue(const at::Tensor& out_scale,
   TORCH_CHECK(out_bias.is_contiguous(), "out_bias must be contiguous");
 }
 
+// NaN has no activation level: the kernels quantize it like 0. A float
+// convolution gives NaN wherever a NaN input is in the receptive field, and
+// so does the packed op: this pass (run only when the input holds a NaN)
+// sets every output of a group whose valid taps read a pixel with a NaN in
+// that group's channels. Padded taps read no input, as in the kernels.
+void mbb_propagate_nan(const at::Tensor& input, at::Tensor& out,
+                       const MBBConvShape& s) {
+  const at::Tensor pixels =
+      at::isnan(input).reshape({s.N, s.G, s.Cg, s.H, s.W}).any(2).to(
+          at::kFloat);  // (N, G, H, W)
+  const at::Tensor ones = at::ones({s.G, 1, s.kh, s.kw}, pixels.options());
+  const at::Tensor hit =
+      at::conv2d(pixels, ones, {}, {s.sh, s.sw}, {s.ph, s.pw}, {s.dh, s.dw},
+                 s.G)
+          .gt(0.5)
+          .repeat_interleave(s.Og, 1);  // (N, O, Ho, Wo)
+  out.masked_fill_(hit, std::numeric_limits<float>::quiet_NaN());
+}
+
+// mbb_quantize_pack refuses NaN: packed words cannot represent it.
+void mbb_check_no_nan(const at::Tensor& input) {
+  TORCH_CHECK(!at::isnan(input).any().item<bool>(),
+              "mbb_quantize_pack: input holds NaN, which has no activation "
+              "level; packed words cannot represent it (mbb_conv2d on the "
+              "float input propagates NaN to the outputs it reaches)");
+}
+
 }  // namespace mmbinary
 
 TORCH_LIBRARY_FRAGMENT(mmbinary, m) {
@@ -171,5 +201,14 @@ TORCH_LIBRARY_FRAGMENT(mmbinary, m) {
       "Tensor out_bias, int in_channels, int w_bits, int a_bits, "
       "float inv_step, bool is_signed, int[2] kernel_size, int[2] stride, "
       "int[2] padding, int[2] dilation, int groups) -> Tensor",
+      {at::Tag::pt2_compliant_tag});
+  // Packed activations in; float32 out (out_a_bits = 0) or the next MBB
+  // layer's activation words (CPU).
+  m.def(
+      "mbb_conv2d_words(Tensor act_words, Tensor weight_words, "
+      "Tensor out_scale, Tensor out_bias, int in_channels, int w_bits, "
+      "int a_bits, bool is_signed, int[2] kernel_size, int[2] stride, "
+      "int[2] padding, int[2] dilation, int groups, bool relu, "
+      "int out_a_bits, float out_inv_step, bool out_signed) -> Tensor",
       {at::Tag::pt2_compliant_tag});
 }

@@ -21,5 +21,10 @@ MBBConvShape mbb_conv2d_check(const at::Tensor& act_or_input, bool packed,
                               at::IntArrayRef dilation, int64_t groups);
 void mbb_check_epilogue(const at::Tensor& out_scale,
                         const at::Tensor& out_bias);
+// Sets to NaN the outputs whose receptive field holds a NaN input.
+void mbb_propagate_nan(const at::Tensor& input, at::Tensor& out,
+                       const MBBConvShape& s);
+// Refuses an input that holds NaN (for the pack-only op).
+void mbb_check_no_nan(const at::Tensor& input);
 
 }  // namespace mmbinary

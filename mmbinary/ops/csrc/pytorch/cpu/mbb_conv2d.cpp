@@ -6,14 +6,18 @@
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
+#include <ATen/ops/isnan.h>
 #include <torch/library.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <string>
 
 #include "../../common/cpu_features.h"
 #include "../../common/mbb_conv2d.h"
+#include "../../common/mbb_conv2d_lanes_avx512.h"
 #include "../../common/mbb_conv2d_x86.h"
+#include "../../common/mbb_phase_timer.h"
 #include "../../common/pytorch_cpp_helper.h"
 #include "../mbb_conv2d_checks.h"
 
@@ -84,6 +88,7 @@ void quantize_pack_into(const at::Tensor& input, const MBBConvShape& s,
   const int64_t items =
       s.N * s.G * s.Wg * ((S + kMBBPackChunk - 1) / kMBBPackChunk);
   if (items == 0) return;
+  MBBPhaseTimer timer(kPhaseQuantizePack);
   const float* x = input.const_data_ptr<float>();
   at::parallel_for(0, items, 1, [&](int64_t begin, int64_t end) {
     switch (kernel) {
@@ -106,8 +111,11 @@ void quantize_pack_into(const at::Tensor& input, const MBBConvShape& s,
 // or, with out_scale / out_bias, the float epilogue into out.
 void run_conv(const MBBConvShape& s, const uint64_t* act,
               const at::Tensor& weight_words, int32_t* out_acc, float* out,
-              const float* scale, const float* bias, CpuKernel kernel) {
+              const float* scale, const float* bias, CpuKernel kernel,
+              bool channels_last = true) {
   if (s.N == 0) return;
+  mbb_count_call();
+  MBBPhaseTimer prepass_timer(kPhasePrepass);
   const auto long_options = weight_words.options().dtype(at::kLong);
   const auto int_options = weight_words.options().dtype(at::kInt);
   const int64_t blocks = (s.Wo + kMBBLanes - 1) / kMBBLanes;
@@ -135,6 +143,7 @@ void run_conv(const MBBConvShape& s, const uint64_t* act,
   a.wsum_prefix = prefix.const_data_ptr<int64_t>();
   a.out_acc = out_acc;
   a.out = out;
+  a.channels_last = channels_last;
   a.scale = scale;
   a.bias = bias;
 
@@ -156,6 +165,8 @@ void run_conv(const MBBConvShape& s, const uint64_t* act,
   // Work items: (sample, output row, chunk of output channels); smaller
   // chunks when there are few rows, so that every thread has work. Each
   // thread gathers row patches into its own buffer.
+  prepass_timer.stop();
+  MBBPhaseTimer conv_timer(kPhaseAccumulate);
   const int64_t threads = at::get_num_threads();
   int64_t chunk = 64;
   while (chunk > 8 &&
@@ -189,9 +200,150 @@ void run_conv(const MBBConvShape& s, const uint64_t* act,
   });
 }
 
+
+// ---- the channel-lane AVX-512 path (groups == 1, channels-last) ---------
+
+bool use_lanes(const MBBConvShape& s, CpuKernel kernel) {
+#ifdef MMBINARY_MBB_HAVE_LANES_AVX512
+  return kernel == CpuKernel::kAvx512 && s.G == 1 &&
+         s.kh * s.kw <= mbb_lanes_avx512::kMaxLaneTaps;
+#else
+  (void)s, (void)kernel;
+  return false;
+#endif
+}
+
+#ifdef MMBINARY_MBB_HAVE_LANES_AVX512
+// Quantizes and packs a channels-last float input into act (N, H, W, 1, K,
+// Wg) and the per-pixel level sums; returns whether it holds a NaN.
+bool lane_pack(const at::Tensor& input_cl, const MBBConvShape& s,
+               float inv_step, uint64_t* act, int32_t* level_sum) {
+  MBBPhaseTimer timer(kPhaseQuantizePack);
+  const float* x = input_cl.const_data_ptr<float>();
+  std::atomic<bool> nan{false};
+  at::parallel_for(0, s.N * s.H * s.W, 64, [&](int64_t begin, int64_t end) {
+    if (mbb_lanes_avx512::pack_pixels(x, act, level_sum, s, inv_step, begin,
+                                      end))
+      nan = true;
+  });
+  return nan;
+}
+
+// The convolution on packed activations into channels-last outputs:
+// out_acc (int32) or, with scale / bias, the float epilogue into out.
+// level_sum: the per-pixel level sums, or null to count them here.
+// Where the channel-lane kernel writes: int32 accumulators, float32
+// epilogue values, or (out_words) the next layer's activation words.
+struct LaneOutput {
+  int32_t* acc = nullptr;
+  float* out = nullptr;
+  uint8_t* words = nullptr;
+  bool relu = false;
+  int64_t K = 0, Wg = 0;  // of the words
+  float inv_step = 1.f;
+  bool is_signed = false;
+};
+
+void run_lane_conv(const MBBConvShape& s, const uint64_t* act,
+                   const int32_t* level_sum, const at::Tensor& weight_words,
+                   const LaneOutput& to, const at::Tensor& scale,
+                   const at::Tensor& bias) {
+  if (s.N == 0) return;
+  mbb_count_call();
+  MBBPhaseTimer prepass_timer(kPhasePrepass);
+  const auto opts = weight_words.options();
+  const int64_t O8 = mbb_lane_channels(s.O);
+  const auto* weight = reinterpret_cast<const uint64_t*>(
+      weight_words.const_data_ptr<int64_t>());
+  at::Tensor lanes =
+      at::empty({O8 * s.M * s.kh * s.kw * s.Wg}, opts.dtype(at::kLong));
+  auto* lanes_ptr = reinterpret_cast<uint64_t*>(lanes.data_ptr<int64_t>());
+  at::parallel_for(0, O8, 16, [&](int64_t begin, int64_t end) {
+    mbb_weight_lanes(s, weight, lanes_ptr, begin, end);
+  });
+  at::Tensor tables = at::empty({2 * (s.Ho + s.Wo)}, opts.dtype(at::kLong));
+  int64_t* table_ptr = tables.data_ptr<int64_t>();
+  mbb_tap_ranges(s, table_ptr, table_ptr + 2 * s.Ho);
+  at::Tensor zero_words = at::zeros({s.K * s.Wg}, opts.dtype(at::kLong));
+
+  MBBLaneArgs a;
+  a.s = s;
+  a.act = act;
+  a.weight_lanes = lanes_ptr;
+  a.ky_range = table_ptr;
+  a.kx_range = table_ptr + 2 * s.Ho;
+  a.zero_words =
+      reinterpret_cast<const uint64_t*>(zero_words.const_data_ptr<int64_t>());
+  a.out = to.out;
+  a.out_acc = to.acc;
+  a.relu = to.relu;
+  a.out_words = to.words;
+  a.out_K = to.K;
+  a.out_Wg = to.Wg;
+  a.out_inv_step = to.inv_step;
+  a.out_signed = to.is_signed;
+
+  // Window level sums of every output (and the pixel sums if not given).
+  at::Tensor pixel_sums;
+  if (level_sum == nullptr) {
+    pixel_sums = at::empty({s.N * s.H * s.W}, opts.dtype(at::kInt));
+    int32_t* ptr = pixel_sums.data_ptr<int32_t>();
+    at::parallel_for(0, s.N * s.H, 1, [&](int64_t begin, int64_t end) {
+      mbb_level_sums(s, act, ptr, begin, end);
+    });
+    level_sum = ptr;
+  }
+  at::Tensor act_sum = at::empty({s.N * s.Ho * s.Wo}, opts.dtype(at::kInt));
+  int32_t* act_sum_ptr = act_sum.data_ptr<int32_t>();
+  at::parallel_for(0, s.N * s.Ho, 1, [&](int64_t begin, int64_t end) {
+    mbb_window_sums(s, level_sum, a.ky_range, a.kx_range, act_sum_ptr, begin,
+                    end);
+  });
+  a.act_sum = act_sum_ptr;
+
+  at::Tensor prefix_lanes;
+  a.wsum_prefix = nullptr;
+  if (s.is_signed) {
+    const int64_t cells = (s.kh + 1) * (s.kw + 1);
+    at::Tensor prefix = at::empty({s.O * cells}, opts.dtype(at::kLong));
+    int64_t* prefix_ptr = prefix.data_ptr<int64_t>();
+    at::parallel_for(0, s.O, 16, [&](int64_t begin, int64_t end) {
+      mbb_weight_sum_prefix(s, weight, prefix_ptr, begin, end);
+    });
+    prefix_lanes = at::empty({cells * O8}, opts.dtype(at::kInt));
+    mbb_weight_prefix_lanes(s, prefix_ptr, prefix_lanes.data_ptr<int32_t>(),
+                            O8);
+    a.wsum_prefix = prefix_lanes.const_data_ptr<int32_t>();
+  }
+  // Zero-padded epilogue constants (the kernel reads 8 channels at once).
+  at::Tensor scale8, bias8;
+  if (to.acc == nullptr) {
+    scale8 = at::zeros({O8}, opts.dtype(at::kFloat));
+    bias8 = at::zeros({O8}, opts.dtype(at::kFloat));
+    scale8.narrow(0, 0, s.O).copy_(scale);
+    bias8.narrow(0, 0, s.O).copy_(bias);
+    a.scale = scale8.const_data_ptr<float>();
+    a.bias = bias8.const_data_ptr<float>();
+  }
+
+  prepass_timer.stop();
+  MBBPhaseTimer conv_timer(kPhaseAccumulate);
+  const int64_t threads = at::get_num_threads();
+  int64_t chunk = 64;
+  while (chunk > 16 && s.N * s.Ho * ((s.O + chunk - 1) / chunk) < 8 * threads)
+    chunk /= 2;
+  a.o_chunk = chunk;
+  const int64_t items = s.N * s.Ho * ((s.O + chunk - 1) / chunk);
+  at::parallel_for(0, items, 1, [&](int64_t begin, int64_t end) {
+    mbb_lanes_avx512::lane_conv_items(a, begin, end);
+  });
+}
+#endif
+
 }  // namespace
 
-// input: (N, C, H, W) float32 -> (N, H, W, groups, a_bits, Wg) int64 words.
+// input: (N, C, H, W) float32 (NCHW or channels-last) -> (N, H, W, groups,
+// a_bits, Wg) int64 words. NaN is refused (it has no level).
 at::Tensor mbb_quantize_pack_cpu(const at::Tensor& input, int64_t a_bits,
                                  double inv_step, bool is_signed,
                                  int64_t groups) {
@@ -199,15 +351,27 @@ at::Tensor mbb_quantize_pack_cpu(const at::Tensor& input, int64_t a_bits,
   const MBBConvShape s =
       mbb_quantize_pack_shape(input, a_bits, is_signed, groups);
   const float inv = mbb_check_inv_step(inv_step);
+  const CpuKernel kernel = select_cpu_kernel();
   at::Tensor out = at::empty({s.N, s.H, s.W, s.G, s.K, s.Wg},
                              input.options().dtype(at::kLong));
-  quantize_pack_into(input, s, inv,
-                     reinterpret_cast<uint64_t*>(out.data_ptr<int64_t>()),
-                     select_cpu_kernel());
+  auto* out_ptr = reinterpret_cast<uint64_t*>(out.data_ptr<int64_t>());
+#ifdef MMBINARY_MBB_HAVE_LANES_AVX512
+  if (use_lanes(s, kernel)) {
+    at::Tensor sums = at::empty({s.N * s.H * s.W}, out.options().dtype(at::kInt));
+    const bool nan =
+        lane_pack(input.contiguous(at::MemoryFormat::ChannelsLast), s, inv,
+                  out_ptr, sums.data_ptr<int32_t>());
+    if (nan) mbb_check_no_nan(input);
+    return out;
+  }
+#endif
+  mbb_check_no_nan(input);
+  quantize_pack_into(input.contiguous(), s, inv, out_ptr, kernel);
   return out;
 }
 
-// Packed activations and weights -> (N, O, Ho, Wo) int32 accumulators.
+// Packed activations and weights -> (N, O, Ho, Wo) int32 accumulators
+// (channels-last from the channel-lane kernel).
 at::Tensor mbb_conv2d_accumulate_cpu(
     const at::Tensor& act_words, const at::Tensor& weight_words,
     int64_t in_channels, int64_t out_channels, int64_t w_bits, int64_t a_bits,
@@ -218,18 +382,34 @@ at::Tensor mbb_conv2d_accumulate_cpu(
   const MBBConvShape s = mbb_conv2d_check(
       act_words, true, weight_words, in_channels, out_channels, w_bits,
       a_bits, is_signed, kernel_size, stride, padding, dilation, groups);
-  at::Tensor out = at::empty({s.N, s.O, s.Ho, s.Wo},
-                             act_words.options().dtype(at::kInt));
-  run_conv(s,
-           reinterpret_cast<const uint64_t*>(
-               act_words.const_data_ptr<int64_t>()),
-           weight_words, out.data_ptr<int32_t>(), nullptr, nullptr, nullptr,
-           select_cpu_kernel());
+  const CpuKernel kernel = select_cpu_kernel();
+  const auto* act =
+      reinterpret_cast<const uint64_t*>(act_words.const_data_ptr<int64_t>());
+#ifdef MMBINARY_MBB_HAVE_LANES_AVX512
+  if (use_lanes(s, kernel)) {
+    at::Tensor out = at::empty(
+        {s.N, s.O, s.Ho, s.Wo},
+        act_words.options().dtype(at::kInt).memory_format(
+            at::MemoryFormat::ChannelsLast));
+    LaneOutput to;
+    to.acc = out.data_ptr<int32_t>();
+    run_lane_conv(s, act, nullptr, weight_words, to, at::Tensor(),
+                  at::Tensor());
+    return out;
+  }
+#endif
+  at::Tensor out = at::empty(
+      {s.N, s.O, s.Ho, s.Wo},
+      act_words.options().dtype(at::kInt).memory_format(
+          at::MemoryFormat::ChannelsLast));
+  run_conv(s, act, weight_words, out.data_ptr<int32_t>(), nullptr, nullptr,
+           nullptr, kernel);
   return out;
 }
 
 // Float input -> quantize + pack -> conv -> float(acc) * out_scale[o] +
-// out_bias[o], (N, O, Ho, Wo) float32.
+// out_bias[o], (N, O, Ho, Wo) float32 (channels-last from the channel-lane
+// kernel). Outputs whose receptive field holds a NaN input are NaN.
 at::Tensor mbb_conv2d_cpu(const at::Tensor& input,
                           const at::Tensor& weight_words,
                           const at::Tensor& out_scale,
@@ -251,17 +431,114 @@ at::Tensor mbb_conv2d_cpu(const at::Tensor& input,
   at::Tensor act = at::empty({s.N, s.H, s.W, s.G, s.K, s.Wg},
                              input.options().dtype(at::kLong));
   auto* act_ptr = reinterpret_cast<uint64_t*>(act.data_ptr<int64_t>());
-  quantize_pack_into(input, s, inv, act_ptr, kernel);
-  at::Tensor out = at::empty({s.N, s.O, s.Ho, s.Wo}, input.options());
+#ifdef MMBINARY_MBB_HAVE_LANES_AVX512
+  if (use_lanes(s, kernel)) {
+    at::Tensor sums =
+        at::empty({s.N * s.H * s.W}, input.options().dtype(at::kInt));
+    const at::Tensor input_cl =
+        input.contiguous(at::MemoryFormat::ChannelsLast);
+    const bool nan =
+        lane_pack(input_cl, s, inv, act_ptr, sums.data_ptr<int32_t>());
+    at::Tensor out = at::empty(
+        {s.N, s.O, s.Ho, s.Wo},
+        input.options().memory_format(at::MemoryFormat::ChannelsLast));
+    LaneOutput to;
+    to.out = out.data_ptr<float>();
+    run_lane_conv(s, act_ptr, sums.const_data_ptr<int32_t>(), weight_words,
+                  to, out_scale, out_bias);
+    if (nan) mbb_propagate_nan(input_cl, out, s);
+    return out;
+  }
+#endif
+  const at::Tensor x = input.contiguous();
+  const bool nan = s.N > 0 && at::isnan(x).any().item<bool>();
+  quantize_pack_into(x, s, inv, act_ptr, kernel);
+  at::Tensor out = at::empty(
+      {s.N, s.O, s.Ho, s.Wo},
+      input.options().memory_format(at::MemoryFormat::ChannelsLast));
   run_conv(s, act_ptr, weight_words, nullptr, out.data_ptr<float>(),
            out_scale.const_data_ptr<float>(),
            out_bias.const_data_ptr<float>(), kernel);
+  if (nan) mbb_propagate_nan(x, out, s);
   return out;
+}
+
+// Packed activations -> conv -> epilogue (-> relu), then either float32
+// (N, O, Ho, Wo) outputs (out_a_bits == 0) or, for a following MBB layer
+// with out_a_bits levels, its (N, Ho, Wo, 1, out_a_bits, ceil(O / 64))
+// activation words: what mbb_quantize_pack(relu(out)) would give, without
+// the float tensor in between.
+at::Tensor mbb_conv2d_words_cpu(
+    const at::Tensor& act_words, const at::Tensor& weight_words,
+    const at::Tensor& out_scale, const at::Tensor& out_bias,
+    int64_t in_channels, int64_t w_bits, int64_t a_bits, bool is_signed,
+    at::IntArrayRef kernel_size, at::IntArrayRef stride,
+    at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
+    bool relu, int64_t out_a_bits, double out_inv_step, bool out_signed) {
+  MMBINARY_CHECK_CPU(act_words);
+  MMBINARY_CHECK_CPU(weight_words);
+  MMBINARY_CHECK_CPU(out_scale);
+  MMBINARY_CHECK_CPU(out_bias);
+  mbb_check_epilogue(out_scale, out_bias);
+  const MBBConvShape s = mbb_conv2d_check(
+      act_words, true, weight_words, in_channels, out_scale.size(0), w_bits,
+      a_bits, is_signed, kernel_size, stride, padding, dilation, groups);
+  TORCH_CHECK(out_a_bits >= 0 && out_a_bits <= kMBBMaxBits,
+              "out_a_bits must be 0 (float output) or 1..8, got ",
+              out_a_bits);
+  const float out_inv = out_a_bits > 0 ? mbb_check_inv_step(out_inv_step)
+                                       : 1.f;
+  const CpuKernel kernel = select_cpu_kernel();
+  const auto* act =
+      reinterpret_cast<const uint64_t*>(act_words.const_data_ptr<int64_t>());
+  const auto float_options = out_scale.options();
+  const int64_t out_wg = mbb_num_words(s.O);
+#ifdef MMBINARY_MBB_HAVE_LANES_AVX512
+  if (use_lanes(s, kernel)) {
+    LaneOutput to;
+    to.relu = relu;
+    at::Tensor out;
+    if (out_a_bits == 0) {
+      out = at::empty({s.N, s.O, s.Ho, s.Wo},
+                      float_options.memory_format(
+                          at::MemoryFormat::ChannelsLast));
+      to.out = out.data_ptr<float>();
+    } else {
+      out = at::zeros({s.N, s.Ho, s.Wo, 1, out_a_bits, out_wg},
+                      act_words.options());
+      to.words = reinterpret_cast<uint8_t*>(out.data_ptr<int64_t>());
+      to.K = out_a_bits, to.Wg = out_wg;
+      to.inv_step = out_inv, to.is_signed = out_signed;
+    }
+    run_lane_conv(s, act, nullptr, weight_words, to, out_scale, out_bias);
+    return out;
+  }
+#endif
+  // Other kernels: the same values through the float tensor.
+  at::Tensor out = at::empty(
+      {s.N, s.O, s.Ho, s.Wo},
+      float_options.memory_format(at::MemoryFormat::ChannelsLast));
+  run_conv(s, act, weight_words, nullptr, out.data_ptr<float>(),
+           out_scale.const_data_ptr<float>(),
+           out_bias.const_data_ptr<float>(), kernel);
+  if (relu) out.clamp_min_(0.f);
+  if (out_a_bits == 0) return out;
+  out = out.contiguous();  // the NCHW packer
+  const MBBConvShape next = make_mbb_shape(s.N, s.O, s.Ho, s.Wo, 0, 1, 1, 1,
+                                           1, 1, 0, 0, 1, 1, 1, out_a_bits,
+                                           out_signed);
+  at::Tensor words = at::empty({s.N, s.Ho, s.Wo, 1, out_a_bits, out_wg},
+                               act_words.options());
+  quantize_pack_into(out, next, out_inv,
+                     reinterpret_cast<uint64_t*>(words.data_ptr<int64_t>()),
+                     kernel);
+  return words;
 }
 
 }  // namespace mmbinary
 
 TORCH_LIBRARY_IMPL(mmbinary, CPU, m) {
+  m.impl("mbb_conv2d_words", &mmbinary::mbb_conv2d_words_cpu);
   m.impl("mbb_quantize_pack", &mmbinary::mbb_quantize_pack_cpu);
   m.impl("mbb_conv2d_accumulate", &mmbinary::mbb_conv2d_accumulate_cpu);
   m.impl("mbb_conv2d", &mmbinary::mbb_conv2d_cpu);

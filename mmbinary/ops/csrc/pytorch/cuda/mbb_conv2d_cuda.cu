@@ -3,6 +3,7 @@
 // ATen/cuda/CUDAContext.h, so it compiles against a CPU build of torch too.
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/isnan.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -61,9 +62,11 @@ at::Tensor mbb_quantize_pack_cuda(const at::Tensor& input, int64_t a_bits,
       mbb_quantize_pack_shape(input, a_bits, is_signed, groups);
   const float inv = mbb_check_inv_step(inv_step);
   const c10::cuda::CUDAGuard device_guard(input.device());
+  const at::Tensor x = input.contiguous();
+  mbb_check_no_nan(x);  // packed words cannot represent NaN
   at::Tensor out = at::empty({s.N, s.H, s.W, s.G, s.K, s.Wg},
-                             input.options().dtype(at::kLong));
-  launch_quantize_pack(input, s, inv, out);
+                             x.options().dtype(at::kLong));
+  launch_quantize_pack(x, s, inv, out);
   return out;
 }
 
@@ -110,13 +113,17 @@ at::Tensor mbb_conv2d_cuda(const at::Tensor& input,
       a_bits, is_signed, kernel_size, stride, padding, dilation, groups);
   const float inv = mbb_check_inv_step(inv_step);
   const c10::cuda::CUDAGuard device_guard(input.device());
+  const at::Tensor x = input.contiguous();
   at::Tensor act = at::empty({s.N, s.H, s.W, s.G, s.K, s.Wg},
-                             input.options().dtype(at::kLong));
-  launch_quantize_pack(input, s, inv, act);
-  at::Tensor out = at::empty({s.N, s.O, s.Ho, s.Wo}, input.options());
+                             x.options().dtype(at::kLong));
+  launch_quantize_pack(x, s, inv, act);
+  at::Tensor out = at::empty({s.N, s.O, s.Ho, s.Wo}, x.options());
   launch_conv(act, weight_words, s, nullptr, out.data_ptr<float>(),
               out_scale.const_data_ptr<float>(),
               out_bias.const_data_ptr<float>());
+  // NaN inputs reach every output of their receptive field, as on the CPU.
+  if (s.N > 0 && at::isnan(x).any().item<bool>())
+    mbb_propagate_nan(x, out, s);
   return out;
 }
 

@@ -1,0 +1,542 @@
+// Copyright (c) mmbinary contributors. All rights reserved.
+// The channel-lane AVX-512 kernel of the packed MBB conv (groups == 1):
+// output channels in the vector lanes, channels-last everywhere.
+//
+//   * quantize + pack from channels-last float input: 16 channels of one
+//     pixel per vector, the level bits straight from vptestmd masks (no
+//     transpose), the pixel's level sum and a NaN flag on the way;
+//   * the convolution: a tile is 16 output channels (two vectors of eight
+//     64-bit lanes) x P output columns; for each tap and word, the weight
+//     words of the 16 channels are two vector loads, each column's
+//     activation word one broadcast, then AND + vpopcntq + add. No row
+//     patch: the activation words are read where they are, a tap outside
+//     the input reads a zero word;
+//   * the epilogue in registers: the exact accumulator from S_wa, the
+//     window level sum and (signed) the per-channel weight sums of the
+//     valid taps, then float(acc) * scale + bias (two roundings, no FMA),
+//     stored as 8 contiguous channels of the (N, Ho, Wo, O) output.
+//
+// Weights are read in the lane layout (ceil(O / 8), M, kh * kw, Wg, 8):
+// eight output channels' words side by side (mbb_weight_lanes builds it
+// from the standard weight words). The integer result is the same as the
+// other kernels', word for word.
+#pragma once
+
+#include "mbb_conv2d.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define MMBINARY_MBB_HAVE_LANES_AVX512 1
+#include <immintrin.h>
+
+namespace mmbinary {
+
+// Output channels per weight vector (64-bit lanes of a 512-bit vector).
+constexpr int64_t kMBBChannelLanes = 8;
+
+// Everything the channel-lane kernel reads and writes.
+struct MBBLaneArgs {
+  MBBConvShape s;                // groups == 1
+  const uint64_t* act;           // (N, H, W, K, Wg) activation words
+  const uint64_t* weight_lanes;  // (ceil(O / 8), M, kh * kw, Wg, 8)
+  const int32_t* act_sum;        // (N, Ho, Wo) level sums of valid taps
+  const int32_t* wsum_prefix;    // (kh + 1, kw + 1, O8), signed mode
+  const int64_t* ky_range;       // (Ho, 2)
+  const int64_t* kx_range;       // (Wo, 2)
+  const uint64_t* zero_words;    // K * Wg zero words (padded taps)
+  float* out;                    // (N, Ho, Wo, O) float, or null
+  int32_t* out_acc;              // (N, Ho, Wo, O) accumulators, or null
+  const float* scale;            // (O8,) zero padded, with `out`
+  const float* bias;             // (O8,) zero padded, with `out`
+  int64_t o_chunk;               // output channels per work item (x 16)
+  bool relu;                     // max(out, 0) after the epilogue
+  // Packed output for a following MBB layer (instead of `out`): the
+  // epilogue's float value (after relu) quantized with the next layer's
+  // out_inv_step / out_signed into (N, Ho, Wo, out_K, out_Wg) words,
+  // zero-filled by the caller; written a byte (8 channels) at a time.
+  uint8_t* out_words;
+  int64_t out_K, out_Wg;
+  float out_inv_step;
+  bool out_signed;
+};
+
+// Output channels rounded up to whole weight vectors.
+inline int64_t mbb_lane_channels(int64_t O) {
+  return (O + kMBBChannelLanes - 1) / kMBBChannelLanes * kMBBChannelLanes;
+}
+
+// Weight words (O, M, kh, kw, Wg) -> lane layout (O8 / 8, M, T, Wg, 8),
+// channels [o_begin, o_end) of O8; channels >= O are zero words.
+inline void mbb_weight_lanes(const MBBConvShape& s, const uint64_t* weight,
+                             uint64_t* lanes, int64_t o_begin,
+                             int64_t o_end) {
+  const int64_t per_channel = s.M * s.kh * s.kw * s.Wg;
+  for (int64_t o = o_begin; o < o_end; ++o) {
+    const int64_t block = o / kMBBChannelLanes, lane = o % kMBBChannelLanes;
+    uint64_t* dst = lanes + block * per_channel * kMBBChannelLanes + lane;
+    const uint64_t* src = weight + o * per_channel;
+    for (int64_t i = 0; i < per_channel; ++i)
+      dst[i * kMBBChannelLanes] = o < s.O ? src[i] : 0;
+  }
+}
+
+// Channel-minor weight-sum prefix table (kh + 1, kw + 1, O8) int32 from the
+// (O, kh + 1, kw + 1) int64 one of mbb_weight_sum_prefix; |sums| < 2^31 by
+// the accumulator bound.
+inline void mbb_weight_prefix_lanes(const MBBConvShape& s,
+                                    const int64_t* prefix, int32_t* lanes,
+                                    int64_t O8) {
+  const int64_t cells = (s.kh + 1) * (s.kw + 1);
+  for (int64_t c = 0; c < cells; ++c)
+    for (int64_t o = 0; o < O8; ++o)
+      lanes[c * O8 + o] =
+          o < s.O ? static_cast<int32_t>(prefix[o * cells + c]) : 0;
+}
+
+}  // namespace mmbinary
+
+#if defined(__clang__)
+#pragma clang attribute push(                                               \
+    __attribute__((target(                                                  \
+        "avx2,popcnt,avx512f,avx512vl,avx512bw,avx512vpopcntdq"))),        \
+    apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx2,popcnt,avx512f,avx512vl,avx512bw,avx512vpopcntdq")
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+namespace mmbinary {
+namespace mbb_lanes_avx512 {
+
+// ---- quantize + pack, channels-last input ---------------------------------
+
+// Pixels [begin, end) of the flattened (N * H * W) axis. x: (N*H*W, C)
+// float; out: (N*H*W, K, Wg) words; level_sum: (N*H*W,) sum of q over the
+// channels. Returns whether a NaN was seen.
+template <int K, bool SIGNED>
+inline bool pack_pixels_k(const float* x, uint64_t* out, int32_t* level_sum,
+                          int64_t C, int64_t Wg, float inv_step,
+                          int64_t begin, int64_t end) {
+  const float levels = static_cast<float>((1 << K) - 1);
+  const __m512 inv = _mm512_set1_ps(inv_step), top = _mm512_set1_ps(levels);
+  const __m512 half = _mm512_set1_ps(0.5f), zero = _mm512_setzero_ps();
+  __mmask16 nan = 0;
+  for (int64_t p = begin; p < end; ++p) {
+    const float* row = x + p * C;
+    uint64_t* dst = out + p * K * Wg;
+    __m512i qsum = _mm512_setzero_si512();
+    for (int64_t j = 0; j < Wg; ++j) {
+      uint64_t words[K];
+      for (int k = 0; k < K; ++k) words[k] = 0;
+      for (int64_t part = 0; part < 4; ++part) {
+        const int64_t c = j * kMBBWordBits + part * 16;
+        if (c >= C) break;
+        const int64_t rest = C - c;
+        const __mmask16 lanes =
+            rest >= 16 ? static_cast<__mmask16>(0xFFFF)
+                       : static_cast<__mmask16>((1u << rest) - 1u);
+        const __m512 value = _mm512_maskz_loadu_ps(lanes, row + c);
+        nan |= _mm512_mask_cmp_ps_mask(lanes, value, value, _CMP_UNORD_Q);
+        __m512 v = _mm512_mul_ps(value, inv);
+        if (SIGNED) v = _mm512_mul_ps(_mm512_add_ps(v, top), half);
+        // max(v, 0) is 0 for NaN, as in mbb_quantize_level.
+        v = _mm512_min_ps(_mm512_max_ps(v, zero), top);
+        // Round half to even (the default rounding mode).
+        const __m512i q = _mm512_maskz_mov_epi32(lanes, _mm512_cvtps_epi32(v));
+        qsum = _mm512_add_epi32(qsum, q);
+        for (int k = 0; k < K; ++k) {
+          const __mmask16 bits =
+              _mm512_test_epi32_mask(q, _mm512_set1_epi32(1 << k));
+          words[k] |= static_cast<uint64_t>(bits) << (part * 16);
+        }
+      }
+      for (int k = 0; k < K; ++k) dst[k * Wg + j] = words[k];
+    }
+    level_sum[p] = _mm512_reduce_add_epi32(qsum);
+  }
+  return nan != 0;
+}
+
+inline bool pack_pixels(const float* x, uint64_t* out, int32_t* level_sum,
+                        const MBBConvShape& s, float inv_step, int64_t begin,
+                        int64_t end) {
+#define MMBINARY_MBB_LANE_PACK_CASE(KB)                                    \
+  case KB:                                                                 \
+    return s.is_signed ? pack_pixels_k<KB, true>(x, out, level_sum, s.C,   \
+                                                 s.Wg, inv_step, begin,    \
+                                                 end)                      \
+                       : pack_pixels_k<KB, false>(x, out, level_sum, s.C,  \
+                                                  s.Wg, inv_step, begin,   \
+                                                  end);
+  switch (s.K) {
+    MMBINARY_MBB_LANE_PACK_CASE(1)
+    MMBINARY_MBB_LANE_PACK_CASE(2)
+    MMBINARY_MBB_LANE_PACK_CASE(3)
+    MMBINARY_MBB_LANE_PACK_CASE(4)
+    MMBINARY_MBB_LANE_PACK_CASE(5)
+    MMBINARY_MBB_LANE_PACK_CASE(6)
+    MMBINARY_MBB_LANE_PACK_CASE(7)
+    MMBINARY_MBB_LANE_PACK_CASE(8)
+    default:
+      return false;
+  }
+#undef MMBINARY_MBB_LANE_PACK_CASE
+}
+
+// ---- convolution ----------------------------------------------------------
+
+// Taps a row context holds (kernels up to 8 x 8 run on this kernel).
+constexpr int64_t kMaxLaneTaps = 64;
+
+// What every tile of one output row (n, y) shares, computed once a row.
+struct LaneRow {
+  int64_t n, y;
+  const uint64_t* act_n;   // sample n's activation words
+  int64_t taps;            // valid taps of the row: rows [ky0, ky1) x kw
+  int64_t ky0;
+  int64_t weight_tap[kMaxLaneTaps];  // word offset of tap t in a block
+  int64_t act_tap[kMaxLaneTaps];     // word offset of tap t at column 0
+  int64_t col_step;        // words from one output column to the next
+  int64_t block_words;     // words of one 8-channel weight block
+  int64_t weight_plane;    // words from weight plane m to m + 1
+  int64_t pixel;           // index of (n, y, 0) in (N, Ho, Wo)
+  // Signed mode: the prefix cells of the interior columns' tap rectangle.
+  const int32_t *c00, *c01, *c10, *c11;
+};
+
+inline void make_lane_row(const MBBLaneArgs& a, int64_t n, int64_t y,
+                          LaneRow* r) {
+  const MBBConvShape& s = a.s;
+  const int64_t pixel_words = s.K * s.Wg;
+  r->n = n, r->y = y;
+  r->act_n = a.act + n * s.H * s.W * pixel_words;
+  const int64_t ky0 = a.ky_range[2 * y], ky1 = a.ky_range[2 * y + 1];
+  r->ky0 = ky0;
+  r->taps = 0;
+  for (int64_t ky = ky0; ky < ky1; ++ky) {
+    const int64_t iy = y * s.sh - s.ph + ky * s.dh;
+    for (int64_t kx = 0; kx < s.kw; ++kx) {
+      r->weight_tap[r->taps] = (ky * s.kw + kx) * s.Wg * kMBBChannelLanes;
+      r->act_tap[r->taps] = (iy * s.W - s.pw + kx * s.dw) * pixel_words;
+      ++r->taps;
+    }
+  }
+  r->col_step = s.sw * pixel_words;
+  r->block_words = s.M * s.kh * s.kw * s.Wg * kMBBChannelLanes;
+  r->weight_plane = s.kh * s.kw * s.Wg * kMBBChannelLanes;
+  r->pixel = (n * s.Ho + y) * s.Wo;
+  r->c00 = r->c01 = r->c10 = r->c11 = nullptr;
+  if (s.is_signed) {
+    const int64_t O8 = mbb_lane_channels(s.O), cols = s.kw + 1;
+    r->c11 = a.wsum_prefix + (ky1 * cols + s.kw) * O8;
+    r->c01 = a.wsum_prefix + (ky0 * cols + s.kw) * O8;
+    r->c10 = a.wsum_prefix + (ky1 * cols) * O8;
+    r->c00 = a.wsum_prefix + (ky0 * cols) * O8;
+  }
+}
+
+// Writes the outputs of channels [o, o + 8 * OV) at column x from the S_wa
+// vectors sum[v] (one 64-bit lane per channel). `interior`: the column
+// reads every kernel column (the row's tap rectangle).
+template <int OV>
+__attribute__((always_inline)) inline void finish_column(
+    const MBBLaneArgs& a, const LaneRow& r, int64_t x, int64_t o,
+    bool interior, const __m512i (&sum)[OV]) {
+  const MBBConvShape& s = a.s;
+  const int64_t pixel = r.pixel + x;
+  // Mmax * S_a, once per column; the product fits 32 x 32 -> 64 bits.
+  const __m512i window_term =
+      _mm512_mul_epi32(_mm512_set1_epi64(a.act_sum[pixel]),
+                       _mm512_set1_epi64((int64_t{1} << s.M) - 1));
+  const int32_t *c00 = r.c00, *c01 = r.c01, *c10 = r.c10, *c11 = r.c11;
+  if (s.is_signed && !interior) {
+    const int64_t O8 = mbb_lane_channels(s.O), cols = s.kw + 1;
+    const int64_t ky0 = r.ky0, ky1 = a.ky_range[2 * r.y + 1];
+    const int64_t kx0 = a.kx_range[2 * x], kx1 = a.kx_range[2 * x + 1];
+    c11 = a.wsum_prefix + (ky1 * cols + kx1) * O8;
+    c01 = a.wsum_prefix + (ky0 * cols + kx1) * O8;
+    c10 = a.wsum_prefix + (ky1 * cols + kx0) * O8;
+    c00 = a.wsum_prefix + (ky0 * cols + kx0) * O8;
+  }
+  for (int v = 0; v < OV; ++v) {
+    const int64_t oc = o + v * kMBBChannelLanes;
+    if (oc >= s.O) break;
+    // wq = 2 * S_wa - Mmax * S_a.
+    __m512i acc = _mm512_sub_epi64(_mm512_add_epi64(sum[v], sum[v]),
+                                   window_term);
+    if (s.is_signed) {
+      const __m256i rect = _mm256_add_epi32(
+          _mm256_sub_epi32(
+              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c11 + oc)),
+              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c01 + oc))),
+          _mm256_sub_epi32(
+              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c00 + oc)),
+              _mm256_loadu_si256(
+                  reinterpret_cast<const __m256i*>(c10 + oc))));
+      acc = _mm512_sub_epi64(
+          _mm512_add_epi64(acc, acc),
+          _mm512_mul_epi32(_mm512_cvtepi32_epi64(rect),
+                           _mm512_set1_epi64((int64_t{1} << s.K) - 1)));
+    }
+    const __m256i acc32 = _mm512_cvtepi64_epi32(acc);
+    const int64_t rest = s.O - oc;
+    const __mmask8 lanes = rest >= 8 ? static_cast<__mmask8>(0xFF)
+                                     : static_cast<__mmask8>((1u << rest) - 1u);
+    const int64_t at = pixel * s.O + oc;
+    // (Whole vectors with plain stores: masked ones are slow on Zen 4.)
+    if (a.out_acc != nullptr) {
+      if (rest >= 8)
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(a.out_acc + at), acc32);
+      else
+        _mm256_mask_storeu_epi32(a.out_acc + at, lanes, acc32);
+      continue;
+    }
+    // float(acc) * scale + bias: two roundings (no FMA contraction).
+    const __m256 scaled = _mm256_mul_ps(_mm256_cvtepi32_ps(acc32),
+                                        _mm256_loadu_ps(a.scale + oc));
+    __m256 value = _mm256_add_ps(scaled, _mm256_loadu_ps(a.bias + oc));
+    if (a.relu) value = _mm256_max_ps(value, _mm256_setzero_ps());
+    if (a.out_words == nullptr) {
+      if (rest >= 8)
+        _mm256_storeu_ps(a.out + at, value);
+      else
+        _mm256_mask_storeu_ps(a.out + at, lanes, value);
+      continue;
+    }
+    // The next layer's levels (as mbb_quantize_level), then their bits.
+    const __m256 top =
+        _mm256_set1_ps(static_cast<float>((1 << a.out_K) - 1));
+    __m256 level = _mm256_mul_ps(value, _mm256_set1_ps(a.out_inv_step));
+    if (a.out_signed)
+      level = _mm256_mul_ps(_mm256_add_ps(level, top), _mm256_set1_ps(0.5f));
+    level = _mm256_min_ps(_mm256_max_ps(level, _mm256_setzero_ps()), top);
+    const __m256i q = _mm256_cvtps_epi32(level);
+    uint8_t* dst = a.out_words + pixel * a.out_K * a.out_Wg * 8 + oc / 8;
+    for (int64_t k = 0; k < a.out_K; ++k)
+      dst[k * a.out_Wg * 8] = static_cast<uint8_t>(
+          _mm256_test_epi32_mask(q, _mm256_set1_epi32(1 << k)) & lanes);
+  }
+}
+
+// AND + popcount of one weight plane against one activation plane, over
+// the taps, into count[v][p]. `col[p]`: the P columns' activation words
+// (plane k, column base) for tap 0's offsets.
+template <int OV, int P>
+__attribute__((always_inline)) inline void count_planes(
+    const LaneRow& r, const uint64_t* weight, const uint64_t* const (&col)[P],
+    int64_t Wg, __m512i (&count)[OV][P]) {
+  for (int64_t t = 0; t < r.taps; ++t) {
+    const uint64_t* wp = weight + r.weight_tap[t];
+    const int64_t at = r.act_tap[t];
+    for (int64_t j = 0; j < Wg; ++j) {
+      __m512i w[OV];
+      for (int v = 0; v < OV; ++v)
+        w[v] = _mm512_loadu_si512(wp + v * r.block_words +
+                                  j * kMBBChannelLanes);
+      for (int p = 0; p < P; ++p) {
+        const __m512i act_word =
+            _mm512_set1_epi64(static_cast<long long>(col[p][at + j]));
+        for (int v = 0; v < OV; ++v)
+          count[v][p] = _mm512_add_epi64(
+              count[v][p],
+              _mm512_popcnt_epi64(_mm512_and_si512(w[v], act_word)));
+      }
+    }
+  }
+}
+
+// Interior columns x0 .. x0 + P - 1 (every kernel column valid) of
+// channels [o, o + 8 * OV): S_wa, then the outputs. BINARY: M = K = 1.
+template <int OV, int P, bool BINARY>
+inline void lane_tile(const MBBLaneArgs& a, const LaneRow& r, int64_t x0,
+                      int64_t o) {
+  const MBBConvShape& s = a.s;
+  const uint64_t* block =
+      a.weight_lanes + (o / kMBBChannelLanes) * r.block_words;
+  const uint64_t* col[P];
+  __m512i count[OV][P];
+  __m512i total[BINARY ? 1 : OV][BINARY ? 1 : P];
+  if (!BINARY)
+    for (int v = 0; v < OV; ++v)
+      for (int p = 0; p < P; ++p) total[v][p] = _mm512_setzero_si512();
+  for (int64_t m = 0; m < (BINARY ? 1 : s.M); ++m) {
+    for (int64_t k = 0; k < (BINARY ? 1 : s.K); ++k) {
+      for (int p = 0; p < P; ++p)
+        col[p] = r.act_n + (x0 + p) * r.col_step + k * s.Wg;
+      for (int v = 0; v < OV; ++v)
+        for (int p = 0; p < P; ++p) count[v][p] = _mm512_setzero_si512();
+      count_planes<OV, P>(r, block + m * r.weight_plane, col, s.Wg, count);
+      if (!BINARY) {
+        const __m128i shift = _mm_cvtsi64_si128(m + k);
+        for (int v = 0; v < OV; ++v)
+          for (int p = 0; p < P; ++p)
+            total[v][p] = _mm512_add_epi64(
+                total[v][p], _mm512_sll_epi64(count[v][p], shift));
+      }
+    }
+  }
+  for (int p = 0; p < P; ++p) {
+    __m512i column[OV];
+    for (int v = 0; v < OV; ++v)
+      column[v] = BINARY ? count[v][p] : total[BINARY ? 0 : v][BINARY ? 0 : p];
+    finish_column<OV>(a, r, x0 + p, o, true, column);
+  }
+}
+
+// One border column x (some kernel columns fall in the padding) of
+// channels [o, o + 8 * OV): the taps outside the input are skipped.
+template <int OV>
+inline void lane_border_column(const MBBLaneArgs& a, const LaneRow& r,
+                               int64_t x, int64_t o) {
+  const MBBConvShape& s = a.s;
+  const int64_t kx0 = a.kx_range[2 * x], kx1 = a.kx_range[2 * x + 1];
+  const uint64_t* block =
+      a.weight_lanes + (o / kMBBChannelLanes) * r.block_words;
+  __m512i total[OV];
+  for (int v = 0; v < OV; ++v) total[v] = _mm512_setzero_si512();
+  for (int64_t m = 0; m < s.M; ++m) {
+    for (int64_t k = 0; k < s.K; ++k) {
+      __m512i count[OV];
+      for (int v = 0; v < OV; ++v) count[v] = _mm512_setzero_si512();
+      const uint64_t* act = r.act_n + x * r.col_step + k * s.Wg;
+      for (int64_t t = 0; t < r.taps; ++t) {
+        const int64_t kx = t % s.kw;
+        if (kx < kx0 || kx >= kx1) continue;
+        const uint64_t* wp = block + m * r.weight_plane + r.weight_tap[t];
+        for (int64_t j = 0; j < s.Wg; ++j) {
+          const __m512i act_word = _mm512_set1_epi64(
+              static_cast<long long>(act[r.act_tap[t] + j]));
+          for (int v = 0; v < OV; ++v)
+            count[v] = _mm512_add_epi64(
+                count[v], _mm512_popcnt_epi64(_mm512_and_si512(
+                              _mm512_loadu_si512(wp + v * r.block_words +
+                                                 j * kMBBChannelLanes),
+                              act_word)));
+        }
+      }
+      const __m128i shift = _mm_cvtsi64_si128(m + k);
+      for (int v = 0; v < OV; ++v)
+        total[v] = _mm512_add_epi64(total[v],
+                                    _mm512_sll_epi64(count[v], shift));
+    }
+  }
+  finish_column<OV>(a, r, x, o, false, total);
+}
+
+// Columns per interior tile: 16 channels x 8 columns of counters for
+// binary layers, x 4 (with as many shifted totals) for multi-bit ones.
+constexpr int kLaneColumnsBinary = 8;
+constexpr int kLaneColumns = 4;
+
+// Interior columns [x0, x0 + count), count <= P.
+template <int OV, int P, bool BINARY>
+inline void lane_interior(const MBBLaneArgs& a, const LaneRow& r,
+                          int64_t x0, int64_t count, int64_t o) {
+  if constexpr (P > 1) {
+    if (count < P) {
+      lane_interior<OV, P - 1, BINARY>(a, r, x0, count, o);
+      return;
+    }
+  }
+  lane_tile<OV, P, BINARY>(a, r, x0, o);
+}
+
+// Channels [o_begin, o_end) at columns [x0, x0 + count) of one row, 16
+// channels at a time (8 for the last odd block): the outputs of a pixel
+// are written together, so the stores stream.
+template <bool BINARY>
+inline void lane_columns(const MBBLaneArgs& a, const LaneRow& r, int64_t x0,
+                         int64_t count, bool interior, int64_t o_begin,
+                         int64_t o_end) {
+  constexpr int P = BINARY ? kLaneColumnsBinary : kLaneColumns;
+  for (int64_t o = o_begin; o < o_end; o += 2 * kMBBChannelLanes) {
+    const bool two = o + kMBBChannelLanes < o_end;
+    if (interior) {
+      if (two)
+        lane_interior<2, P, BINARY>(a, r, x0, count, o);
+      else
+        lane_interior<1, P, BINARY>(a, r, x0, count, o);
+    } else {
+      for (int64_t x = x0; x < x0 + count; ++x) {
+        if (two)
+          lane_border_column<2>(a, r, x, o);
+        else
+          lane_border_column<1>(a, r, x, o);
+      }
+    }
+  }
+}
+
+// One output row of channels [o_begin, o_end): border columns one by one,
+// the interior ones (contiguous, between them) tile by tile.
+template <bool BINARY>
+inline void lane_row(const MBBLaneArgs& a, const LaneRow& r, int64_t o_begin,
+                     int64_t o_end, int64_t interior_begin,
+                     int64_t interior_end) {
+  constexpr int P = BINARY ? kLaneColumnsBinary : kLaneColumns;
+  if (interior_begin > 0)
+    lane_columns<BINARY>(a, r, 0, interior_begin, false, o_begin, o_end);
+  for (int64_t x0 = interior_begin; x0 < interior_end; x0 += P) {
+    const int64_t count = interior_end - x0 < P ? interior_end - x0 : P;
+    lane_columns<BINARY>(a, r, x0, count, true, o_begin, o_end);
+  }
+  if (interior_end < a.s.Wo)
+    lane_columns<BINARY>(a, r, interior_end, a.s.Wo - interior_end, false,
+                         o_begin, o_end);
+}
+
+// The interior columns [begin, end): those reading every kernel column
+// (contiguous, as the valid range only shrinks at the edges).
+inline void lane_interior_columns(const MBBLaneArgs& a, int64_t* begin,
+                                  int64_t* end) {
+  const MBBConvShape& s = a.s;
+  int64_t first = s.Wo, last = 0;
+  for (int64_t x = 0; x < s.Wo; ++x) {
+    if (a.kx_range[2 * x] == 0 && a.kx_range[2 * x + 1] == s.kw) {
+      first = x < first ? x : first;
+      last = x + 1;
+    }
+  }
+  if (first >= last) first = last = 0;
+  *begin = first, *end = last;
+}
+
+// Work items [begin, end) of N * Ho * ceil(O / o_chunk): one output row
+// of one chunk of output channels each.
+inline void lane_conv_items(const MBBLaneArgs& a, int64_t begin,
+                            int64_t end) {
+  const MBBConvShape& s = a.s;
+  const int64_t chunks = (s.O + a.o_chunk - 1) / a.o_chunk;
+  int64_t interior_begin, interior_end;
+  lane_interior_columns(a, &interior_begin, &interior_end);
+  const bool binary = s.M == 1 && s.K == 1;
+  LaneRow r;
+  int64_t row = -1;
+  for (int64_t item = begin; item < end; ++item) {
+    const int64_t chunk = item % chunks;
+    if (item / chunks != row) {
+      row = item / chunks;
+      make_lane_row(a, row / s.Ho, row % s.Ho, &r);
+    }
+    const int64_t o_begin = chunk * a.o_chunk;
+    const int64_t o_end = s.O < o_begin + a.o_chunk ? s.O : o_begin + a.o_chunk;
+    if (binary)
+      lane_row<true>(a, r, o_begin, o_end, interior_begin, interior_end);
+    else
+      lane_row<false>(a, r, o_begin, o_end, interior_begin, interior_end);
+  }
+}
+
+}  // namespace mbb_lanes_avx512
+}  // namespace mmbinary
+
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC diagnostic pop
+#pragma GCC pop_options
+#endif
+
+#endif  // x86-64 with GCC or clang

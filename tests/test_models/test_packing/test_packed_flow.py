@@ -1,0 +1,62 @@
+# Copyright (c) mmbinary contributors. All rights reserved.
+"""Packed activations between the convs of residual blocks: whole packed
+backbones give exactly the layer-by-layer outputs."""
+import pytest
+import torch
+from torch import nn
+
+from mmbinary.models.backbones import MBBResNet
+from mmbinary.models.packing import convert_to_packed
+from mmbinary.models.packing.packed_flow import (disable_packed_flow,
+                                                 enable_packed_flow)
+
+pytestmark = pytest.mark.ext
+
+
+def trained_backbone(depth, bits, signed_norms=True):
+    torch.manual_seed(depth + bits)
+    model = MBBResNet(depth=depth, w_bits=bits, a_bits=bits, base_channels=16)
+    model.train()
+    with torch.no_grad():
+        model(torch.randn(2, 3, 64, 64))
+    model.eval()
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d) and signed_norms:
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(-1.0, 1.0)
+    return model
+
+
+@pytest.mark.parametrize('depth', [18, 50])
+@pytest.mark.parametrize('bits', [1, 2, 4])
+def test_flow_equals_layer_by_layer(depth, bits):
+    model = convert_to_packed(trained_backbone(depth, bits))
+    flowing = enable_packed_flow(model)  # already on: idempotent
+    assert len(flowing) == (8 if depth == 18 else 16)
+    x = torch.randn(2, 3, 48, 72)
+    with torch.no_grad():
+        flow = model(x)
+        disable_packed_flow(model)
+        layerwise = model(x)
+    assert len(flow) == len(layerwise) == 4
+    for a, b in zip(flow, layerwise):
+        assert torch.equal(a, b)
+
+
+def test_flow_propagates_nan_through_the_layer_path():
+    model = convert_to_packed(trained_backbone(18, 2))
+    x = torch.randn(1, 3, 32, 32)
+    x[0, 0, 5, 5] = float('nan')
+    with torch.no_grad():
+        flow = model(x)
+        disable_packed_flow(model)
+        layerwise = model(x)
+    for a, b in zip(flow, layerwise):
+        assert a.isnan().any()
+        assert torch.equal(a.isnan(), b.isnan())
+
+
+def test_blocks_that_cannot_flow_keep_their_forward():
+    model = trained_backbone(18, 2)
+    assert enable_packed_flow(model) == []  # nothing packed yet

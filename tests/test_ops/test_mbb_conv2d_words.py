@@ -1,0 +1,177 @@
+# Copyright (c) mmbinary contributors. All rights reserved.
+"""The channel-lane CPU kernel and ``mbb_conv2d_words`` (packed activations
+in, float32 or the next layer's activation words out) against the
+references, on every CPU kernel variant this machine runs: random
+geometries, bit widths, activation modes and layouts, bit for bit."""
+import os
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mmbinary.ops import (activation_codes_reference, build_info, ext_loaded,
+                          mbb_conv2d_accumulate_reference,
+                          mbb_conv2d_reference, pack_activation_codes,
+                          pack_weight_codes)
+
+pytestmark = pytest.mark.ext
+
+
+def runnable_kernels():
+    if not ext_loaded():
+        return []
+    names, previous = [], os.environ.get('MMBINARY_CPU_KERNEL')
+    try:
+        for name in build_info()['compiled_cpu_kernels'].split(','):
+            os.environ['MMBINARY_CPU_KERNEL'] = name
+            try:
+                torch.ops.mmbinary.mbb_quantize_pack(
+                    torch.zeros(1, 1, 1, 1), 1, 1.0, False, 1)
+            except RuntimeError:
+                continue
+            names.append(name)
+    finally:
+        os.environ.pop('MMBINARY_CPU_KERNEL', None)
+        if previous is not None:
+            os.environ['MMBINARY_CPU_KERNEL'] = previous
+    return names
+
+
+KERNELS = runnable_kernels()
+
+
+@st.composite
+def conv_cases(draw):
+    kernel = draw(st.sampled_from([(1, 1), (3, 3), (1, 3), (5, 5), (7, 7)]))
+    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 2)))
+    padding = (draw(st.integers(0, 3)), draw(st.integers(0, 3)))
+    dilation = (draw(st.integers(1, 3)), draw(st.integers(1, 2)))
+    size = []
+    for axis in range(2):
+        span = dilation[axis] * (kernel[axis] - 1) + 1 - 2 * padding[axis]
+        size.append(draw(st.integers(max(1, span), max(1, span) + 9)))
+    return dict(
+        n=draw(st.integers(1, 2)),
+        cin=draw(st.sampled_from([1, 3, 16, 63, 64, 65, 130, 200])),
+        cout=draw(st.sampled_from([1, 5, 8, 9, 16, 17, 33, 64, 70])),
+        size=tuple(size), kernel=kernel, stride=stride, padding=padding,
+        dilation=dilation, w_bits=draw(st.integers(1, 4)),
+        a_bits=draw(st.integers(1, 4)), signed=draw(st.booleans()),
+        channels_last=draw(st.booleans()), seed=draw(st.integers(0, 2**16)))
+
+
+def make_case(c):
+    g = torch.Generator().manual_seed(c['seed'])
+    mmax = 2**c['w_bits'] - 1
+    weight = torch.randint(0, mmax + 1, (c['cout'], c['cin'], *c['kernel']),
+                           generator=g) * 2 - mmax
+    x = torch.randn(c['n'], c['cin'], *c['size'], generator=g) * 2
+    if c['channels_last']:
+        x = x.contiguous(memory_format=torch.channels_last)
+    scale = torch.randn(c['cout'], generator=g)
+    bias = torch.randn(c['cout'], generator=g)
+    inv = float(torch.tensor(0.3 + 2 * torch.rand(1, generator=g).item(),
+                             dtype=torch.float32))
+    return x, weight, scale, bias, inv
+
+
+@pytest.mark.skipif(not KERNELS, reason='no CPU kernel runs here')
+@pytest.mark.parametrize('kernel', KERNELS)
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=conv_cases())
+def test_conv_equals_reference(kernel, case, monkeypatch):
+    monkeypatch.setenv('MMBINARY_CPU_KERNEL', kernel)
+    x, weight, scale, bias, inv = make_case(case)
+    geometry = (case['kernel'], case['stride'], case['padding'],
+                case['dilation'], 1)
+    words = pack_weight_codes(weight, case['w_bits'])
+    got = torch.ops.mmbinary.mbb_conv2d(x, words, scale, bias, case['cin'],
+                                        case['w_bits'], case['a_bits'], inv,
+                                        case['signed'], *geometry)
+    expected = mbb_conv2d_reference(
+        x, weight, scale, bias, a_bits=case['a_bits'], inv_step=inv,
+        signed=case['signed'], stride=case['stride'],
+        padding=case['padding'], dilation=case['dilation'])
+    assert torch.equal(got, expected)
+    codes = activation_codes_reference(x, case['a_bits'], inv,
+                                       case['signed'])
+    act = pack_activation_codes(codes, case['a_bits'], case['signed'])
+    assert torch.equal(
+        torch.ops.mmbinary.mbb_quantize_pack(x, case['a_bits'], inv,
+                                             case['signed'], 1), act)
+    acc = torch.ops.mmbinary.mbb_conv2d_accumulate(
+        act, words, case['cin'], case['cout'], case['w_bits'],
+        case['a_bits'], case['signed'], *geometry)
+    assert torch.equal(
+        acc,
+        mbb_conv2d_accumulate_reference(codes, weight, case['stride'],
+                                        case['padding'], case['dilation']))
+
+
+@pytest.mark.skipif(not KERNELS, reason='no CPU kernel runs here')
+@pytest.mark.parametrize('kernel', KERNELS)
+@settings(max_examples=30, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=conv_cases(), relu=st.booleans(), next_bits=st.integers(1, 4),
+       next_signed=st.booleans())
+def test_words_op_equals_float_then_pack(kernel, case, relu, next_bits,
+                                         next_signed, monkeypatch):
+    """conv -> epilogue -> relu -> the next layer's quantize + pack, fused,
+    gives the words the unfused path packs."""
+    monkeypatch.setenv('MMBINARY_CPU_KERNEL', kernel)
+    x, weight, scale, bias, inv = make_case(case)
+    geometry = (case['kernel'], case['stride'], case['padding'],
+                case['dilation'], 1)
+    words = pack_weight_codes(weight, case['w_bits'])
+    codes = activation_codes_reference(x, case['a_bits'], inv,
+                                       case['signed'])
+    act = pack_activation_codes(codes, case['a_bits'], case['signed'])
+    acc = mbb_conv2d_accumulate_reference(codes, weight, case['stride'],
+                                          case['padding'], case['dilation'])
+    out = acc.float() * scale.view(1, -1, 1, 1) + bias.view(1, -1, 1, 1)
+    if relu:
+        out = torch.relu(out)
+    args = (act, words, scale, bias, case['cin'], case['w_bits'],
+            case['a_bits'], case['signed'], *geometry, relu)
+    assert torch.equal(
+        torch.ops.mmbinary.mbb_conv2d_words(*args, 0, 1.0, False), out)
+    next_inv = float(torch.tensor(1.7, dtype=torch.float32))
+    expected = pack_activation_codes(
+        activation_codes_reference(out, next_bits, next_inv, next_signed),
+        next_bits, next_signed)
+    assert torch.equal(
+        torch.ops.mmbinary.mbb_conv2d_words(*args, next_bits, next_inv,
+                                            next_signed), expected)
+
+
+def test_words_op_checks_its_arguments():
+    words = pack_weight_codes(torch.ones(4, 8, 1, 1, dtype=torch.int32), 1)
+    act = pack_activation_codes(torch.zeros(1, 8, 3, 3, dtype=torch.int32),
+                                1, False)
+    scale, bias = torch.ones(4), torch.zeros(4)
+    args = (act, words, scale, bias, 8, 1, 1, False, (1, 1), (1, 1), (0, 0),
+            (1, 1), 1, True)
+    with pytest.raises(RuntimeError, match='out_a_bits must be 0'):
+        torch.ops.mmbinary.mbb_conv2d_words(*args, 9, 1.0, False)
+    with pytest.raises(RuntimeError, match='inv_step must be a finite'):
+        torch.ops.mmbinary.mbb_conv2d_words(*args, 2, -1.0, False)
+    with pytest.raises(RuntimeError, match='out_bias must be a float32'):
+        torch.ops.mmbinary.mbb_conv2d_words(act, words, scale,
+                                            torch.zeros(3), *args[4:], 0,
+                                            1.0, False)
+
+
+def test_lane_kernel_output_is_channels_last(monkeypatch):
+    """On AVX-512 the kernel writes (N, Ho, Wo, O) memory; the values are
+    the same whatever the layout."""
+    if 'avx512' not in KERNELS:
+        pytest.skip('no AVX-512 VPOPCNTDQ kernel on this CPU')
+    monkeypatch.setenv('MMBINARY_CPU_KERNEL', 'avx512')
+    weight = torch.ones(16, 8, 3, 3, dtype=torch.int32)
+    out = torch.ops.mmbinary.mbb_conv2d(
+        torch.rand(1, 8, 5, 6), pack_weight_codes(weight, 1),
+        torch.ones(16), torch.zeros(16), 8, 1, 1, 1.0, False, (3, 3), (1, 1),
+        (1, 1), (1, 1), 1)
+    assert out.is_contiguous(memory_format=torch.channels_last)
