@@ -582,10 +582,15 @@ class Agreement:
         worst_layer_error (float): largest ``max|packed - mbb| / max|mbb|``
             over the checked layers.
         layer_error (str | None): why the per-layer check could not run.
-        output_error (float): ``max|packed - mbb| / max|mbb|`` over the
-            model's outputs (quantization-boundary flips of earlier layers
-            spread, so this may exceed rounding while every layer agrees).
+        output_error (float): ``||packed - mbb|| / ||mbb||`` (L2, over
+            all the model's outputs): quantization-boundary flips of earlier
+            layers spread, so this may exceed rounding while every layer
+            agrees.
         output_mismatch_fraction (float): share of output elements beyond
+            float32 rounding.
+        blocks_checked (int): blocks of the packed model that pass packed
+            activations between their convs, run again layer by layer.
+        blocks_failing (list[str]): those whose two forwards differ beyond
             float32 rounding.
     """
     layers_checked: int
@@ -594,11 +599,14 @@ class Agreement:
     layer_error: Optional[str]
     output_error: float
     output_mismatch_fraction: float
+    blocks_checked: int = 0
+    blocks_failing: List[str] = field(default_factory=list)
 
     @property
     def layers_agree(self) -> bool:
+        """Every packed layer and every flow block agree."""
         return (self.layer_error is None and self.layers_checked > 0
-                and not self.layers_failing)
+                and not self.layers_failing and not self.blocks_failing)
 
 
 def _beyond_rounding(out: Tensor, ref: Tensor) -> Tensor:
@@ -614,6 +622,14 @@ def _relative_error(out: Tensor, ref: Tensor) -> float:
         return 0.0
     return float((out - ref).abs().max()) / max(float(ref.abs().max()),
                                                 1e-12)
+
+
+def _relative_l2(outputs: List[Tensor], reference: List[Tensor]) -> float:
+    """``||outputs - reference|| / ||reference||`` over all the tensors."""
+    diff = sum(float((o.double() - r.double()).pow(2).sum())
+               for o, r in zip(outputs, reference))
+    norm = sum(float(r.double().pow(2).sum()) for r in reference)
+    return (diff / norm)**0.5 if norm > 0 else float(diff > 0)
 
 
 def _flat_tensors(value: Any) -> List[Tensor]:
@@ -632,7 +648,8 @@ def packed_agreement(unpacked: nn.Module, packed: nn.Module, image: Tensor,
     """Run ``unpacked`` once; on the way, give each packed layer of
     ``packed`` (same module names) the input its MBB layer got and compare
     with that layer's output (after the batch norm the packed layer folded,
-    if any). Then compare the two models' outputs.
+    if any). Check each packed flow block against its layer-by-layer
+    forward, then compare the two models' outputs.
 
     Args:
         unpacked (nn.Module): the MBB model (training form, eval mode).
@@ -698,6 +715,7 @@ def packed_agreement(unpacked: nn.Module, packed: nn.Module, image: Tensor,
     finally:
         for handle in handles:
             handle.remove()
+    blocks, blocks_failing = _check_flow_blocks(packed, image, run)
     outputs = _flat_tensors(run(packed, image))
     if len(outputs) != len(reference):
         raise RuntimeError(f'the packed model gave {len(outputs)} outputs, '
@@ -711,10 +729,45 @@ def packed_agreement(unpacked: nn.Module, packed: nn.Module, image: Tensor,
         layers_failing=failing,
         worst_layer_error=max(errors.values(), default=0.0),
         layer_error=problem[0] if problem else None,
-        output_error=max((_relative_error(out, ref)
-                          for out, ref in zip(outputs, reference)),
-                         default=0.0),
-        output_mismatch_fraction=mismatched / elements)
+        output_error=_relative_l2(outputs, reference),
+        output_mismatch_fraction=mismatched / elements,
+        blocks_checked=blocks,
+        blocks_failing=blocks_failing)
+
+
+def _check_flow_blocks(packed: nn.Module, image: Tensor,
+                       run: ForwardFn) -> Tuple[int, List[str]]:
+    """Run ``packed`` once and give each block with a forward of its own
+    (packed activations between its convs) its input again through its
+    class's forward (packed layer by packed layer); the two must agree to
+    float32 rounding.
+
+    Returns:
+        tuple: blocks checked, names of those that differ.
+    """
+    checked: List[str] = []
+    failing: List[str] = []
+
+    def hook_for(name: str):
+
+        def hook(block, args, output):
+            expected = type(block).forward(block, *args)
+            checked.append(name)
+            if bool(_beyond_rounding(output, expected).any()):
+                failing.append(name)
+
+        return hook
+
+    handles = [
+        module.register_forward_hook(hook_for(name))
+        for name, module in packed.named_modules() if _own_forward(module)
+    ]
+    try:
+        run(packed, image)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return len(set(checked)), sorted(set(failing))
 
 
 def describe_encoding(breakdown: Breakdown) -> str:

@@ -138,6 +138,11 @@ def test_agreement_passes_and_catches_a_broken_packed_layer():
     agreement = bm.packed_agreement(model, packed, image, run)
     assert agreement.layers_agree and agreement.layers_checked == 19
     assert agreement.worst_layer_error < 1e-4
+    # blocks passing packed activations between their convs, if any, were
+    # run again layer by layer
+    flow_blocks = sum('forward' in m.__dict__ for m in packed.modules())
+    assert agreement.blocks_checked == flow_blocks
+    assert agreement.blocks_failing == []
 
     packed.layer2[0].conv2.out_scale.mul_(1.01)
     broken = bm.packed_agreement(model, packed, image, run)

@@ -204,22 +204,35 @@ def calibrate(model: nn.Module, image: Tensor, run: bm.ForwardFn,
               norm_statistics: bool) -> None:
     """One forward of ``image``: the activation quantizers take their
     clip and sign from it (their data-driven initialization) and, with
-    ``norm_statistics``, every batch norm takes this batch's statistics as
+    ``norm_statistics``, every batch norm first takes the statistics of
+    the input it gets (where it has more than one value per channel) as
     its running ones, so that a randomly initialised network keeps its
     activations at unit scale instead of fading layer after layer."""
-    norms = [m for m in model.modules()
-             if norm_statistics and isinstance(m, _BatchNorm)]
-    momenta = [norm.momentum for norm in norms]
-    for norm in norms:
-        norm.reset_running_stats()
-        norm.momentum = None  # cumulative average: this batch's statistics
-        norm.train()
+    seen = set()
+
+    def take_statistics(norm: _BatchNorm, args) -> None:
+        x = args[0]
+        if id(norm) in seen or x.numel() <= x.shape[1]:
+            return
+        seen.add(id(norm))
+        dims = [d for d in range(x.dim()) if d != 1]
+        norm.running_mean.copy_(x.mean(dims))
+        norm.running_var.copy_(x.var(dims, unbiased=False))
+
+    handles = [
+        module.register_forward_pre_hook(take_statistics)
+        for module in model.modules()
+        if norm_statistics and isinstance(module, _BatchNorm)
+        and module.running_mean is not None
+    ]
     try:
         run(model, image)
+        auxiliary = getattr(model, 'auxiliary_head', None)
+        if auxiliary is not None:  # trained, packed, not run by inference
+            auxiliary(model.extract_feat(image))
     finally:
-        for norm, momentum in zip(norms, momenta):
-            norm.momentum = momentum
-            norm.eval()
+        for handle in handles:
+            handle.remove()
 
 
 def check_checkpoint(checkpoint: Optional[str]) -> None:
@@ -446,7 +459,7 @@ def layer_table(bits: str, breakdown: bm.Breakdown, ghz: Optional[float],
 def agreement_line(bits: str, agreement: bm.Agreement) -> str:
     if agreement.layer_error is not None:
         layers = f'per-layer check not possible ({agreement.layer_error})'
-    elif agreement.layers_agree:
+    elif not agreement.layers_failing:
         layers = (f'all {agreement.layers_checked} packed layers agree with '
                   'their MBB layers to float32 rounding on the same input '
                   f'(worst relative error {agreement.worst_layer_error:.1e})')
@@ -456,11 +469,22 @@ def agreement_line(bits: str, agreement: bm.Agreement) -> str:
                   'their MBB layers beyond float32 rounding (first: '
                   f'{agreement.layers_failing[0]}, worst relative error '
                   f'{agreement.worst_layer_error:.1e})')
-    return (f'- {bits}: {layers}; model outputs: max relative difference '
-            f'{agreement.output_error:.1e}, '
-            f'{100 * agreement.output_mismatch_fraction:.2f} % of the '
-            'elements beyond rounding (an activation within rounding of a '
-            'quantization step takes the other code, and that spreads)')
+    if agreement.blocks_failing:
+        layers += (f'; MISMATCH: {len(agreement.blocks_failing)} of '
+                   f'{agreement.blocks_checked} blocks with packed '
+                   'activations between their convs differ from their '
+                   'layer-by-layer forward (first: '
+                   f'{agreement.blocks_failing[0]})')
+    elif agreement.blocks_checked:
+        layers += (f'; all {agreement.blocks_checked} blocks with packed '
+                   'activations between their convs equal their '
+                   'layer-by-layer forward')
+    return (f'- {bits}: {layers}. Whole model (information, not a check): '
+            f'outputs differ by {100 * agreement.output_error:.2g} % (L2), '
+            f'{100 * agreement.output_mismatch_fraction:.2g} % of the '
+            'elements beyond rounding: an activation within rounding of a '
+            'quantization step takes the other code in one of the two, and '
+            'that spreads through the later layers')
 
 
 # ---- main -------------------------------------------------------------------
