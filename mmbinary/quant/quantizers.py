@@ -296,7 +296,7 @@ class ActivationQuantizer(nn.Module):
         self.signed.copy_(signed)
         if self.learn_clip:
             clip = self.clip.detach()
-            total = torch.stack([clip * fitted, torch.ones_like(clip) * fitted])
+            total = torch.stack([clip, torch.ones_like(clip)]) * fitted
             dist.all_reduce(total, op=dist.ReduceOp.SUM)
             if float(total[1]) > 0:
                 self.clip.copy_(total[0] / total[1])

@@ -120,4 +120,3 @@ def test_mmengine_loading_reports_the_damage(good, tmp_path):
     with pytest.raises(Exception, match='CRC') as info:
         _load_checkpoint(str(path))
     assert type(info.value).__name__ == 'CorruptCheckpointError'
-

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from mmbinary.models import MBBConv2d, MBBLinear
+from mmbinary.quant import ActivationQuantizer
 
 
 def make(kind: str, a_mode: str):
@@ -51,3 +52,42 @@ def test_empty_batch_after_initialization_keeps_the_clip():
     clip = layer.act_quantizer.clip.detach().clone()
     assert layer(empty).shape == shape
     assert torch.equal(layer.act_quantizer.clip.detach(), clip)
+
+
+def _first_batch_in_process(rank: int, port: int, queue) -> None:
+    import torch.distributed as dist
+    dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}',
+                            rank=rank, world_size=2)
+    try:
+        torch.manual_seed(0)
+        quantizer = ActivationQuantizer(2)
+        # rank 0 sees data, rank 1 an empty batch: no deadlock, and both
+        # take the clip of the one that fitted one
+        batch = torch.randn(2, 4, 3, 3) if rank == 0 else torch.randn(0, 4,
+                                                                      3, 3)
+        quantizer(batch)
+        queue.put((rank, float(quantizer.clip.detach()),
+                   int(quantizer.signed), bool(quantizer.initialized)))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_an_empty_first_batch_on_one_process_takes_the_others_clip():
+    import socket
+
+    import torch.multiprocessing as mp
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        port = sock.getsockname()[1]
+    context = mp.get_context('spawn')
+    queue = context.SimpleQueue()
+    mp.start_processes(_first_batch_in_process, args=(port, queue),
+                       nprocs=2, start_method='spawn')
+    results = dict((rank, rest) for rank, *rest in
+                   (queue.get() for _ in range(2)))
+    torch.manual_seed(0)
+    alone = ActivationQuantizer(2)
+    alone(torch.randn(2, 4, 3, 3))
+    expected = [float(alone.clip.detach()), 1, True]
+    assert results[0] == expected and results[1] == expected
