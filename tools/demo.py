@@ -116,6 +116,43 @@ def float_twin(cfg) -> dict:
     return model
 
 
+def logged_val_metrics(train_dir: str) -> dict:
+    """The last validation metrics a training run in ``train_dir`` logged
+    (mmengine's ``<timestamp>/vis_data/<timestamp>.json``), or {}."""
+    import glob
+    for log in sorted(glob.glob(osp.join(train_dir, '*', 'vis_data',
+                                         '*.json')), reverse=True):
+        with open(log, encoding='utf-8') as f:
+            lines = [json.loads(line) for line in f if line.strip()]
+        found = [line for line in lines if METRICS[0] in line]
+        if found:
+            return {key: float(found[-1].get(key, 0.0)) for key in METRICS}
+    return {}
+
+
+def float_baseline(python: str, work_dir: str, options: list) -> dict:
+    """Validation metrics of the float twin (``tools/train.py --float``)
+    trained with the same schedule and data; trained once per schedule
+    and reused from ``<work-dir>/float`` afterwards."""
+    float_dir = osp.join(work_dir, 'float')
+    schedule_file = osp.join(float_dir, 'schedule.json')
+    same = False
+    if osp.isfile(schedule_file):
+        with open(schedule_file, encoding='utf-8') as f:
+            same = json.load(f) == options
+    metrics = logged_val_metrics(float_dir) if same else {}
+    if metrics:
+        print(f'\n=== The float twin of the same schedule: kept in '
+              f'{float_dir}', flush=True)
+        return metrics
+    run('Train the float twin with the same schedule (once; then reused)',
+        [python, 'tools/train.py', CONFIG, '--float', '--work-dir',
+         float_dir, '--cfg-options', *options])
+    with atomic_open(schedule_file, 'w', encoding='utf-8') as f:
+        json.dump(options, f)
+    return logged_val_metrics(float_dir)
+
+
 def median_ms(model, images, repeats: int) -> float:
     """Median milliseconds of a forward pass (tensor mode, no NMS)."""
     times = []
@@ -213,6 +250,7 @@ def main() -> int:
         osp.join(work_dir, 'test_unpacked'), METRICS)
     packed_metrics = read_test_metrics(
         osp.join(work_dir, 'test_packed'), METRICS)
+    float_metrics = float_baseline(python, work_dir, options)
 
     print('\n=== Measure speed and size, draw detections', flush=True)
     picture = osp.join(work_dir, 'detections.jpg')
@@ -229,6 +267,15 @@ def main() -> int:
     ] + [
         f'| {key} | {unpacked_metrics[key]:.3f} | {packed_metrics[key]:.3f} |'
         for key in METRICS
+    ] + [
+        '', f'The same detector in float, trained with the same schedule '
+        f'and data: the gap W{args.bits}A{args.bits} leaves.', '',
+        '| same schedule | bbox mAP | AP50 |', '|---|---:|---:|',
+        '| float | ' + ' | '.join(f'{float_metrics.get(key, 0.0):.3f}'
+                                  for key in METRICS) + ' |',
+        f'| W{args.bits}A{args.bits} − float | ' + ' | '.join(
+            f'{unpacked_metrics[key] - float_metrics.get(key, 0.0):+.3f}'
+            for key in METRICS) + ' |'
     ] + [
         '', '| model | size MiB | forward ms (1x3x400x400, '
         f'{torch.get_num_threads()} threads) |', '|---|---:|---:|',
