@@ -67,12 +67,17 @@ def load_tool_config(config: str,
     ``work_dirs/<config name>``.
 
     Raises:
-        SystemExit: the config file is missing, or ``w_bits``/``a_bits`` are
-            given for a model without encoded parts.
+        SystemExit: the config file or one of its ``_base_`` files is
+            missing, or ``w_bits``/``a_bits`` are given for a model without
+            encoded parts.
     """
     if not osp.isfile(config):
         raise SystemExit(f'config file not found: {config}')
-    cfg = Config.fromfile(config)
+    try:
+        cfg = Config.fromfile(config)
+    except FileNotFoundError as error:
+        # a _base_ file that is not there
+        raise SystemExit(f'{config}: {error}')
     cfg.launcher = launcher
     if cfg_options is not None:
         cfg.merge_from_dict(cfg_options)
