@@ -15,7 +15,9 @@ for everything at once:
   ``test_evaluator`` with ``test_dataloader``);
 * ``load_from`` (also the checkpoint of ``--resume CKPT``);
 * when training from scratch, every ``init_cfg=dict(type='Pretrained',
-  checkpoint=...)`` and mmseg's ``model.pretrained``.
+  checkpoint=...)`` and mmseg's ``model.pretrained``;
+* the files a model opens when it is built (a distiller's
+  ``teacher_ckpt`` and teacher ``cfg_path``).
 
 It raises :class:`DatasetNotFoundError` naming, for each missing path, the
 config key that sets it, and where to get the data only for the datasets it
@@ -198,6 +200,29 @@ def init_checkpoints(model_cfg, key: str = 'model') -> List[Tuple[str, str]]:
     return found
 
 
+#: Model config keys that name a file the model opens when it is built
+#: (a distiller's teacher), and what the file is.
+BUILD_FILE_KEYS = {'teacher_ckpt': 'teacher checkpoint',
+                   'cfg_path': 'teacher config'}
+
+
+def build_files(model_cfg, key: str = 'model') -> List[Tuple[str, str, str]]:
+    """(config key, path, what) of the files a model opens when it is
+    built, e.g. a distiller's ``teacher_ckpt`` and ``teacher.cfg_path``."""
+    found = []
+    if isinstance(model_cfg, dict):
+        for name, value in model_cfg.items():
+            child = f'{key}.{name}'
+            if name in BUILD_FILE_KEYS and isinstance(value, str):
+                found.append((child, value, BUILD_FILE_KEYS[name]))
+            else:
+                found += build_files(value, child)
+    elif isinstance(model_cfg, (list, tuple)):
+        for index, value in enumerate(model_cfg):
+            found += build_files(value, f'{key}.{index}')
+    return found
+
+
 def _set_key(cfg, key: str, value) -> None:
     """Set a dotted key (list items by index) of a config in place."""
     *parents, last = key.split('.')
@@ -233,7 +258,9 @@ def resolve_checkpoint_paths(cfg, config_file: Optional[str] = None) -> None:
     """
     roots = [osp.dirname(osp.abspath(config_file))] if config_file else []
     roots.append(_repo_root())
-    entries = init_checkpoints(cfg.get('model'))
+    entries = init_checkpoints(cfg.get('model')) + [
+        (key, path) for key, path, _ in build_files(cfg.get('model'))
+    ]
     if isinstance(cfg.get('load_from'), str):
         entries.append(('load_from', cfg.load_from))
     for key, path in entries:
@@ -309,6 +336,9 @@ def expected_run_paths(cfg,
         what = 'checkpoint to resume' if cfg.get(
             'resume') else 'checkpoint to start from'
         paths.append(ExpectedPath(load_from, 'file', what, 'load_from'))
+    for key, path, what in build_files(cfg.get('model')):
+        if not _is_url(path):
+            paths.append(ExpectedPath(path, 'file', what, key))
     if check_init_checkpoints and not load_from:
         for key, path in init_checkpoints(cfg.get('model')):
             if not _is_url(path):

@@ -262,3 +262,26 @@ def test_shipped_configs_describe_their_layout(name, words, tmp_path,
                     line for line in message.splitlines()
                     if line.startswith('Get the embedded demo data')
                 ]
+
+
+def test_distiller_teacher_files_are_checked_and_resolved(
+        tmp_path, monkeypatch):
+    make_coco(tmp_path)
+    cfg = det_config(tmp_path)
+    cfg.model = dict(
+        type='mmbinary.SingleTeacherDistill',
+        architecture=dict(backbone=dict(type='ResNet')),
+        teacher=dict(cfg_path='configs/teacher.py'),
+        teacher_ckpt='work_dirs/float/epoch_12.pth')
+    message = missing_message(cfg, ['val_dataloader'])
+    assert 'set: model.teacher_ckpt' in message
+    assert 'set: model.teacher.cfg_path' in message
+    # relative to the config: found
+    (tmp_path / 'cfgs' / 'configs').mkdir(parents=True)
+    (tmp_path / 'cfgs' / 'configs' / 'teacher.py').write_text('')
+    monkeypatch.chdir(tmp_path)
+    resolve_checkpoint_paths(cfg, str(tmp_path / 'cfgs' / 'run.py'))
+    assert cfg.model.teacher.cfg_path == str(tmp_path / 'cfgs' / 'configs' /
+                                             'teacher.py')
+    message = missing_message(cfg, ['val_dataloader'])
+    assert 'cfg_path' not in message and 'teacher_ckpt' in message
