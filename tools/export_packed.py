@@ -18,9 +18,11 @@ from mmengine.config import DictAction
 from mmengine.runner import load_checkpoint
 
 from mmbinary.export.format import EXPORT_FILES
-from mmbinary.models.packing import (LAYOUT_KEY, convert_to_packed,
+from mmbinary.models.packing import (convert_to_packed, is_packed_checkpoint,
                                      load_packed_checkpoint)
+from mmbinary.quant import ALLOW_BIT_CHANGE_KEY, allow_bit_change
 from mmbinary.utils import safe_torch_load
+from mmbinary.utils.checkpoint import CheckpointError
 from mmbinary.utils.scope import load_tool_config, register_modules_for
 
 
@@ -69,17 +71,26 @@ def check_out_dir(out_dir: str, force: bool) -> None:
 
 def load_model(cfg, checkpoint: str) -> torch.nn.Module:
     """Build the config's model and give it its packed form from a trained
-    or a packed checkpoint."""
+    or a packed checkpoint; a damaged checkpoint, one of other bit widths
+    (unless ``allow_bit_change=True``) or a layer that cannot be packed
+    stops with a one-line message."""
     register_modules_for(cfg)
     from mmengine.registry import MODELS
     model = MODELS.build(cfg.model)
-    meta = (safe_torch_load(checkpoint, map_location='cpu').get('meta') or
-            {})
-    if LAYOUT_KEY in meta:
-        load_packed_checkpoint(model, checkpoint)
-    else:
-        load_checkpoint(model, checkpoint, map_location='cpu', strict=True)
-        convert_to_packed(model)
+    try:
+        packed = is_packed_checkpoint(
+            safe_torch_load(checkpoint, map_location='cpu'))
+        with allow_bit_change(bool(cfg.get(ALLOW_BIT_CHANGE_KEY, False))):
+            if packed:
+                load_packed_checkpoint(model, checkpoint)
+            else:
+                load_checkpoint(model, checkpoint, map_location='cpu',
+                                strict=True)
+                convert_to_packed(model)
+    except CheckpointError as error:  # (names the file)
+        raise SystemExit(str(error))
+    except (ValueError, RuntimeError) as error:
+        raise SystemExit(f'{checkpoint}: {error}')
     return model.eval()
 
 

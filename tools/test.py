@@ -157,8 +157,11 @@ def main() -> None:
     if args.packed:
         model = runner.model.module if is_model_wrapper(
             runner.model) else runner.model
-        with allow_bit_change(allow_bits):
-            load_packed_checkpoint(model, args.checkpoint)
+        try:
+            with allow_bit_change(allow_bits):
+                load_packed_checkpoint(model, args.checkpoint)
+        except ValueError as error:  # not packed, other config or widths
+            raise SystemExit(str(error))
     if args.out is not None:
         runner.test_evaluator.metrics.append(dump_metric(cfg, args.out))
     with allow_bit_change(allow_bits):

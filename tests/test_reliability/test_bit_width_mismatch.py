@@ -90,3 +90,15 @@ def test_test_tool_stops_on_a_packed_w2a2_checkpoint_under_w4a4(tiny):
     assert result.returncode == 1, result.stderr[-3000:]
     assert 'Traceback' not in result.stderr
     assert 'config W4A4, checkpoint W2A2' in result.stderr
+
+
+@pytest.mark.slow
+def test_export_tool_stops_on_a_checkpoint_of_other_bits(tiny):
+    result = run_tool('export_packed.py', tiny['config'], tiny['checkpoint'],
+                      tiny['root'] / 'export_w4', '--input-size', 32, 32,
+                      '--cfg-options', *W4A4_OPTIONS, cwd=tiny['root'])
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert 'Traceback' not in result.stderr
+    assert 'the config has w_bits=4, the checkpoint w_bits=2' in \
+        result.stderr
+    assert not (tiny['root'] / 'export_w4').exists()

@@ -28,3 +28,13 @@ def test_packed_checkpoint_without_flag_runs_the_packed_model(tiny):
                        '--work-dir', tiny['root'] / 'flag', cwd=tiny['root'])
     assert flagged.returncode == 0, flagged.stderr[-3000:]
     assert metrics(log) == metrics(flagged.stdout + flagged.stderr)
+
+
+@pytest.mark.slow
+def test_packed_flag_with_an_unpacked_checkpoint_is_one_line(tiny):
+    result = run_tool('test.py', tiny['config'], tiny['checkpoint'],
+                      '--packed', '--work-dir', tiny['root'] / 'unpacked',
+                      cwd=tiny['root'])
+    assert result.returncode == 1
+    assert 'Traceback' not in result.stderr
+    assert 'is not a packed checkpoint' in result.stderr
