@@ -58,6 +58,10 @@ def scale_schedule(cfg, length: int, unit: str = 'epochs') -> List[str]:
     by_unit = unit == 'epochs'
     changes = [f'train_cfg.{length_key}: {old} -> {length}']
     train_cfg[length_key] = length
+    if cfg.get(length_key) == old:
+        # the config's own variable (``max_epochs = 12``), kept in step so
+        # the dumped config reads right
+        cfg[length_key] = length
 
     def move(holder: dict, key: str, name: str, minimum: int = 0,
              limit: int = length) -> None:

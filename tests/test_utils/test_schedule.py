@@ -17,6 +17,7 @@ def test_cosine_schedule_ends_at_the_new_length():
     assert cfg.param_scheduler[1].end == 12
     changes = scale_schedule(cfg, 4)
     assert cfg.train_cfg.max_epochs == 4
+    assert cfg.max_epochs == 4  # the config's variable follows
     warmup, cosine = cfg.param_scheduler
     assert (cosine.begin, cosine.end) == (0, 4)
     # the warm-up (in iterations) shrinks with the run: 50 * 4 / 12
