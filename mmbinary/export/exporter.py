@@ -22,6 +22,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from mmbinary.models.packing import (FoldedNorm, PackedMBBConv2d,
                                      PackedMBBLinear, apply_packed_layout,
                                      packed_layout)
+from mmbinary.models.packing.packed_flow import disable_packed_flow
 
 from mmbinary.packed_format import pair, tap_weight_sums
 
@@ -90,11 +91,20 @@ def trace_part(part: nn.Module, num_inputs: int = 1,
         root = type('PartCall', (nn.Module, ),
                     {'forward': namespace['forward']})()
         root.part = part
+    # The export describes the layer-by-layer forward: the packed flow of
+    # residual blocks (packed activations between their convs, the same
+    # outputs) is switched off while tracing, then given back.
+    saved = {module: module.__dict__['forward'] for module in part.modules()
+             if 'forward' in module.__dict__}
+    disable_packed_flow(part)
     try:
         graph = _Tracer().trace(root)
     except Exception as error:
         raise ExportError(
             f'the part cannot be traced with torch.fx: {error}') from None
+    finally:
+        for module, forward in saved.items():
+            module.forward = forward
     gm = fx.GraphModule(root, graph)
     # Layers whose output reaches no output (mmdet's MobileNetV2 runs its
     # last conv even when out_indices leave it out) are not in the graph;

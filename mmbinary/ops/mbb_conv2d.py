@@ -134,6 +134,11 @@ def quantize_pack(input: Tensor, a_bits: int, inv_step, signed: bool,
     if not _use_compiled(input):
         _warn_fallback('quantize_pack')
         _check_float_input(input)
+        if bool(torch.isnan(input).any()):
+            raise ValueError(
+                'quantize_pack: input holds NaN, which has no activation '
+                'level; packed words cannot represent it (mbb_conv2d on the '
+                'float input propagates NaN to the outputs it reaches)')
         codes = ref.activation_codes_reference(input, a_bits, inv, signed)
         return ref.pack_activation_codes(codes, a_bits, signed, groups)
     return torch.ops.mmbinary.mbb_quantize_pack(input.contiguous(), a_bits,

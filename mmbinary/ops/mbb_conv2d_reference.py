@@ -21,7 +21,7 @@ from mmbinary.quant import activation_codes
 __all__ = [
     'pack_weight_codes', 'unpack_weight_words', 'pack_activation_codes',
     'unpack_activation_words', 'activation_codes_reference',
-    'mbb_conv2d_accumulate_reference', 'mbb_conv2d_reference'
+    'mbb_conv2d_accumulate_reference', 'mbb_conv2d_reference', 'nan_outputs'
 ]
 
 
@@ -162,13 +162,18 @@ def activation_codes_reference(input: Tensor, a_bits: int, inv_step,
             L)``.
 
     Returns:
-        Tensor: int32 codes, ``input``'s shape.
+        Tensor: int32 codes, ``input``'s shape; a NaN input has level 0, as
+        in the kernels (``mbb_quantize_level``).
     """
     a_bits = check_bits(a_bits, 'a_bits')
     inv = torch.tensor(inv_step_value(inv_step), dtype=torch.float32)
     _check_tensor(input, 'input')
     _, codes = activation_codes(input, inv.to(input.device), a_bits,
                                 bool(signed))
+    nan = torch.isnan(input)
+    if bool(nan.any()):  # level 0, as the kernels quantize it
+        zero = fmt.levels_to_codes(0, a_bits, bool(signed))
+        codes = codes.masked_fill(nan, zero)
     return codes
 
 
@@ -252,4 +257,32 @@ def mbb_conv2d_reference(input: Tensor, weight_codes: Tensor,
     acc = mbb_conv2d_accumulate_reference(codes, weight_codes, stride,
                                           padding, dilation, groups)
     shape = (1, -1, 1, 1)
-    return acc.float() * out_scale.view(shape) + out_bias.view(shape)
+    out = acc.float() * out_scale.view(shape) + out_bias.view(shape)
+    if bool(torch.isnan(input).any()):
+        out = out.masked_fill(
+            nan_outputs(input, out.shape[1], weight_codes.shape[2:], stride,
+                        padding, dilation, groups), float('nan'))
+    return out
+
+
+def nan_outputs(input: Tensor, out_channels: int, kernel_size: IntPair,
+                stride: IntPair, padding: IntPair, dilation: IntPair,
+                groups: int) -> Tensor:
+    """Where the packed op (``mbb_propagate_nan``) writes NaN: every output
+    of a group whose valid taps read a pixel with a NaN in that group's
+    channels, as a float convolution gives NaN there.
+
+    Args:
+        input (Tensor): (N, C, H, W) float input.
+
+    Returns:
+        Tensor: (N, O, Ho, Wo) bool.
+    """
+    n, channels, height, width = input.shape
+    pixels = torch.isnan(input).reshape(n, groups, channels // groups, height,
+                                        width).any(2).float()
+    ones = pixels.new_ones(groups, 1, *fmt.pair(kernel_size, 'kernel_size'))
+    hit = F.conv2d(pixels, ones, None, fmt.pair(stride, 'stride', 1),
+                   fmt.pair(padding, 'padding'),
+                   fmt.pair(dilation, 'dilation', 1), groups) > 0.5
+    return hit.repeat_interleave(out_channels // groups, 1)

@@ -51,7 +51,6 @@ def test_random_models_bit_exact_per_layer(seed, tmp_path):
 def test_quantize_and_pack_equal_the_compiled_op():
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(2, 70, 5, 3, generator=gen) * 3
-    x[0, 0, 0, 0] = float('nan')
     x[0, 1, 0, 0] = 0.5  # a tie: rounds to even
     for a_bits in (1, 2, 5, 8):
         for signed in (False, True):
@@ -60,6 +59,11 @@ def test_quantize_and_pack_equal_the_compiled_op():
                 q = activation_levels(x.numpy(), a_bits, 1.3, signed)
                 words = pack_activation_levels(q, a_bits, groups)
                 assert np.array_equal(words, expected.numpy())
+    # NaN has level 0 (mbb_quantize_level); packing alone refuses it.
+    x[0, 0, 0, 0] = float('nan')
+    assert activation_levels(x.numpy(), 2, 1.3, True)[0, 0, 0, 0] == 0
+    with pytest.raises((RuntimeError, ValueError), match='holds NaN'):
+        quantize_pack(x, 2, 1.3, True)
 
 
 def test_a_broken_reference_is_caught(tmp_path, monkeypatch):
@@ -85,7 +89,11 @@ def test_mbb_resnet18_backbone(tmp_path):
     model = MBBResNet(depth=18, base_channels=8, w_bits=[2, 3, 2, 4],
                       a_bits=2, encode_shortcut=True)
     model = calibrate(model, torch.randn(2, 3, 32, 32))
+    # blocks running the packed flow (packed activations between convs)
+    flowing = [m for m in model.modules() if 'forward' in m.__dict__]
     export = check_export(model, torch.randn(2, 3, 32, 32), str(tmp_path))
+    # traced layer by layer, and the flow given back afterwards
+    assert [m for m in model.modules() if 'forward' in m.__dict__] == flowing
     ops = [node['op'] for node in export.nodes]
     assert ops.count('mbb_conv2d') == 19 and ops.count('add') == 8
     assert 'max_pool2d' in ops and len(export.manifest['graph']

@@ -367,6 +367,34 @@ def test_fused_op_close_to_float64_conv(signed):
     torch.testing.assert_close(out.double(), exact, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize('signed', [False, True])
+def test_reference_propagates_nan_like_a_float_conv(signed):
+    """As the op: a NaN input has level 0, and every output whose valid
+    taps read it (in its group) is NaN."""
+    x, weight, scale, bias = fused_case(10, cin=8, cout=6, groups=2)
+    x[0, 1, 4, 5] = float('nan')
+    x[1, 6, 0, 12] = float('nan')
+    params = dict(a_bits=2, inv_step=1.0, signed=signed, padding=2,
+                  dilation=2, groups=2)
+    out = mbb_conv2d_reference(x, weight, scale, bias, **params)
+    expected = F.conv2d(x, weight.float(), padding=2, dilation=2, groups=2)
+    assert out.isnan().any()
+    assert torch.equal(out.isnan(), expected.isnan())
+    codes = activation_codes_reference(x, 2, 1.0, signed)
+    assert codes[0, 1, 4, 5] == (-3 if signed else 0)
+    clean = x.nan_to_num(0.0) if not signed else x.nan_to_num(-10.0)
+    finite = ~out.isnan()
+    assert torch.equal(
+        out[finite],
+        mbb_conv2d_reference(clean, weight, scale, bias, **params)[finite])
+    if ext_loaded():
+        words = pack_weight_codes(weight, 2, 2)
+        compiled = mbb_conv2d(x, words, scale, bias, in_channels=8,
+                              w_bits=2, kernel_size=3, **params)
+        assert torch.equal(compiled.isnan(), out.isnan())
+        assert torch.equal(compiled[finite], out[finite])
+
+
 @pytest.mark.ext
 def test_kernel_variants_identical(cpu_kernel):
     """Every CPU variant gives the same floats on a ResNet-like layer."""
