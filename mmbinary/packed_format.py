@@ -351,7 +351,8 @@ def activation_levels(x: np.ndarray, a_bits: int, inv_step: float,
                       signed: bool) -> np.ndarray:
     """Levels ``q`` in ``[0, 2^K - 1]`` of a float input, exactly as the
     packed op computes them (``mbb_quantize_level``: float32, no fused
-    multiply-add, half to even; NaN gives 0)::
+    multiply-add, half to even; NaN gives 0, and the op's ``mbb_conv2d``
+    then writes NaN to the outputs that read it)::
 
         unsigned: q = clamp(round(x * inv_step), 0, L)
         signed:   q = clamp(round((x * inv_step + L) * 0.5), 0, L)
