@@ -1,7 +1,7 @@
 # Copyright (c) mmbinary contributors. All rights reserved.
 """Training cost per iteration with distillation against without: the same
 student, the same batch, forward (loss) + backward, median of repeated runs,
-side by side in one process.
+side by side in one process (the two take turns at every repeat).
 
     python tools/analysis_tools/benchmark_distill_cost.py \
         configs/pennfudan/retinanet_mnv2_mbb_w2a2_kd_pennfudan.py
@@ -75,19 +75,27 @@ def fake_batch(cfg, model, batch: int, size: int) -> dict:
     return model.data_preprocessor(data, True)
 
 
-def time_step(model, data, repeats: int, warmup: int) -> float:
-    """Median milliseconds of one loss forward + backward."""
-    times = []
+def train_step_ms(model, data) -> float:
+    """Milliseconds of one loss forward + backward."""
+    start = time.perf_counter()
+    loss, _ = model.parse_losses(model(**data, mode='loss'))
+    loss.backward()
+    elapsed = time.perf_counter() - start
+    model.zero_grad(set_to_none=True)
+    return elapsed * 1e3
+
+
+def time_side_by_side(models: dict, data: dict, repeats: int,
+                      warmup: int) -> dict:
+    """Median milliseconds per model, the models taking turns at every
+    repeat (so that a change in the machine's load hits all of them)."""
+    times = {name: [] for name in models}
     for index in range(warmup + repeats):
-        start = time.perf_counter()
-        losses = model(**data, mode='loss')
-        sum(value for key, value in losses.items()
-            if 'loss' in key and isinstance(value, torch.Tensor)).backward()
-        elapsed = time.perf_counter() - start
-        model.zero_grad(set_to_none=True)
-        if index >= warmup:
-            times.append(elapsed * 1e3)
-    return statistics.median(times)
+        for name, model in models.items():
+            elapsed = train_step_ms(model, data)
+            if index >= warmup:
+                times[name].append(elapsed)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def main() -> None:
@@ -113,8 +121,10 @@ def main() -> None:
         student = models.build(cfg.model.architecture).train()
         student.load_state_dict(distiller.architecture.state_dict())
         data = fake_batch(cfg, student, args.batch, args.size)
-        plain = time_step(student, data, args.repeats, args.warmup)
-        distilled = time_step(distiller, data, args.repeats, args.warmup)
+        times = time_side_by_side(
+            dict(plain=student, distilled=distiller), data, args.repeats,
+            args.warmup)
+        plain, distilled = times['plain'], times['distilled']
     print(f'{osp.basename(args.config)}: batch {args.batch} x '
           f'{args.size}px, {torch.get_num_threads()} threads')
     print(f'  student alone    {plain:8.1f} ms / iteration')
