@@ -139,8 +139,12 @@ def main() -> None:
             'source_checkpoint': osp.basename(args.checkpoint),
         },
         state_dict=model.state_dict())
-    with atomic_write_path(args.out) as temp:
-        torch.save(checkpoint, temp)
+    try:
+        with atomic_write_path(args.out) as temp:
+            torch.save(checkpoint, temp)
+    except (OSError, RuntimeError) as error:  # a full disk, a size limit
+        raise SystemExit(f'could not write {args.out} ({error}); nothing '
+                         'was replaced')
     print(f'packed checkpoint written to {args.out} '
           f'({osp.getsize(args.out) / 1024:.1f} KiB)')
 

@@ -80,9 +80,38 @@ def test_pack_model_onto_its_source_survives_a_full_disk(
         '--force'
     ])
     monkeypatch.setattr(torch, 'save', failing_save)
-    with pytest.raises(OSError, match='No space'):
+    with pytest.raises((OSError, SystemExit), match='No space'):
         pack_model.main()
     assert source.read_bytes() == before
     assert leftovers(tmp_path) == []
     monkeypatch.undo()
     torch.load(source, weights_only=True)  # still the trained checkpoint
+
+
+@pytest.mark.slow
+def test_pack_model_under_a_file_size_limit_keeps_its_source(tiny, tmp_path):
+    """The issue's case: ``ulimit -f`` below the packed checkpoint's size,
+    OUT = CHECKPOINT, --force."""
+    import resource
+    import subprocess
+    source = tmp_path / 'epoch_1.pth'
+    source.write_bytes(tiny['checkpoint'].read_bytes())
+    before = source.read_bytes()
+    limit = tiny['packed'].stat().st_size // 2
+
+    def limit_file_size():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    environ = dict(os.environ, CUDA_VISIBLE_DEVICES='', OMP_NUM_THREADS='1',
+                   PYTHONPATH=REPO, PYTHONDONTWRITEBYTECODE='1')
+    result = subprocess.run(
+        [sys.executable, osp.join(REPO, 'tools', 'pack_model.py'),
+         str(tiny['config']), str(source), str(source), '--force'],
+        cwd=str(tmp_path), env=environ, capture_output=True, text=True,
+        timeout=300, preexec_fn=limit_file_size)
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert 'Traceback' not in result.stderr
+    assert f'could not write {source}' in result.stderr
+    assert 'nothing was replaced' in result.stderr
+    assert source.read_bytes() == before
+    assert leftovers(tmp_path) == []
