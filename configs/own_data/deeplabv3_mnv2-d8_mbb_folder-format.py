@@ -23,6 +23,9 @@ data_root = 'data/my_masks/'
 classes = ('background', 'road', 'car')
 # The mask value of pixels that count for no class (void, borders).
 ignore_index = 255
+# True when the masks use 0 for void and 1.. for the classes (as ADE20K):
+# 0 becomes ignore_index and every other value drops by one.
+reduce_zero_label = False
 # Image and mask folders per split, relative to data_root; an image and its
 # mask share a name up to these suffixes (a.jpg, a.png). The test split is
 # the val split.
@@ -89,6 +92,7 @@ train_dataloader = dict(
         img_suffix=img_suffix,
         seg_map_suffix=seg_map_suffix,
         ignore_index=ignore_index,
+        reduce_zero_label=reduce_zero_label,
         data_prefix=dict(img_path=train_img_dir, seg_map_path=train_mask_dir),
         pipeline=train_pipeline))
 val_dataloader = dict(
@@ -103,6 +107,7 @@ val_dataloader = dict(
         img_suffix=img_suffix,
         seg_map_suffix=seg_map_suffix,
         ignore_index=ignore_index,
+        reduce_zero_label=reduce_zero_label,
         data_prefix=dict(img_path=val_img_dir, seg_map_path=val_mask_dir),
         pipeline=test_pipeline))
 test_dataloader = val_dataloader

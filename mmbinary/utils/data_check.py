@@ -21,13 +21,15 @@ for everything at once:
 
 It raises :class:`DatasetNotFoundError` naming, for each missing path, the
 config key that sets it, and where to get the data only for the datasets it
-knows. Paths read through a storage backend (``backend_args``) and URLs are
-not checked.
+knows; then :class:`ClassesNotFoundError` when a COCO-format dataset's class
+names are not among its json's categories. Paths read through a storage
+backend (``backend_args``) and URLs are not checked.
 
 :func:`resolve_checkpoint_paths` makes relative checkpoint paths independent
 of the working directory, and :func:`drop_unneeded_pretrained` removes the
 backbone's pretrained file from a run that loads a whole model anyway.
 """
+import json
 import os
 import os.path as osp
 from dataclasses import dataclass
@@ -69,6 +71,16 @@ DATASET_SOURCES: List[Tuple[str, Callable[[dict, str], bool], str]] = [
 
 class DatasetNotFoundError(FileNotFoundError):
     """Files or folders a run will open are missing."""
+
+
+class ClassesNotFoundError(DatasetNotFoundError):
+    """Class names of a config are not in its COCO annotation file (the
+    dataset would read no box of them)."""
+
+
+#: COCO json files larger than this are not opened to check class names
+#: (COCO 2017's train file is 450 MB and its names are known).
+MAX_CLASS_CHECK_BYTES = 100 * 2**20
 
 
 @dataclass(frozen=True)
@@ -440,6 +452,59 @@ def _missing_root(cfg, path: ExpectedPath) -> Optional[str]:
     return None
 
 
+def _coco_category_names(ann_file: str) -> Optional[List[str]]:
+    """The category names of a COCO json; None when it is too large to
+    read here."""
+    if osp.getsize(ann_file) > MAX_CLASS_CHECK_BYTES:
+        return None
+    with open(ann_file, encoding='utf-8') as f:
+        try:
+            data = json.load(f)
+        except ValueError as error:
+            raise ClassesNotFoundError(
+                f'{ann_file} is not a COCO json: {error}') from None
+    categories = data.get('categories') if isinstance(data, dict) else None
+    if not isinstance(categories, list):
+        raise ClassesNotFoundError(
+            f'{ann_file} is not a COCO json: it has no "categories" list')
+    return [str(category.get('name')) for category in categories]
+
+
+def check_class_names(cfg, loaders: Sequence[str]) -> None:
+    """Raise :class:`ClassesNotFoundError` when a COCO-format dataset's
+    ``metainfo.classes`` names a class its annotation file does not have:
+    mmdet would read no box of it, and with none found, no image."""
+    problems = []
+    for loader in loaders:
+        loader_cfg = cfg.get(loader)
+        if not loader_cfg or not loader_cfg.get('dataset'):
+            continue
+        for key, dataset_cfg in _leaf_datasets(loader_cfg['dataset'],
+                                               f'{loader}.dataset'):
+            classes = (dataset_cfg.get('metainfo') or {}).get('classes')
+            ann_file = dataset_cfg.get('ann_file')
+            if (not _type(dataset_cfg).endswith('CocoDataset') or not classes
+                    or not ann_file or dataset_cfg.get('backend_args')):
+                continue
+            path = _join(dataset_cfg.get('data_root'), ann_file)
+            if not osp.isfile(path):
+                continue
+            names = _coco_category_names(path)
+            if names is None:
+                continue
+            unknown = [name for name in classes if name not in names]
+            if unknown:
+                problems.append(
+                    f'  {key}.metainfo.classes: {unknown} not among the '
+                    f'categories of {path}: {names}')
+    if problems:
+        top = ' (classes, top of the config)' if 'classes' in cfg else ''
+        raise ClassesNotFoundError(
+            'Class names not in the annotation file, nothing was run. Set '
+            f'the class names{top} to the "name" of the json\'s categories '
+            '(a subset works):\n' + '\n'.join(problems))
+
+
 def check_datasets(cfg,
                    loaders: Sequence[str] = ('train_dataloader',
                                              'val_dataloader'),
@@ -474,3 +539,4 @@ def check_datasets(cfg,
     missing = [path for path in paths if not path.exists()]
     if missing:
         raise DatasetNotFoundError(_report(cfg, missing, paths))
+    check_class_names(cfg, loaders)

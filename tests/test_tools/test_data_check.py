@@ -6,7 +6,8 @@ import os.path as osp
 import pytest
 from mmengine.config import Config
 
-from mmbinary.utils.data_check import (DatasetNotFoundError, ExpectedPath,
+from mmbinary.utils.data_check import (ClassesNotFoundError,
+                                       DatasetNotFoundError, ExpectedPath,
                                        check_datasets,
                                        drop_unneeded_pretrained,
                                        expected_paths,
@@ -285,3 +286,31 @@ def test_distiller_teacher_files_are_checked_and_resolved(
                                              'teacher.py')
     message = missing_message(cfg, ['val_dataloader'])
     assert 'cfg_path' not in message and 'teacher_ckpt' in message
+
+
+def test_class_names_must_be_among_the_json_categories(tmp_path):
+    import json
+    make_coco(tmp_path, ann='data.json')
+    for split in ('train', 'val'):
+        (tmp_path / f'{split}2017').mkdir(exist_ok=True)
+    (tmp_path / 'data.json').write_text(
+        json.dumps(dict(images=[], annotations=[], categories=[
+            dict(id=3, name='person'), dict(id=7, name='dog')])))
+    cfg = det_config(tmp_path, ann='data.json')
+    cfg.classes = ('persn', 'dog')
+    for loader in ('train_dataloader', 'val_dataloader'):
+        cfg[loader].dataset.metainfo = dict(classes=cfg.classes)
+    with pytest.raises(ClassesNotFoundError) as info:
+        check_datasets(cfg)
+    message = str(info.value)
+    assert "train_dataloader.dataset.metainfo.classes: ['persn']" in message
+    assert "['person', 'dog']" in message
+    assert 'classes, top of the config' in message
+    # a subset is fine
+    for loader in ('train_dataloader', 'val_dataloader'):
+        cfg[loader].dataset.metainfo = dict(classes=('dog', ))
+    check_datasets(cfg)
+    # not a COCO json
+    (tmp_path / 'data.json').write_text('[1, 2')
+    with pytest.raises(ClassesNotFoundError, match='is not a COCO json'):
+        check_datasets(cfg)
