@@ -489,6 +489,11 @@ def agreement_line(bits: str, agreement: bm.Agreement) -> str:
 
 # ---- main -------------------------------------------------------------------
 
+def log(message: str) -> None:
+    """Progress, on stderr (the tables go to stdout)."""
+    print(f'[benchmark_model] {message}', file=sys.stderr, flush=True)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     if not ext_loaded():
@@ -514,6 +519,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     agreements = {}
     for w_bits, a_bits in bits_list:
         name = f'W{w_bits}A{a_bits}'
+        log(f'{name}: build, calibrate, pack, check against the training '
+            'form')
         mbb[name] = build_mbb_model(cfg, (w_bits, a_bits), args.checkpoint,
                                     image)
         packed[name] = convert_to_packed(copy.deepcopy(mbb[name]))
@@ -525,6 +532,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     float_model = bm.float_twin(next(iter(mbb.values())))
     int8, int8_note = (None, 'int8: not run (--no-int8)')
     if not args.no_int8:
+        log('torch int8: prepare_fx, calibrate, convert_fx')
         int8, int8_note = int8_model(float_model, image)
     ghz = bm.core_ghz()
 
@@ -532,6 +540,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     float_forms: Dict[int, bm.FloatBest] = {}
     for t in threads:
         torch.set_num_threads(t)
+        log(f'{t} thread(s): time every model, {args.warmup} + '
+            f'{args.repeat} runs each')
         extra = {}
         if int8 is not None:
             extra['int8'] = (lambda: run(int8, image))
@@ -547,7 +557,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     best = {t: float_forms[t].best_ms for t in threads}
     int8_ms = {t: times[t].get('int8') for t in threads}
     first = float_forms[threads[0]]
-    rows = [(f'float32, BN unfolded, NCHW',
+    rows = [('float32, BN unfolded, NCHW',
              {t: float_forms[t].ms['unfolded NCHW'] for t in threads}),
             (f'float32, BN folded ({first.folded_norms}), NCHW',
              {t: float_forms[t].ms['folded NCHW'] for t in threads}),
@@ -568,6 +578,14 @@ def main(argv: Optional[List[str]] = None) -> int:
                   f'{t} thr {float_forms[t].best}' for t in threads) +
               f'. {int8_note}.', '']
     lines += speed_table(rows, threads, best, int8_ms)
+    for t in threads[1:]:
+        scaling = [('best float32', best)] + [
+            (name.strip('*'), times_) for name, times_ in rows
+            if name.startswith(('torch int8', '**MBB'))
+        ]
+        lines += ['', f'{t} threads against {threads[0]}: ' + ', '.join(
+            f'{name} {bm.format_ratio(ms.get(threads[0]), ms.get(t))}'
+            for name, ms in scaling) + '.']
     lines += ['', '## Packed against the training form', '']
     lines += [agreement_line(name, a) for name, a in agreements.items()]
 
@@ -575,6 +593,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         breakdowns = []
         for t in threads:
             torch.set_num_threads(t)
+            log(f'{t} thread(s): per-layer breakdown of the packed models')
             for name, model in packed.items():
                 breakdowns.append((name, t,
                                    bm.module_breakdown(model, image, run,
