@@ -14,12 +14,20 @@ trained model. Example::
 
     with atomic_open('results.json', 'w', encoding='utf-8') as file:
         json.dump(results, file)
+
+Files that belong together (an export directory) are written into a
+temporary folder beside them and moved into place only when all of them
+are complete (:func:`atomic_write_files`)::
+
+    with atomic_write_files('export', last=('manifest.json', )) as stage:
+        write_everything(stage)
 """
 import contextlib
 import os
 import os.path as osp
 import secrets
-from typing import IO, Iterator, Optional
+import shutil
+from typing import IO, Iterator, Optional, Sequence
 
 #: Marks the temporary files (``.<name>.<random>.partial<suffix>``).
 PARTIAL_TAG = '.partial'
@@ -91,3 +99,44 @@ def atomic_open(path: str,
     with atomic_write_path(path) as temp:
         with open(temp, mode, encoding=encoding) as file:
             yield file
+
+
+@contextlib.contextmanager
+def atomic_write_files(folder: str,
+                       last: Sequence[str] = ()) -> Iterator[str]:
+    """A temporary folder inside ``folder`` to write several files into;
+    when the block ends without an error each file is moved into
+    ``folder`` (``os.replace``), those named in ``last`` (an index that
+    describes the others) after the rest.
+
+    On an error nothing in ``folder`` changes. Each file is replaced
+    atomically; a process killed while the files are being moved (a few
+    renames) can leave some new files beside an old index, which a reader
+    that checks the index's digests notices.
+
+    Args:
+        folder (str): the destination folder (created if missing).
+        last (Sequence[str]): file names to move last, in this order.
+
+    Yields:
+        str: the temporary folder (flat: files only).
+    """
+    os.makedirs(folder, exist_ok=True)
+    stage = osp.join(folder, f'.{secrets.token_hex(4)}{PARTIAL_TAG}')
+    os.mkdir(stage)
+    try:
+        yield stage
+        names = sorted(os.listdir(stage))
+        for name in names:
+            if not osp.isfile(osp.join(stage, name)):
+                raise RuntimeError(f'{osp.join(stage, name)} is not a file; '
+                                   'only files can be moved into place')
+        ordered = [n for n in names if n not in last] + [
+            n for n in last if n in names
+        ]
+        for name in ordered:
+            _fsync(osp.join(stage, name))
+        for name in ordered:
+            os.replace(osp.join(stage, name), osp.join(folder, name))
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)

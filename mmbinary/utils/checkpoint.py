@@ -12,8 +12,9 @@ file. :func:`register_safe_checkpoint_loader` (called by ``import mmbinary``,
 hence by every config with ``custom_imports=dict(imports=['mmbinary'])``)
 replaces mmengine's loader of local files with one that
 
-* loads with ``weights_only=True`` inside a ``torch.serialization.safe_globals``
-  context holding the NumPy array/scalar rebuilders and ``HistoryBuffer``;
+* loads with ``weights_only=True`` inside a
+  ``torch.serialization.safe_globals`` context holding the NumPy
+  array/scalar rebuilders and ``HistoryBuffer``;
 * maps the pickled ``builtins.getattr`` to :func:`_history_buffer_getattr`,
   which only returns ``HistoryBuffer``'s own statistics methods;
 * only for files you trust, opts in to full unpickling when the environment

@@ -115,3 +115,26 @@ def test_pack_model_under_a_file_size_limit_keeps_its_source(tiny, tmp_path):
     assert 'nothing was replaced' in result.stderr
     assert source.read_bytes() == before
     assert leftovers(tmp_path) == []
+
+
+def test_files_written_together_appear_together(tmp_path):
+    from mmbinary.utils.atomic_write import atomic_write_files
+    folder = tmp_path / 'export'
+    folder.mkdir()
+    (folder / 'index.json').write_text('old index')
+    (folder / 'data.bin').write_text('old data')
+    (folder / 'notes.txt').write_text('the user\'s')
+    with pytest.raises(OSError):
+        with atomic_write_files(str(folder), last=('index.json', )) as stage:
+            open(osp.join(stage, 'data.bin'), 'w').write('new data')
+            raise OSError(errno.ENOSPC, 'No space left on device')
+    assert sorted(os.listdir(folder)) == ['data.bin', 'index.json',
+                                          'notes.txt']
+    assert (folder / 'data.bin').read_text() == 'old data'
+    with atomic_write_files(str(folder), last=('index.json', )) as stage:
+        for name in ('data.bin', 'index.json', 'more.bin'):
+            open(osp.join(stage, name), 'w').write(f'new {name}')
+    assert sorted(os.listdir(folder)) == ['data.bin', 'index.json',
+                                          'more.bin', 'notes.txt']
+    assert (folder / 'index.json').read_text() == 'new index.json'
+    assert (folder / 'notes.txt').read_text() == 'the user\'s'
