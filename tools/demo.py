@@ -21,6 +21,7 @@ import sys
 
 import torch
 
+from mmbinary.packed_format import MAX_BITS, MIN_BITS
 from mmbinary.utils.atomic_write import atomic_open, atomic_write_path
 from mmbinary.utils.logged_metrics import read_test_metrics
 
@@ -50,8 +51,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--data-root', default=osp.join(ROOT, 'data', 'demo'),
                         help='where the embedded data is (built if missing)')
     args = parser.parse_args()
-    if not 1 <= args.bits <= 8:
-        parser.error(f'--bits must be an integer in 1..8, got {args.bits}')
+    if not MIN_BITS <= args.bits <= MAX_BITS:
+        parser.error(f'--bits must be an integer in {MIN_BITS}..{MAX_BITS}, '
+                     f'got {args.bits}')
     if args.epochs is not None and args.epochs < 1:
         parser.error(f'--epochs must be >= 1, got {args.epochs}')
     return args
