@@ -1,8 +1,8 @@
 # Copyright (c) mmbinary contributors. All rights reserved.
-"""The packed MBB format, in NumPy: the one Python definition of the word
-size, the word counts, the weight and activation packing, the activation
-levels, the per-tap weight sums, the pad-bit check and the bit-exact
-integer accumulator.
+"""The packed MBB format, in NumPy: the one Python definition of the bit
+limits, the word size, the word counts, the weight and activation packing,
+the activation levels, the per-tap weight sums, the pad-bit check and the
+bit-exact integer accumulator.
 
 It needs NumPy only (no PyTorch), so an export can be read and run without
 torch, and it is the bottom layer of the package: ``mmbinary.quant`` takes
