@@ -12,7 +12,10 @@
   module (forward pre/post hooks), by kind of layer, with the packed ops'
   phases when :mod:`mmbinary.ops.profiling` is there;
 * :func:`packed_agreement`: each packed layer against its MBB layer on the
-  same input, and the whole model's outputs.
+  same input, each packed flow block against its layer-by-layer forward,
+  and the whole model's outputs;
+* :func:`describe_encoding`: what a packed model runs encoded and what in
+  float.
 """
 import copy
 import platform
@@ -44,9 +47,8 @@ PHASES = tuple(
             ('quantize_pack', 'prepass', 'accumulate', 'epilogue')))
 #: Kinds of leaf modules in a breakdown, in print order.
 KINDS = ('packed MBB', 'packed flow blocks', 'MBB (training form)',
-         'float depthwise conv',
-         'float conv', 'float linear', 'norm', 'activation',
-         'layout conversion', 'other modules')
+         'float depthwise conv', 'float conv', 'float linear', 'norm',
+         'activation', 'layout conversion', 'other modules')
 #: Module type names that convert between layouts (packed, channels-last,
 #: float).
 _LAYOUT_NAME = re.compile(
@@ -165,8 +167,19 @@ def fold_batch_norms(model: nn.Module) -> int:
 
 
 def to_channels_last(model: nn.Module) -> nn.Module:
-    """``model`` with its 4-D parameters and buffers channels-last."""
-    return model.to(memory_format=torch.channels_last)
+    """``model``, in place, with its 4-D float parameters and buffers (conv
+    weights) channels-last; integer buffers (packed words) keep the layout
+    their op defines."""
+    layout = torch.channels_last
+    for module in model.modules():
+        for param in module.parameters(recurse=False):
+            if param.dim() == 4:
+                param.data = param.data.contiguous(memory_format=layout)
+        for name, buffer in module.named_buffers(recurse=False):
+            if buffer.dim() == 4 and buffer.is_floating_point():
+                module._buffers[name] = buffer.contiguous(
+                    memory_format=layout)
+    return model
 
 
 # ---- timing -----------------------------------------------------------------
@@ -624,8 +637,13 @@ def _relative_error(out: Tensor, ref: Tensor) -> float:
                                                 1e-12)
 
 
-def _relative_l2(outputs: List[Tensor], reference: List[Tensor]) -> float:
-    """``||outputs - reference|| / ||reference||`` over all the tensors."""
+def relative_l2(outputs: Any, reference: Any) -> float:
+    """``||outputs - reference|| / ||reference||`` over all the tensors of
+    two model outputs (tensors, or lists, tuples, dicts of them)."""
+    outputs, reference = _flat_tensors(outputs), _flat_tensors(reference)
+    if len(outputs) != len(reference):
+        raise ValueError(f'{len(outputs)} output tensors against '
+                         f'{len(reference)}')
     diff = sum(float((o.double() - r.double()).pow(2).sum())
                for o, r in zip(outputs, reference))
     norm = sum(float(r.double().pow(2).sum()) for r in reference)
@@ -729,7 +747,7 @@ def packed_agreement(unpacked: nn.Module, packed: nn.Module, image: Tensor,
         layers_failing=failing,
         worst_layer_error=max(errors.values(), default=0.0),
         layer_error=problem[0] if problem else None,
-        output_error=_relative_l2(outputs, reference),
+        output_error=relative_l2(outputs, reference),
         output_mismatch_fraction=mismatched / elements,
         blocks_checked=blocks,
         blocks_failing=blocks_failing)

@@ -69,8 +69,11 @@ def test_demo_detector_table_and_agreement(tool, capsys):
     rows = speed_rows(output)
     expected = {
         'float32, BN unfolded, NCHW', 'float32, BN folded, channels-last',
-        'torch int8 (x86, FX)', 'MBB W2A2 training form (eval)',
-        'MBB W2A2 packed', 'MBB W1A1 training form (eval)', 'MBB W1A1 packed'
+        'torch int8 (x86, FX)'
+    } | {
+        f'MBB {bits} {form}' for bits in ('W2A2', 'W1A1')
+        for form in ('training form (eval)', 'packed, NCHW',
+                     'packed, channels-last')
     }
     assert expected <= set(rows), rows
     folded = [name for name in rows if name.startswith('float32, BN folded (')]
@@ -91,12 +94,19 @@ def test_demo_detector_table_and_agreement(tool, capsys):
         count = int(re.search(r'all (\d+) packed layers agree', line)[1])
         assert count > 40, line
     assert 'MISMATCH' not in output
+    for bits in ('W2A2', 'W1A1'):
+        error = re.search(
+            rf'- {bits}: the channels-last packed model\'s outputs differ '
+            r'from the NCHW one\'s by (\S+) % \(L2\)', output)[1]
+        assert float(error) < 1e-3
 
     # Encoded and float parts, and the per-layer table of packed layers.
-    assert re.search(r'- W2A2: \d+ packed MBB layers .*float depthwise conv',
-                     output)
+    layout = r'(NCHW|channels-last)'
+    assert re.search(rf'- W2A2 {layout}: \d+ packed MBB layers .*float '
+                     'depthwise conv', output)
     breakdown = output.split('## Where the packed time goes', 1)[1]
-    assert '| W2A2 | 1 |' in breakdown and '| W1A1 | 1 |' in breakdown
+    for bits in ('W2A2', 'W1A1'):
+        assert re.search(rf'^\| {bits} {layout} \| 1 \|', breakdown, re.M)
     layer_rows = re.findall(r'^\| (backbone\.\S+|neck\.\S+|bbox_head\.\S+) '
                             r'\| (\d+)->(\d+) (\d)x(\d)', breakdown, re.M)
     assert len(layer_rows) > 2 * 40

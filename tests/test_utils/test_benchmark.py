@@ -7,7 +7,7 @@ import torch
 from mmdet.models.backbones import ResNet
 from torch import nn
 
-from mmbinary.models import MBBConv2d, encode_model
+from mmbinary.models import MBBConv2d, swap_to_mbb
 from mmbinary.models.packing import PackedMBBConv2d, convert_to_packed
 from mmbinary.utils import benchmark as bm
 
@@ -44,7 +44,7 @@ def calibrated_mbb_resnet():
     """A float ResNet-18, its W2A2 encoding (stem float), calibrated."""
     float_model = small_resnet()
     reference = copy.deepcopy(float_model)
-    model = encode_model(float_model, 2, 2, skip=['conv1'])
+    model = swap_to_mbb(float_model, 2, 2, skip=['conv1'])
     model.eval()
     image = torch.randn(1, 3, 64, 64)
     with torch.no_grad():

@@ -516,7 +516,10 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     mbb = {}
     packed = {}
+    packed_cl = {}
     agreements = {}
+    layouts_agree = {}
+    image_cl = image.contiguous(memory_format=torch.channels_last)
     for w_bits, a_bits in bits_list:
         name = f'W{w_bits}A{a_bits}'
         log(f'{name}: build, calibrate, pack, check against the training '
@@ -529,6 +532,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         bm.fold_batch_norms(packed[name])
         agreements[name] = bm.packed_agreement(mbb[name], packed[name], image,
                                                run)
+        packed_cl[name] = bm.to_channels_last(copy.deepcopy(packed[name]))
+        with torch.no_grad():
+            layouts_agree[name] = bm.relative_l2(
+                run(packed_cl[name], image_cl), run(packed[name], image))
     float_model = bm.float_twin(next(iter(mbb.values())))
     int8, int8_note = (None, 'int8: not run (--no-int8)')
     if not args.no_int8:
@@ -551,6 +558,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                     lambda model=mbb[name]: run(model, image))
             extra[f'{name} packed'] = (
                 lambda model=packed[name]: run(model, image))
+            extra[f'{name} packed channels-last'] = (
+                lambda model=packed_cl[name]: run(model, image_cl))
         float_forms[t], times[t] = bm.fastest_float(
             float_model, image, run, args.repeat, args.warmup, extra)
 
@@ -568,8 +577,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         if not args.no_training_form:
             rows.append((f'MBB {name} training form (eval)',
                          {t: times[t][f'{name} training'] for t in threads}))
-        rows.append((f'**MBB {name} packed**',
+        rows.append((f'**MBB {name} packed, NCHW**',
                      {t: times[t][f'{name} packed'] for t in threads}))
+        rows.append((f'**MBB {name} packed, channels-last**', {
+            t: times[t][f'{name} packed channels-last'] for t in threads
+        }))
 
     lines = header_lines(args, cfg, shape, ghz)
     lines += ['', '## Speed', '',
@@ -588,17 +600,27 @@ def main(argv: Optional[List[str]] = None) -> int:
             for name, ms in scaling) + '.']
     lines += ['', '## Packed against the training form', '']
     lines += [agreement_line(name, a) for name, a in agreements.items()]
+    lines += [
+        f'- {name}: the channels-last packed model\'s outputs differ from '
+        f'the NCHW one\'s by {100 * error:.2g} % (L2)'
+        for name, error in layouts_agree.items()
+    ]
 
     if not args.no_breakdown:
         breakdowns = []
         for t in threads:
             torch.set_num_threads(t)
             log(f'{t} thread(s): per-layer breakdown of the packed models')
-            for name, model in packed.items():
-                breakdowns.append((name, t,
-                                   bm.module_breakdown(model, image, run,
-                                                       args.repeat,
-                                                       args.warmup)))
+            for name in packed:
+                # the faster layout at the first thread count
+                cl = (times[threads[0]][f'{name} packed channels-last'] <
+                      times[threads[0]][f'{name} packed'])
+                model, x = ((packed_cl[name], image_cl) if cl else
+                            (packed[name], image))
+                breakdowns.append(
+                    (f'{name} {"channels-last" if cl else "NCHW"}', t,
+                     bm.module_breakdown(model, x, run, args.repeat,
+                                         args.warmup)))
         lines += ['', '## What is encoded', '']
         for name, t, breakdown in breakdowns:
             if t == threads[0]:
