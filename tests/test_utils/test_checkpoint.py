@@ -136,3 +136,15 @@ def test_trusted_opt_in(tmp_path, monkeypatch):
     torch.save(dict(value=complex(1, 2)), path)  # not in the allow list
     monkeypatch.setenv(TRUSTED_ENV, '1')
     assert safe_torch_load(str(path))['value'] == complex(1, 2)
+
+
+def test_legacy_format_still_loads_and_missing_files_are_named(tmp_path):
+    from mmbinary.utils.checkpoint import check_checkpoint_file
+    path = tmp_path / 'legacy.pth'
+    torch.save(dict(state_dict=dict(w=torch.ones(2))), path,
+               _use_new_zipfile_serialization=False)
+    check_checkpoint_file(str(path))  # no checksums to verify: accepted
+    assert torch.equal(safe_torch_load(str(path))['state_dict']['w'],
+                       torch.ones(2))
+    with pytest.raises(FileNotFoundError, match='missing.pth'):
+        safe_torch_load(str(tmp_path / 'missing.pth'))
