@@ -270,16 +270,20 @@ def _register_fake() -> None:
     @torch.library.register_fake('mmbinary::mbb_conv2d_words')
     def _(act_words, weight_words, out_scale, out_bias, in_channels, w_bits,
           a_bits, is_signed, kernel_size, stride, padding, dilation, groups,
-          relu, out_a_bits, out_inv_step, out_signed):
+          residual, relu, float_out, out_a_bits, out_inv_step, out_signed):
         shape = out_shape(act_words.shape[0], out_scale.shape[0],
                           act_words.shape[1:3], kernel_size, stride, padding,
                           dilation)
-        if out_a_bits == 0:
-            return _new_output(act_words, shape, torch.float32)
-        n, channels, height, width = shape
-        return act_words.new_zeros(
-            (n, height, width, 1, out_a_bits, fmt.num_group_words(channels)),
-            dtype=torch.int64)
+        out = (_new_output(act_words, shape, torch.float32) if float_out
+               else out_scale.new_empty((0, )))
+        words = act_words.new_empty((0, ))
+        if out_a_bits > 0:
+            n, channels, height, width = shape
+            words = act_words.new_zeros(
+                (n, height, width, 1, out_a_bits,
+                 fmt.num_group_words(channels)),
+                dtype=torch.int64)
+        return out, words
 
 
 def _new_output(like: Tensor, shape, dtype: torch.dtype) -> Tensor:

@@ -114,12 +114,14 @@ def test_conv_equals_reference(kernel, case, monkeypatch):
 @pytest.mark.parametrize('kernel', KERNELS)
 @settings(max_examples=30, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(case=conv_cases(), relu=st.booleans(), next_bits=st.integers(1, 4),
-       next_signed=st.booleans())
-def test_words_op_equals_float_then_pack(kernel, case, relu, next_bits,
-                                         next_signed, monkeypatch):
-    """conv -> epilogue -> relu -> the next layer's quantize + pack, fused,
-    gives the words the unfused path packs."""
+@given(case=conv_cases(), relu=st.booleans(), with_residual=st.booleans(),
+       next_bits=st.integers(1, 4), next_signed=st.booleans())
+def test_words_op_equals_float_then_pack(kernel, case, relu, with_residual,
+                                         next_bits, next_signed,
+                                         monkeypatch):
+    """conv -> epilogue (+ residual) (-> relu) -> the next layer's quantize
+    + pack, fused, gives the float output and the words the unfused path
+    computes."""
     monkeypatch.setenv('MMBINARY_CPU_KERNEL', kernel)
     x, weight, scale, bias, inv = make_case(case)
     geometry = (case['kernel'], case['stride'], case['padding'],
@@ -131,19 +133,26 @@ def test_words_op_equals_float_then_pack(kernel, case, relu, next_bits,
     acc = mbb_conv2d_accumulate_reference(codes, weight, case['stride'],
                                           case['padding'], case['dilation'])
     out = acc.float() * scale.view(1, -1, 1, 1) + bias.view(1, -1, 1, 1)
+    residual = None
+    if with_residual:
+        residual = torch.randn(out.shape)  # NCHW: the op takes any layout
+        out = out + residual
     if relu:
         out = torch.relu(out)
     args = (act, words, scale, bias, case['cin'], case['w_bits'],
-            case['a_bits'], case['signed'], *geometry, relu)
-    assert torch.equal(
-        torch.ops.mmbinary.mbb_conv2d_words(*args, 0, 1.0, False), out)
+            case['a_bits'], case['signed'], *geometry, residual, relu)
+    got, none = torch.ops.mmbinary.mbb_conv2d_words(*args, True, 0, 1.0,
+                                                    False)
+    assert torch.equal(got, out) and none.numel() == 0
     next_inv = float(torch.tensor(1.7, dtype=torch.float32))
     expected = pack_activation_codes(
         activation_codes_reference(out, next_bits, next_inv, next_signed),
         next_bits, next_signed)
-    assert torch.equal(
-        torch.ops.mmbinary.mbb_conv2d_words(*args, next_bits, next_inv,
-                                            next_signed), expected)
+    for float_out in (False, True):
+        got, got_words = torch.ops.mmbinary.mbb_conv2d_words(
+            *args, float_out, next_bits, next_inv, next_signed)
+        assert torch.equal(got_words, expected)
+        assert torch.equal(got, out) if float_out else got.numel() == 0
 
 
 def test_words_op_checks_its_arguments():
@@ -151,16 +160,23 @@ def test_words_op_checks_its_arguments():
     act = pack_activation_codes(torch.zeros(1, 8, 3, 3, dtype=torch.int32),
                                 1, False)
     scale, bias = torch.ones(4), torch.zeros(4)
-    args = (act, words, scale, bias, 8, 1, 1, False, (1, 1), (1, 1), (0, 0),
-            (1, 1), 1, True)
+    geometry = (8, 1, 1, False, (1, 1), (1, 1), (0, 0), (1, 1), 1)
+    op = torch.ops.mmbinary.mbb_conv2d_words
     with pytest.raises(RuntimeError, match='out_a_bits must be 0'):
-        torch.ops.mmbinary.mbb_conv2d_words(*args, 9, 1.0, False)
+        op(act, words, scale, bias, *geometry, None, True, True, 9, 1.0,
+           False)
     with pytest.raises(RuntimeError, match='inv_step must be a finite'):
-        torch.ops.mmbinary.mbb_conv2d_words(*args, 2, -1.0, False)
+        op(act, words, scale, bias, *geometry, None, True, True, 2, -1.0,
+           False)
+    with pytest.raises(RuntimeError, match='ask for float_out, words'):
+        op(act, words, scale, bias, *geometry, None, True, False, 0, 1.0,
+           False)
     with pytest.raises(RuntimeError, match='out_bias must be a float32'):
-        torch.ops.mmbinary.mbb_conv2d_words(act, words, scale,
-                                            torch.zeros(3), *args[4:], 0,
-                                            1.0, False)
+        op(act, words, scale, torch.zeros(3), *geometry, None, True, True, 0,
+           1.0, False)
+    with pytest.raises(RuntimeError, match='residual must be a float32'):
+        op(act, words, scale, bias, *geometry, torch.zeros(1, 4, 2, 3), True,
+           True, 0, 1.0, False)
 
 
 def test_lane_kernel_output_is_channels_last(monkeypatch):
@@ -175,3 +191,32 @@ def test_lane_kernel_output_is_channels_last(monkeypatch):
         torch.ones(16), torch.zeros(16), 8, 1, 1, 1.0, False, (3, 3), (1, 1),
         (1, 1), (1, 1), 1)
     assert out.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize('next_bits', [1, 2, 3])
+@pytest.mark.parametrize('next_signed', [False, True])
+@pytest.mark.parametrize('relu', [False, True])
+def test_words_at_every_accumulator_edge(next_bits, next_signed, relu):
+    """Scales of both signs, zero and tiny, and biases that put the level
+    steps at the accumulator's ends: the words equal the float path's (the
+    1- and 2-bit words come from integer thresholds on AVX-512)."""
+    cin, cout = 16, 24
+    g = torch.Generator().manual_seed(next_bits)
+    weight = torch.randint(0, 2, (cout, cin, 3, 3), generator=g) * 2 - 1
+    act_codes = torch.randint(0, 2, (1, cin, 6, 7), generator=g)
+    scale = torch.tensor([1.0, -1.0, 0.0, -0.0, 1e-9, -1e-9, 0.25, -0.25] * 3)
+    bias = torch.tensor([0.0, 0.5, -0.5, 3.0, -3.0, 144.0, -144.0, 0.49] * 3)
+    act = pack_activation_codes(act_codes, 1, False)
+    acc = mbb_conv2d_accumulate_reference(act_codes, weight, 1, 1, 1)
+    out = acc.float() * scale.view(1, -1, 1, 1) + bias.view(1, -1, 1, 1)
+    if relu:
+        out = torch.relu(out)
+    inv = 0.75
+    expected = pack_activation_codes(
+        activation_codes_reference(out, next_bits, inv, next_signed),
+        next_bits, next_signed)
+    _, words = torch.ops.mmbinary.mbb_conv2d_words(
+        act, pack_weight_codes(weight, 1), scale, bias, cin, 1, 1, False,
+        (3, 3), (1, 1), (1, 1), (1, 1), 1, None, relu, False, next_bits,
+        inv, next_signed)
+    assert torch.equal(words, expected)

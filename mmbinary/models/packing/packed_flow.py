@@ -3,21 +3,25 @@
 
 Layer by layer, every packed MBB layer takes a float tensor, quantizes and
 packs it, and writes a float tensor again. Inside a residual block whose
-convs are all packed, the float tensor between two of them has one
-consumer, the next packed conv, so the producer's epilogue (scale, bias,
-the folded batch norm, the ReLU) quantizes its output straight into the
-consumer's activation words (``torch.ops.mmbinary.mbb_conv2d_words``):
-no float tensor, no second pass over it. Float is materialised where a
-float consumer needs it: the block's output (residual add and ReLU).
+convs are all packed, the tensor between two of them has one consumer,
+the next packed conv, so the producer's epilogue (scale, bias, the folded
+batch norm, the ReLU) quantizes its output straight into the consumer's
+activation words (``torch.ops.mmbinary.mbb_conv2d_words``): no float
+tensor, no second pass over it. The block's last conv adds the shortcut
+and applies the ReLU in its epilogue too, writing the float output the
+next block's shortcut needs and, when the next block flows as well, that
+block's first activation words in the same pass.
 
-The words are exactly what the layer-by-layer path packs, so the outputs
-are identical; :func:`enable_packed_flow` only changes how the blocks run.
-Handled: mmdet's and mmseg's ResNet ``Bottleneck`` and ``BasicBlock``
-(no plugins, DCN or checkpointing) whose convs are packed with one group
-and whose norms are folded. Anything else keeps its own forward.
+The words are exactly what the layer-by-layer path packs and the float
+values are computed with the same operations in the same order, so the
+outputs are identical; :func:`enable_packed_flow` only changes how the
+blocks run. Handled: mmdet's and mmseg's ResNet ``Bottleneck`` and
+``BasicBlock`` (no plugins, DCN or checkpointing) whose convs are packed
+with one group and whose norms are folded. Anything else keeps its own
+forward.
 """
 import types
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -26,6 +30,11 @@ from mmbinary.ops import ext_loaded
 
 from .convert import FoldedNorm
 from .packed_layers import PackedMBBConv2d
+
+#: Attribute of a block's float output holding the next block's words:
+#: (consumer block, the output's version counter, words).
+_WORDS = '_mmbinary_next_words'
+
 
 def _flow_layer(module: nn.Module) -> bool:
     """A packed conv the flow can chain (plain type, one group)."""
@@ -59,9 +68,28 @@ def _runs_here(x: Tensor) -> bool:
             and not x.requires_grad)
 
 
-def _words(conv: PackedMBBConv2d, act_words: Tensor, relu: bool,
-           next_conv: Optional[PackedMBBConv2d]) -> Tensor:
-    """``conv`` on activation words: the next conv's words, or float."""
+def conv_words(conv: PackedMBBConv2d,
+               act_words: Tensor,
+               relu: bool,
+               next_conv: Optional[PackedMBBConv2d] = None,
+               float_out: bool = False,
+               residual: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+    """``conv`` on activation words, then (+ residual), (ReLU).
+
+    Args:
+        conv (PackedMBBConv2d): one group.
+        act_words (Tensor): (N, H, W, 1, K, Wg) its activation words.
+        relu (bool): apply a ReLU after the epilogue (and the residual).
+        next_conv (PackedMBBConv2d, optional): also (or only) quantize the
+            output into this layer's activation words.
+        float_out (bool): return the float output.
+        residual (Tensor, optional): (N, O, Ho, Wo) float32 added before
+            the ReLU.
+
+    Returns:
+        tuple[Tensor, Tensor]: the float output (N, O, Ho, Wo) (empty if
+        not asked for) and ``next_conv``'s words (empty without it).
+    """
     out_bits, out_inv, out_signed = 0, 1.0, False
     if next_conv is not None:
         out_bits = next_conv.a_bits
@@ -71,29 +99,38 @@ def _words(conv: PackedMBBConv2d, act_words: Tensor, relu: bool,
         act_words, conv.weight_words, conv.out_scale, conv.out_bias,
         conv.in_channels, conv.w_bits, conv.a_bits, conv.signed,
         conv.kernel_size, conv.stride, conv.padding, conv.dilation,
-        conv.groups, relu, out_bits, out_inv, out_signed)
+        conv.groups, residual, relu, float_out, out_bits, out_inv,
+        out_signed)
 
 
-def chain_forward(convs: Sequence[PackedMBBConv2d], x: Tensor) -> Tensor:
-    """Run ``convs`` as conv -> (folded norm) -> ReLU -> conv ..., the last
-    without ReLU, with packed activations in between.
+def _input_words(block: nn.Module, first: PackedMBBConv2d,
+                 x: Tensor) -> Tensor:
+    """The first conv's words: left on ``x`` by the block before (if it
+    was computed for this block and ``x`` has not changed since), else
+    packed here."""
+    handed = getattr(x, _WORDS, None)
+    if handed is not None and handed[0] is block and handed[1] == x._version:
+        return handed[2]
+    return torch.ops.mmbinary.mbb_quantize_pack(x, first.a_bits,
+                                                float(first.inv_step),
+                                                first.signed, 1)
 
-    Args:
-        convs (Sequence[PackedMBBConv2d]): one group each.
-        x (Tensor): (N, C, H, W) float32 input of the first.
 
-    Returns:
-        Tensor: (N, O, Ho, Wo) float32 output of the last (before any
-        activation), channels-last in memory on AVX-512 CPUs.
-    """
-    first = convs[0]
-    words = torch.ops.mmbinary.mbb_quantize_pack(x, first.a_bits,
-                                                 float(first.inv_step),
-                                                 first.signed, 1)
-    for i, conv in enumerate(convs):
-        last = i == len(convs) - 1
-        words = _words(conv, words, not last, None if last else convs[i + 1])
-    return words
+def _flow_block(block: nn.Module, convs: Sequence[PackedMBBConv2d],
+                x: Tensor) -> Tensor:
+    words = _input_words(block, convs[0], x)
+    for i, conv in enumerate(convs[:-1]):
+        _, words = conv_words(conv, words, True, next_conv=convs[i + 1])
+    identity = x if block.downsample is None else block.downsample(x)
+    next_block = block.__dict__.get('_mmbinary_next_block')
+    next_convs = None if next_block is None else _block_convs(next_block)
+    out, next_words = conv_words(
+        convs[-1], words, True,
+        next_conv=None if next_convs is None else next_convs[0],
+        float_out=True, residual=identity)
+    if next_convs is not None:
+        setattr(out, _WORDS, (next_block, out._version, next_words))
+    return out
 
 
 def _flow_block_forward(self: nn.Module, x: Tensor) -> Tensor:
@@ -103,20 +140,19 @@ def _flow_block_forward(self: nn.Module, x: Tensor) -> Tensor:
     if convs is None or not _runs_here(x):
         return type(self).forward(self, x)
     try:
-        out = chain_forward(convs, x)
+        return _flow_block(self, convs, x)
     except RuntimeError:
         # Packing refuses NaN (it has no level); the layer-by-layer path
         # propagates it to the outputs it reaches, as float convs do.
         if bool(torch.isnan(x).any()):
             return type(self).forward(self, x)
         raise
-    identity = x if self.downsample is None else self.downsample(x)
-    return self.relu(out + identity)
 
 
 def enable_packed_flow(model: nn.Module) -> List[str]:
     """Let every eligible residual block of a packed model pass packed
-    activations between its convs (in place; idempotent).
+    activations between its convs, and to the next block of its stage (in
+    place; idempotent).
 
     Args:
         model (nn.Module): after :func:`convert_to_packed` or
@@ -132,6 +168,17 @@ def enable_packed_flow(model: nn.Module) -> List[str]:
         # An instance attribute: the class's forward stays the fallback.
         module.forward = types.MethodType(_flow_block_forward, module)
         names.append(name)
+    # A block whose successor in its stage flows hands it its words.
+    for module in model.modules():
+        if not isinstance(module, nn.Sequential):
+            continue
+        blocks = list(module.children())
+        for block, following in zip(blocks, blocks[1:]):
+            if _block_convs(block) is not None and _block_convs(
+                    following) is not None:
+                # Not a submodule: a plain reference, kept out of
+                # state_dict and module traversal.
+                block.__dict__['_mmbinary_next_block'] = following
     return names
 
 
@@ -141,3 +188,4 @@ def disable_packed_flow(model: nn.Module) -> None:
         forward = module.__dict__.get('forward')
         if getattr(forward, '__func__', None) is _flow_block_forward:
             del module.forward
+        module.__dict__.pop('_mmbinary_next_block', None)

@@ -60,3 +60,35 @@ def test_flow_propagates_nan_through_the_layer_path():
 def test_blocks_that_cannot_flow_keep_their_forward():
     model = trained_backbone(18, 2)
     assert enable_packed_flow(model) == []  # nothing packed yet
+
+
+def test_blocks_hand_the_next_block_its_words():
+    model = convert_to_packed(trained_backbone(50, 2))
+    stage = model.layer1
+    x = torch.randn(1, 16, 20, 24)
+    with torch.no_grad():
+        out = stage[0](x)
+        handed = out._mmbinary_next_words
+        conv1 = stage[1].conv1
+        assert handed[0] is stage[1]
+        assert torch.equal(
+            handed[2],
+            torch.ops.mmbinary.mbb_quantize_pack(out, conv1.a_bits,
+                                                 float(conv1.inv_step),
+                                                 conv1.signed, 1))
+        # The last block of a stage has no successor to hand words to.
+        assert not hasattr(stage[2](stage[1](out)), '_mmbinary_next_words')
+
+
+def test_changed_tensor_is_packed_again():
+    """Words handed on a tensor changed in place since are not used."""
+    model = convert_to_packed(trained_backbone(50, 2))
+    stage = model.layer1
+    x = torch.randn(1, 16, 20, 24)
+    with torch.no_grad():
+        out = stage[0](x)
+        out.mul_(0.5)
+        flow = stage[1](out)
+        disable_packed_flow(model)
+        layerwise = stage[1](out)
+    assert torch.equal(flow, layerwise)

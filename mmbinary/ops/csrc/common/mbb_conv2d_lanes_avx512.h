@@ -48,16 +48,70 @@ struct MBBLaneArgs {
   const float* scale;            // (O8,) zero padded, with `out`
   const float* bias;             // (O8,) zero padded, with `out`
   int64_t o_chunk;               // output channels per work item (x 16)
-  bool relu;                     // max(out, 0) after the epilogue
-  // Packed output for a following MBB layer (instead of `out`): the
-  // epilogue's float value (after relu) quantized with the next layer's
-  // out_inv_step / out_signed into (N, Ho, Wo, out_K, out_Wg) words,
-  // zero-filled by the caller; written a byte (8 channels) at a time.
+  // The float value of an output: epilogue, + residual, then relu.
+  const float* residual;         // (N, Ho, Wo, O) added, or null
+  bool relu;                     // max(value, 0)
+  // Packed output for a following MBB layer (with or without `out`): the
+  // float value quantized with the next layer's out_inv_step / out_signed
+  // into (N, Ho, Wo, out_K, out_Wg) words, zero-filled by the caller;
+  // written a byte (8 channels) at a time.
   uint8_t* out_words;
   int64_t out_K, out_Wg;
   float out_inv_step;
   bool out_signed;
+  // Words straight from the accumulator (out_K <= 2, no float output, no
+  // residual): level j is reached where d * acc >= thresholds[j - 1][o],
+  // d = -1 for the channels set in descending[o / 8] (a decreasing
+  // epilogue), else 1. See mbb_level_thresholds.
+  const int64_t* thresholds;     // (2^out_K - 1, O8), or null
+  const uint8_t* descending;     // (O8 / 8,) channel bit masks
 };
+
+// The level the words path gives an accumulator of channel o: the float
+// epilogue, relu, then the next layer's quantization, in the vector
+// kernel's arithmetic (float32, two roundings, round half to even).
+inline int32_t mbb_epilogue_level(int64_t acc, float scale, float bias,
+                                  bool relu, float inv_step, int64_t K,
+                                  bool is_signed) {
+  float value = mbb_epilogue(acc, scale, bias);
+  if (relu) value = value > 0.f ? value : 0.f;
+  return mbb_quantize_level(value, inv_step,
+                            static_cast<float>((1 << K) - 1), is_signed);
+}
+
+// Integer thresholds of the epilogue's levels for channels [o_begin,
+// o_end): the level is monotone in acc (every step is), so it is the
+// number of thresholds d * acc reaches. Accumulators lie in [-bound,
+// bound]; a level never reached gets bound + 1, one always reached
+// -bound. thresholds: (L, O8); descending: (O8 / 8,) zeroed by the caller.
+inline void mbb_level_thresholds(const float* scale, const float* bias,
+                                 bool relu, float inv_step, int64_t K,
+                                 bool is_signed, int64_t bound, int64_t O8,
+                                 int64_t* thresholds, uint8_t* descending,
+                                 int64_t o_begin, int64_t o_end) {
+  const int64_t L = (int64_t{1} << K) - 1;
+  for (int64_t o = o_begin; o < o_end; ++o) {
+    const auto level = [&](int64_t acc) {
+      return mbb_epilogue_level(acc, scale[o], bias[o], relu, inv_step, K,
+                                is_signed);
+    };
+    const bool down = level(-bound) > level(bound);
+    if (down) descending[o / 8] |= static_cast<uint8_t>(1u << (o % 8));
+    const int64_t d = down ? -1 : 1;
+    for (int64_t j = 1; j <= L; ++j) {
+      // Smallest t in [-bound, bound + 1] with level(d * t) >= j.
+      int64_t lo = -bound, hi = bound + 1;
+      while (lo < hi) {
+        const int64_t mid = lo + (hi - lo) / 2;
+        if (level(d * mid) >= j)
+          hi = mid;
+        else
+          lo = mid + 1;
+      }
+      thresholds[(j - 1) * O8 + o] = lo;
+    }
+  }
+}
 
 // Output channels rounded up to whole weight vectors.
 inline int64_t mbb_lane_channels(int64_t O) {
@@ -286,6 +340,27 @@ __attribute__((always_inline)) inline void finish_column(
                                      : static_cast<__mmask8>((1u << rest) - 1u);
     const int64_t at = pixel * s.O + oc;
     // (Whole vectors with plain stores: masked ones are slow on Zen 4.)
+    if (a.thresholds != nullptr) {  // words from integer thresholds
+      const __mmask8 down =
+          static_cast<__mmask8>(a.descending[oc / kMBBChannelLanes]);
+      const __m512i t = _mm512_mask_sub_epi64(acc, down,
+                                              _mm512_setzero_si512(), acc);
+      const int64_t O8 = mbb_lane_channels(s.O);
+      const __mmask8 m1 = _mm512_mask_cmpge_epi64_mask(
+          lanes, t, _mm512_loadu_si512(a.thresholds + oc));
+      uint8_t* dst = a.out_words + pixel * a.out_K * a.out_Wg * 8 + oc / 8;
+      if (a.out_K == 1) {
+        dst[0] = static_cast<uint8_t>(m1);
+      } else {  // K = 2: q = m1 + m2 + m3 (nested masks)
+        const __mmask8 m2 = _mm512_mask_cmpge_epi64_mask(
+            lanes, t, _mm512_loadu_si512(a.thresholds + O8 + oc));
+        const __mmask8 m3 = _mm512_mask_cmpge_epi64_mask(
+            lanes, t, _mm512_loadu_si512(a.thresholds + 2 * O8 + oc));
+        dst[0] = static_cast<uint8_t>(m1 ^ m2 ^ m3);
+        dst[a.out_Wg * 8] = static_cast<uint8_t>(m2);
+      }
+      continue;
+    }
     if (a.out_acc != nullptr) {
       if (rest >= 8)
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(a.out_acc + at), acc32);
@@ -297,14 +372,19 @@ __attribute__((always_inline)) inline void finish_column(
     const __m256 scaled = _mm256_mul_ps(_mm256_cvtepi32_ps(acc32),
                                         _mm256_loadu_ps(a.scale + oc));
     __m256 value = _mm256_add_ps(scaled, _mm256_loadu_ps(a.bias + oc));
+    if (a.residual != nullptr)
+      value = _mm256_add_ps(value,
+                            rest >= 8 ? _mm256_loadu_ps(a.residual + at)
+                                      : _mm256_maskz_loadu_ps(
+                                            lanes, a.residual + at));
     if (a.relu) value = _mm256_max_ps(value, _mm256_setzero_ps());
-    if (a.out_words == nullptr) {
+    if (a.out != nullptr) {
       if (rest >= 8)
         _mm256_storeu_ps(a.out + at, value);
       else
         _mm256_mask_storeu_ps(a.out + at, lanes, value);
-      continue;
     }
+    if (a.out_words == nullptr) continue;
     // The next layer's levels (as mbb_quantize_level), then their bits.
     const __m256 top =
         _mm256_set1_ps(static_cast<float>((1 << a.out_K) - 1));

@@ -202,13 +202,14 @@ TORCH_LIBRARY_FRAGMENT(mmbinary, m) {
       "float inv_step, bool is_signed, int[2] kernel_size, int[2] stride, "
       "int[2] padding, int[2] dilation, int groups) -> Tensor",
       {at::Tag::pt2_compliant_tag});
-  // Packed activations in; float32 out (out_a_bits = 0) or the next MBB
-  // layer's activation words (CPU).
+  // Packed activations in; the float32 output (+ residual, relu) and/or
+  // the next MBB layer's activation words out (CPU).
   m.def(
       "mbb_conv2d_words(Tensor act_words, Tensor weight_words, "
       "Tensor out_scale, Tensor out_bias, int in_channels, int w_bits, "
       "int a_bits, bool is_signed, int[2] kernel_size, int[2] stride, "
-      "int[2] padding, int[2] dilation, int groups, bool relu, "
-      "int out_a_bits, float out_inv_step, bool out_signed) -> Tensor",
+      "int[2] padding, int[2] dilation, int groups, Tensor? residual, "
+      "bool relu, bool float_out, int out_a_bits, float out_inv_step, "
+      "bool out_signed) -> (Tensor, Tensor)",
       {at::Tag::pt2_compliant_tag});
 }

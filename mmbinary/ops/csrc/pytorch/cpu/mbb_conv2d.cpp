@@ -12,6 +12,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <string>
+#include <tuple>
 
 #include "../../common/cpu_features.h"
 #include "../../common/mbb_conv2d.h"
@@ -238,6 +239,7 @@ struct LaneOutput {
   int32_t* acc = nullptr;
   float* out = nullptr;
   uint8_t* words = nullptr;
+  const float* residual = nullptr;
   bool relu = false;
   int64_t K = 0, Wg = 0;  // of the words
   float inv_step = 1.f;
@@ -276,12 +278,15 @@ void run_lane_conv(const MBBConvShape& s, const uint64_t* act,
       reinterpret_cast<const uint64_t*>(zero_words.const_data_ptr<int64_t>());
   a.out = to.out;
   a.out_acc = to.acc;
+  a.residual = to.residual;
   a.relu = to.relu;
   a.out_words = to.words;
   a.out_K = to.K;
   a.out_Wg = to.Wg;
   a.out_inv_step = to.inv_step;
   a.out_signed = to.is_signed;
+  a.thresholds = nullptr;
+  a.descending = nullptr;
 
   // Window level sums of every output (and the pixel sums if not given).
   at::Tensor pixel_sums;
@@ -326,6 +331,27 @@ void run_lane_conv(const MBBConvShape& s, const uint64_t* act,
     a.bias = bias8.const_data_ptr<float>();
   }
 
+  // Words only, 1 or 2 bits: integer thresholds instead of the float
+  // epilogue and quantization (the same levels, see mbb_level_thresholds).
+  at::Tensor thresholds, descending;
+  if (to.words != nullptr && to.out == nullptr && to.residual == nullptr &&
+      to.K <= 2) {
+    const int64_t levels = (int64_t{1} << to.K) - 1;
+    thresholds = at::empty({levels * O8}, opts.dtype(at::kLong));
+    descending = at::zeros({O8 / kMBBChannelLanes}, opts.dtype(at::kByte));
+    // |acc| <= Cg * kh * kw * (2^M - 1) * (2^K - 1) in either mode.
+    const int64_t bound = mbb_accumulator_bound(s.Cg, s.kh, s.kw, s.M, s.K);
+    int64_t* t_ptr = thresholds.data_ptr<int64_t>();
+    uint8_t* d_ptr = descending.data_ptr<uint8_t>();
+    // Padded channels: never reached (their bits stay 0).
+    for (int64_t j = 0; j < levels; ++j)
+      for (int64_t o = s.O; o < O8; ++o) t_ptr[j * O8 + o] = bound + 1;
+    mbb_level_thresholds(scale8.const_data_ptr<float>(),
+                         bias8.const_data_ptr<float>(), to.relu, to.inv_step,
+                         to.K, to.is_signed, bound, O8, t_ptr, d_ptr, 0, s.O);
+    a.thresholds = t_ptr;
+    a.descending = d_ptr;
+  }
   prepass_timer.stop();
   MBBPhaseTimer conv_timer(kPhaseAccumulate);
   const int64_t threads = at::get_num_threads();
@@ -463,18 +489,20 @@ at::Tensor mbb_conv2d_cpu(const at::Tensor& input,
   return out;
 }
 
-// Packed activations -> conv -> epilogue (-> relu), then either float32
-// (N, O, Ho, Wo) outputs (out_a_bits == 0) or, for a following MBB layer
-// with out_a_bits levels, its (N, Ho, Wo, 1, out_a_bits, ceil(O / 64))
-// activation words: what mbb_quantize_pack(relu(out)) would give, without
-// the float tensor in between.
-at::Tensor mbb_conv2d_words_cpu(
+// Packed activations -> conv -> epilogue (+ residual) (-> relu) -> the
+// float32 (N, O, Ho, Wo) output (float_out) and/or, for a following MBB
+// layer with out_a_bits levels (out_a_bits > 0), its (N, Ho, Wo, 1,
+// out_a_bits, ceil(O / 64)) activation words: what mbb_quantize_pack of
+// the float output gives, without a second pass over it. Returns (float
+// output or an empty tensor, words or an empty tensor).
+std::tuple<at::Tensor, at::Tensor> mbb_conv2d_words_cpu(
     const at::Tensor& act_words, const at::Tensor& weight_words,
     const at::Tensor& out_scale, const at::Tensor& out_bias,
     int64_t in_channels, int64_t w_bits, int64_t a_bits, bool is_signed,
     at::IntArrayRef kernel_size, at::IntArrayRef stride,
     at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
-    bool relu, int64_t out_a_bits, double out_inv_step, bool out_signed) {
+    const c10::optional<at::Tensor>& residual, bool relu, bool float_out,
+    int64_t out_a_bits, double out_inv_step, bool out_signed) {
   MMBINARY_CHECK_CPU(act_words);
   MMBINARY_CHECK_CPU(weight_words);
   MMBINARY_CHECK_CPU(out_scale);
@@ -484,55 +512,72 @@ at::Tensor mbb_conv2d_words_cpu(
       act_words, true, weight_words, in_channels, out_scale.size(0), w_bits,
       a_bits, is_signed, kernel_size, stride, padding, dilation, groups);
   TORCH_CHECK(out_a_bits >= 0 && out_a_bits <= kMBBMaxBits,
-              "out_a_bits must be 0 (float output) or 1..8, got ",
-              out_a_bits);
+              "out_a_bits must be 0 (no words) or 1..8, got ", out_a_bits);
+  TORCH_CHECK(float_out || out_a_bits > 0,
+              "mbb_conv2d_words: ask for float_out, words (out_a_bits > 0) "
+              "or both");
   const float out_inv = out_a_bits > 0 ? mbb_check_inv_step(out_inv_step)
                                        : 1.f;
+  const auto float_options = out_scale.options();
+  const auto cl = at::MemoryFormat::ChannelsLast;
+  at::Tensor res;
+  if (residual.has_value() && residual->defined()) {
+    MMBINARY_CHECK_CPU((*residual));
+    TORCH_CHECK(residual->scalar_type() == at::kFloat &&
+                    residual->dim() == 4 && residual->size(0) == s.N &&
+                    residual->size(1) == s.O && residual->size(2) == s.Ho &&
+                    residual->size(3) == s.Wo,
+                "residual must be a float32 tensor of the output's shape (",
+                s.N, ", ", s.O, ", ", s.Ho, ", ", s.Wo, "), got ",
+                residual->scalar_type(), " ", residual->sizes());
+    res = residual->contiguous(cl);
+  }
   const CpuKernel kernel = select_cpu_kernel();
   const auto* act =
       reinterpret_cast<const uint64_t*>(act_words.const_data_ptr<int64_t>());
-  const auto float_options = out_scale.options();
   const int64_t out_wg = mbb_num_words(s.O);
+  at::Tensor out = at::empty({0}, float_options);
+  at::Tensor words = at::empty({0}, act_words.options());
 #ifdef MMBINARY_MBB_HAVE_LANES_AVX512
   if (use_lanes(s, kernel)) {
     LaneOutput to;
     to.relu = relu;
-    at::Tensor out;
-    if (out_a_bits == 0) {
-      out = at::empty({s.N, s.O, s.Ho, s.Wo},
-                      float_options.memory_format(
-                          at::MemoryFormat::ChannelsLast));
+    to.residual = res.defined() ? res.const_data_ptr<float>() : nullptr;
+    if (float_out) {
+      out = at::empty({s.N, s.O, s.Ho, s.Wo}, float_options.memory_format(cl));
       to.out = out.data_ptr<float>();
-    } else {
-      out = at::zeros({s.N, s.Ho, s.Wo, 1, out_a_bits, out_wg},
-                      act_words.options());
-      to.words = reinterpret_cast<uint8_t*>(out.data_ptr<int64_t>());
+    }
+    if (out_a_bits > 0) {
+      words = at::zeros({s.N, s.Ho, s.Wo, 1, out_a_bits, out_wg},
+                        act_words.options());
+      to.words = reinterpret_cast<uint8_t*>(words.data_ptr<int64_t>());
       to.K = out_a_bits, to.Wg = out_wg;
       to.inv_step = out_inv, to.is_signed = out_signed;
     }
     run_lane_conv(s, act, nullptr, weight_words, to, out_scale, out_bias);
-    return out;
+    return {out, words};
   }
 #endif
   // Other kernels: the same values through the float tensor.
-  at::Tensor out = at::empty(
-      {s.N, s.O, s.Ho, s.Wo},
-      float_options.memory_format(at::MemoryFormat::ChannelsLast));
-  run_conv(s, act, weight_words, nullptr, out.data_ptr<float>(),
+  at::Tensor value =
+      at::empty({s.N, s.O, s.Ho, s.Wo}, float_options.memory_format(cl));
+  run_conv(s, act, weight_words, nullptr, value.data_ptr<float>(),
            out_scale.const_data_ptr<float>(),
            out_bias.const_data_ptr<float>(), kernel);
-  if (relu) out.clamp_min_(0.f);
-  if (out_a_bits == 0) return out;
-  out = out.contiguous();  // the NCHW packer
-  const MBBConvShape next = make_mbb_shape(s.N, s.O, s.Ho, s.Wo, 0, 1, 1, 1,
-                                           1, 1, 0, 0, 1, 1, 1, out_a_bits,
-                                           out_signed);
-  at::Tensor words = at::empty({s.N, s.Ho, s.Wo, 1, out_a_bits, out_wg},
-                               act_words.options());
-  quantize_pack_into(out, next, out_inv,
-                     reinterpret_cast<uint64_t*>(words.data_ptr<int64_t>()),
-                     kernel);
-  return words;
+  if (res.defined()) value.add_(res);
+  if (relu) value.clamp_min_(0.f);
+  if (out_a_bits > 0) {
+    const MBBConvShape next = make_mbb_shape(s.N, s.O, s.Ho, s.Wo, 0, 1, 1,
+                                             1, 1, 1, 0, 0, 1, 1, 1,
+                                             out_a_bits, out_signed);
+    words = at::empty({s.N, s.Ho, s.Wo, 1, out_a_bits, out_wg},
+                      act_words.options());
+    quantize_pack_into(value.contiguous(), next, out_inv,
+                       reinterpret_cast<uint64_t*>(words.data_ptr<int64_t>()),
+                       kernel);
+  }
+  if (float_out) out = value;
+  return {out, words};
 }
 
 }  // namespace mmbinary
