@@ -134,8 +134,13 @@ def test_refit_fits_the_clip_again_keep_keeps_it():
     assert set_bit_widths(model, 2, 2, 'keep') == 2
     assert float(model[0].act_quantizer.clip) == clip8
     assert bool(model[0].act_quantizer.initialized)
-    set_bit_widths(model, 4, 4, 'refit')
+    set_bit_widths(model, 1, 1, 'refit')
     assert not bool(model[0].act_quantizer.initialized)
     model(x)
+    assert (model[0].w_bits, model[0].a_bits) == (1, 1)
+    # refitted as a layer trained directly at that width starts
+    direct = MBBConv2d(3, 4, 1, w_bits=1, a_bits=1, a_mode='signed')
+    direct(x)
+    assert float(model[0].act_quantizer.clip) == float(
+        direct.act_quantizer.clip)
     assert float(model[0].act_quantizer.clip) != clip8
-    assert (model[0].w_bits, model[0].a_bits) == (4, 4)
