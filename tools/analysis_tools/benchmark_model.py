@@ -37,6 +37,7 @@ from mmbinary.models.layers import MBBConv2d, MBBLinear
 from mmbinary.models.packing import LAYOUT_KEY, convert_to_packed
 from mmbinary.ops import build_info, ext_loaded
 from mmbinary.utils import benchmark as bm
+from mmbinary.utils.memory import keep_freed_memory
 from mmbinary.utils.scope import register_modules_for
 
 #: Default (H, W) of the random image per scope (as model_report.py).
@@ -79,6 +80,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         help='do not build and time the torch int8 model')
     parser.add_argument('--no-breakdown', action='store_true',
                         help='skip the per-layer breakdown')
+    parser.add_argument('--no-keep-freed-memory', action='store_true',
+                        help='let glibc unmap large freed blocks (its '
+                        'default) instead of keeping them for the next '
+                        'forward; see mmbinary.utils.memory')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, key=value pairs')
     args = parser.parse_args(argv)
@@ -370,6 +375,10 @@ def header_lines(args, cfg: Config, shape, ghz: Optional[float]) -> List[str]:
         f'- torch {torch.__version__}; median of {args.repeat} runs after '
         f'{args.warmup} warm-up runs, the models\' runs interleaved; '
         f'weights: {args.checkpoint or RANDOM_WEIGHTS}',
+        '- freed memory: ' + ('returned to the OS (glibc default)'
+                              if args.no_keep_freed_memory else
+                              'kept for the next forward, for every model '
+                              '(mmbinary.utils.memory)'),
         f'- command: python {TOOL} {" ".join(args.argv)}'
     ]
 
@@ -496,6 +505,10 @@ def log(message: str) -> None:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
+    if not args.no_keep_freed_memory:
+        # Every model below runs with it: large activations are not
+        # page-faulted in again at every forward (as under jemalloc).
+        keep_freed_memory()
     if not ext_loaded():
         raise SystemExit(f'mmbinary._C is not built: {build_info()["error"]}')
     check_checkpoint(args.checkpoint)
