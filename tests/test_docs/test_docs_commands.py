@@ -257,6 +257,10 @@ def sandbox(tmp_path, monkeypatch):
     write_tiny_masks(str(tmp_path / 'data' / 'my_masks'))
     write_imagenet_stand_ins(str(tmp_path / 'data' / 'demo' / 'pretrained'))
     monkeypatch.chdir(tmp_path)
+    # the sandbox stands for the repository where the tools look for
+    # relative checkpoints
+    from mmbinary.utils import data_check
+    monkeypatch.setattr(data_check, '_repo_root', lambda: str(tmp_path))
     return tmp_path
 
 
@@ -353,6 +357,9 @@ def test_own_data_page_runs_end_to_end(title, metric, sandbox, capfd):
             subprocess.run(['bash', '-c', text], check=True, cwd=sandbox)
             if text.startswith('cp '):
                 copies.append(text.split()[-1])
+            if text.startswith('sed ') and 'float_checkpoint' in text:
+                # from here on the float start replaces the ImageNet file
+                shutil.rmtree(sandbox / 'data' / 'demo')
     tests = [command for command in outputs if 'tools/test.py' in command]
     assert len(tests) >= 2
     for command in tests:
@@ -366,7 +373,11 @@ def test_own_data_page_runs_end_to_end(title, metric, sandbox, capfd):
         # with --score-thr 0 there is a metric, packed too
         scored = [c for c in tests if '--score-thr 0' in c]
         assert scored and metric in outputs[scored[0]]
-    # the encoded run started from the float run
+    # the encoded run started from the float run, without the ImageNet file
+    encoded = [c for c in outputs
+               if 'tools/train.py' in c and '--float' not in c]
+    assert 'not needed: load_from loads the whole model' in outputs[
+        encoded[0]]
     with open(copies[-1], encoding='utf-8') as f:
         assert re.search(r"^float_checkpoint = '.*_float/epoch_1\.pth'$",
                          f.read(), re.M)
