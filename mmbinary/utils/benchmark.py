@@ -393,7 +393,7 @@ def count_macs(model: nn.Module, image: Tensor,
 
 @dataclass
 class LayerTime:
-    """One timed module of a breakdown (medians over the runs).
+    """One timed module of a breakdown (in the run of median total).
 
     Attributes:
         name (str): module name.
@@ -426,7 +426,8 @@ class Breakdown:
     """Where a forward spends its time.
 
     Attributes:
-        total_ms (float): median ms of the hooked forward.
+        total_ms (float): ms of the hooked forward, the median of the runs
+            (the modules' times are from that run).
         layers (list[LayerTime]): the timed modules that ran, in call order.
         phases_available (bool): whether packed-op phases were timed.
         macs (dict): every conv and linear layer that ran, nested ones
@@ -482,11 +483,12 @@ def module_breakdown(model: nn.Module,
         model (nn.Module): the model (eval mode).
         image (Tensor): its (1, 3, H, W) input.
         run (callable): ``run(model, image)``.
-        repeat (int): timed forwards (medians are reported).
+        repeat (int): timed forwards (the one of median total is
+            reported).
         warmup (int): untimed forwards first.
 
     Returns:
-        Breakdown: per-module medians.
+        Breakdown: per-module times of the median run.
     """
     if repeat < 1 or warmup < 0:
         raise ValueError(f'repeat must be >= 1 and warmup >= 0, got '
@@ -559,13 +561,14 @@ def module_breakdown(model: nn.Module,
             profiling.read_phase_times(reset=True)
 
     macs = count_macs(model, image, run)
+    # One run, the one with the median total, so that the modules and the
+    # glue add up to its total.
+    middle = sorted(range(len(totals)), key=totals.__getitem__)[
+        (len(totals) - 1) // 2]
     layers = []
-    for name in runs[-1]:
-        entries = [r[name] for r in runs if name in r]
-        layer = LayerTime(
-            name, kinds[name], timed[name],
-            statistics.median(e['seconds'] for e in entries) * 1e3,
-            entries[-1]['calls'])
+    for name, entry in runs[middle].items():
+        layer = LayerTime(name, kinds[name], timed[name],
+                          entry['seconds'] * 1e3, entry['calls'])
         inside = [(key, value) for key, value in macs.items()
                   if key == name or key.startswith(name + '.')]
         if layer.kind in _FLOAT_MAC_KINDS:
@@ -575,12 +578,12 @@ def module_breakdown(model: nn.Module,
                       if value[0] == 'packed MBB']
             layer.packed_layers = [key for key, _ in packed]
             layer.binary_macs = sum(value[2] for _, value in packed)
-            for phase in entries[-1]['phases']:
-                layer.phases[phase] = statistics.median(
-                    e['phases'].get(phase, 0.0) for e in entries) * 1e3
+            layer.phases = {
+                phase: seconds * 1e3
+                for phase, seconds in entry['phases'].items()
+            }
         layers.append(layer)
-    return Breakdown(statistics.median(totals) * 1e3, layers, phases_on,
-                     macs)
+    return Breakdown(totals[middle] * 1e3, layers, phases_on, macs)
 
 
 # ---- packed against unpacked ------------------------------------------------

@@ -465,7 +465,8 @@ def layer_table(bits: str, breakdown: bm.Breakdown, ghz: Optional[float],
     return lines
 
 
-def agreement_line(bits: str, agreement: bm.Agreement) -> str:
+def agreement_line(bits: str, agreement: bm.Agreement,
+                   random_weights: bool) -> str:
     if agreement.layer_error is not None:
         layers = f'per-layer check not possible ({agreement.layer_error})'
     elif not agreement.layers_failing:
@@ -488,7 +489,10 @@ def agreement_line(bits: str, agreement: bm.Agreement) -> str:
         layers += (f'; all {agreement.blocks_checked} blocks with packed '
                    'activations between their convs equal their '
                    'layer-by-layer forward')
-    return (f'- {bits}: {layers}. Whole model (information, not a check): '
+    note = ('; a network at random initialisation amplifies small changes'
+            if random_weights else '')
+    return (f'- {bits}: {layers}. Whole model (information, not a '
+            f'check{note}): '
             f'outputs differ by {100 * agreement.output_error:.2g} % (L2), '
             f'{100 * agreement.output_mismatch_fraction:.2g} % of the '
             'elements beyond rounding: an activation within rounding of a '
@@ -612,7 +616,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             f'{name} {bm.format_ratio(ms.get(threads[0]), ms.get(t))}'
             for name, ms in scaling) + '.']
     lines += ['', '## Packed against the training form', '']
-    lines += [agreement_line(name, a) for name, a in agreements.items()]
+    lines += [
+        agreement_line(name, a, args.checkpoint is None)
+        for name, a in agreements.items()
+    ]
     lines += [
         f'- {name}: the channels-last packed model\'s outputs differ from '
         f'the NCHW one\'s by {100 * error:.2g} % (L2)'
@@ -640,8 +647,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                 lines.append(f'- {name}: {bm.describe_encoding(breakdown)}')
         lines += [
             '', '## Where the packed time goes', '',
-            'ms per forward, leaf modules timed with forward hooks (medians; '
-            'the hooked total is a little above the table\'s). "- phase": '
+            'ms per forward, leaf modules timed with forward hooks (the run '
+            'of median total; the hooked total is a little above the '
+            'table\'s). "- phase": '
             'packed-op phases from mmbinary.ops.profiling (n/a where that is '
             'not built); "Python/glue": the total minus the modules\' '
             'sum (residual adds, upsampling, concatenation, control flow).',
