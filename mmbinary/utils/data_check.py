@@ -129,6 +129,16 @@ def _join(data_root, path: str) -> str:
     return path
 
 
+def _folder_kind(prefix_name: str) -> str:
+    """What a ``data_prefix`` entry holds: ``img``/``img_path`` images,
+    ``seg``/``seg_map_path`` masks."""
+    if prefix_name.startswith('img'):
+        return 'image folder'
+    if prefix_name.startswith('seg'):
+        return 'mask folder'
+    return f'{prefix_name} folder'
+
+
 def expected_paths(dataset_cfg: dict,
                    key: str = 'dataset') -> List[ExpectedPath]:
     """Files and folders a (leaf) dataset config reads.
@@ -157,7 +167,7 @@ def expected_paths(dataset_cfg: dict,
             paths.append(
                 ExpectedPath(
                     _join(data_root, prefix), 'folder',
-                    'image folder' if 'img' in name else f'{name} folder',
+                    _folder_kind(name),
                     f'{key}.data_prefix.{name}'))
     if not paths and data_root:
         paths.append(
@@ -417,7 +427,9 @@ def _report(cfg, missing: List[ExpectedPath],
         sources += [_source(cfg, entry) for entry in entries]
     present = [path for path in all_paths if path not in missing]
     if present:
-        lines.append(f'  ({len(present)} other paths are there.)')
+        lines.append(f'  ({len(present)} other '
+                     f'{"path is" if len(present) == 1 else "paths are"} '
+                     'there.)')
     for source in dict.fromkeys(s for s in sources if s):
         lines.append(f'Get {source}.')
     lines.append('Relative data roots and evaluator files are read from '

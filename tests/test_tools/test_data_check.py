@@ -247,6 +247,8 @@ def test_load_from_makes_a_missing_pretrained_backbone_unneeded(tmp_path):
     ('own_data/deeplabv3_mnv2-d8_mbb_folder-format.py',
      ['data/my_masks/', 'img_dir/train/', 'ann_dir/val/',
       'data_root (top of the config)']),
+    ('pennfudan/deeplabv3_mnv2-d8_pennfudan.py',
+     ['data/pennfudan/', 'seg_masks/', 'splits/train.txt']),
 ])
 def test_shipped_configs_describe_their_layout(name, words, tmp_path,
                                                monkeypatch):
@@ -314,3 +316,16 @@ def test_class_names_must_be_among_the_json_categories(tmp_path):
     (tmp_path / 'data.json').write_text('[1, 2')
     with pytest.raises(ClassesNotFoundError, match='is not a COCO json'):
         check_datasets(cfg)
+
+
+def test_mask_folders_are_named_as_such(tmp_path):
+    (tmp_path / 'img_dir' / 'train').mkdir(parents=True)
+    loader = dict(dataset=dict(
+        type='BaseSegDataset', data_root=str(tmp_path),
+        data_prefix=dict(img_path='img_dir/train',
+                         seg_map_path='ann_dir/train')))
+    message = missing_message(dict(train_dataloader=loader),
+                              ['train_dataloader'])
+    assert 'mask folder' in message
+    assert 'set: train_dataloader.dataset.data_prefix.seg_map_path' in message
+    assert '1 other path is there' in message
