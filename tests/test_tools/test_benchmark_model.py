@@ -56,7 +56,8 @@ def test_demo_detector_table_and_agreement(tool, capsys):
     with DefaultScope.overwrite_default_scope(cfg.default_scope):
         status = tool.main([
             DEMO_CONFIG, '--shape', '64', '96', '--threads', '1', '--bits',
-            '2,2', '1,1', '--repeat', '1', '--warmup', '0'
+            '2,2', '1,1', '--repeat', '1', '--warmup', '0',
+            '--no-keep-freed-memory'  # a process-wide setting: not here
         ])
     output = capsys.readouterr().out
     assert status == 0, output[-4000:]
