@@ -213,3 +213,34 @@ def test_two_process_gloo_training_saves_and_resumes(tmp_path):
     assert 'resumed epoch: 2' in log
     assert 'Epoch(train) [3]' in log
     assert (work_dir / 'epoch_3.pth').is_file()
+
+
+def load_test_tool():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        'test_tool', osp.join(REPO, 'tools', 'test.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_score_threshold_option_sets_one_and_two_stage_detectors():
+    from mmengine.config import Config
+    tool = load_test_tool()
+    one_stage = Config(dict(model=dict(test_cfg=dict(score_thr=0.05))))
+    tool.set_score_threshold(one_stage, 0.0)
+    assert one_stage.model.test_cfg.score_thr == 0.0
+    two_stage = Config(
+        dict(model=dict(test_cfg=dict(rpn=dict(nms_pre=1000),
+                                      rcnn=dict(score_thr=0.05)))))
+    tool.set_score_threshold(two_stage, 0.01)
+    assert two_stage.model.test_cfg.rcnn.score_thr == 0.01
+    segmentor = Config(dict(model=dict(test_cfg=dict(mode='whole'))))
+    with pytest.raises(SystemExit, match='detector option'):
+        tool.set_score_threshold(segmentor, 0.0)
+    with pytest.raises(SystemExit, match='in 0..1'):
+        tool.set_score_threshold(one_stage, 1.5)
+    # the explanation names the threshold and the way out
+    note = tool.explain_empty_results(
+        Config(dict(model=dict(test_cfg=dict(score_thr=0.05)))))
+    assert 'score_thr=0.05' in note and '--score-thr 0' in note
