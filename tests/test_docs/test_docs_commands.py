@@ -15,6 +15,7 @@ so the docs cannot drift from the tools and configs.
   tens of seconds.
 """
 import contextlib
+import copy
 import glob
 import importlib.util
 import json
@@ -125,7 +126,7 @@ def test_tool_command_parses_and_its_config_loads(doc, command, tmp_path,
                                                   monkeypatch):
     from mmengine.config import Config
 
-    from mmbinary.utils.scope import load_tool_config
+    from mmbinary.utils.scope import apply_precision_options
 
     words = shlex.split(placeholders(command), comments=True)
     script, argv = words[1], words[2:]
@@ -168,7 +169,10 @@ def test_tool_command_parses_and_its_config_loads(doc, command, tmp_path,
         for name in key.split('.')[:2]:
             assert name in node, f'{doc}: {key} is not a key of {config}'
             node = node[name]
-    cfg = load_tool_config(config, options or None)
+    # as load_tool_config merges them (the config is loaded once here)
+    cfg = copy.deepcopy(plain)
+    cfg.merge_from_dict(options)
+    apply_precision_options(cfg, options)
     if 'w_bits' in options:
         from mmbinary.models.precision import precision_parts
         for part in precision_parts(cfg.model):
