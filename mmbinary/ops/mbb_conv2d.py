@@ -270,7 +270,8 @@ def _register_fake() -> None:
     @torch.library.register_fake('mmbinary::mbb_conv2d_words')
     def _(act_words, weight_words, out_scale, out_bias, in_channels, w_bits,
           a_bits, is_signed, kernel_size, stride, padding, dilation, groups,
-          residual, relu, float_out, out_a_bits, out_inv_step, out_signed):
+          residual, act_min, act_max, float_out, out_a_bits, out_inv_step,
+          out_signed):
         shape = out_shape(act_words.shape[0], out_scale.shape[0],
                           act_words.shape[1:3], kernel_size, stride, padding,
                           dilation)

@@ -3,6 +3,7 @@
 in, float32 or the next layer's activation words out) against the
 references, on every CPU kernel variant this machine runs: random
 geometries, bit widths, activation modes and layouts, bit for bit."""
+import math
 import os
 
 import pytest
@@ -39,6 +40,13 @@ def runnable_kernels():
 
 
 KERNELS = runnable_kernels()
+#: (act_min, act_max) -> the torch activation it stands for.
+ACTIVATIONS = {
+    (-math.inf, math.inf): lambda x: x,
+    (0.0, math.inf): torch.relu,
+    (0.0, 6.0): torch.nn.functional.relu6,
+    (-1.5, 2.0): lambda x: torch.clamp(x, -1.5, 2.0),
+}
 
 
 @st.composite
@@ -114,9 +122,10 @@ def test_conv_equals_reference(kernel, case, monkeypatch):
 @pytest.mark.parametrize('kernel', KERNELS)
 @settings(max_examples=30, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(case=conv_cases(), relu=st.booleans(), with_residual=st.booleans(),
-       next_bits=st.integers(1, 4), next_signed=st.booleans())
-def test_words_op_equals_float_then_pack(kernel, case, relu, with_residual,
+@given(case=conv_cases(), act=st.sampled_from(list(ACTIVATIONS)),
+       with_residual=st.booleans(), next_bits=st.integers(1, 4),
+       next_signed=st.booleans())
+def test_words_op_equals_float_then_pack(kernel, case, act, with_residual,
                                          next_bits, next_signed,
                                          monkeypatch):
     """conv -> epilogue (+ residual) (-> relu) -> the next layer's quantize
@@ -129,7 +138,8 @@ def test_words_op_equals_float_then_pack(kernel, case, relu, with_residual,
     words = pack_weight_codes(weight, case['w_bits'])
     codes = activation_codes_reference(x, case['a_bits'], inv,
                                        case['signed'])
-    act = pack_activation_codes(codes, case['a_bits'], case['signed'])
+    packed_act = pack_activation_codes(codes, case['a_bits'],
+                                       case['signed'])
     acc = mbb_conv2d_accumulate_reference(codes, weight, case['stride'],
                                           case['padding'], case['dilation'])
     out = acc.float() * scale.view(1, -1, 1, 1) + bias.view(1, -1, 1, 1)
@@ -137,10 +147,9 @@ def test_words_op_equals_float_then_pack(kernel, case, relu, with_residual,
     if with_residual:
         residual = torch.randn(out.shape)  # NCHW: the op takes any layout
         out = out + residual
-    if relu:
-        out = torch.relu(out)
-    args = (act, words, scale, bias, case['cin'], case['w_bits'],
-            case['a_bits'], case['signed'], *geometry, residual, relu)
+    out = ACTIVATIONS[act](out)
+    args = (packed_act, words, scale, bias, case['cin'], case['w_bits'],
+            case['a_bits'], case['signed'], *geometry, residual, *act)
     got, none = torch.ops.mmbinary.mbb_conv2d_words(*args, True, 0, 1.0,
                                                     False)
     assert torch.equal(got, out) and none.numel() == 0
@@ -163,20 +172,23 @@ def test_words_op_checks_its_arguments():
     geometry = (8, 1, 1, False, (1, 1), (1, 1), (0, 0), (1, 1), 1)
     op = torch.ops.mmbinary.mbb_conv2d_words
     with pytest.raises(RuntimeError, match='out_a_bits must be 0'):
-        op(act, words, scale, bias, *geometry, None, True, True, 9, 1.0,
-           False)
-    with pytest.raises(RuntimeError, match='inv_step must be a finite'):
-        op(act, words, scale, bias, *geometry, None, True, True, 2, -1.0,
-           False)
-    with pytest.raises(RuntimeError, match='ask for float_out, words'):
-        op(act, words, scale, bias, *geometry, None, True, False, 0, 1.0,
-           False)
-    with pytest.raises(RuntimeError, match='out_bias must be a float32'):
-        op(act, words, scale, torch.zeros(3), *geometry, None, True, True, 0,
+        op(act, words, scale, bias, *geometry, None, 0.0, math.inf, True, 9,
            1.0, False)
-    with pytest.raises(RuntimeError, match='residual must be a float32'):
-        op(act, words, scale, bias, *geometry, torch.zeros(1, 4, 2, 3), True,
+    with pytest.raises(RuntimeError, match='inv_step must be a finite'):
+        op(act, words, scale, bias, *geometry, None, 0.0, math.inf, True, 2,
+           -1.0, False)
+    with pytest.raises(RuntimeError, match='ask for float_out, words'):
+        op(act, words, scale, bias, *geometry, None, 0.0, math.inf, False, 0,
+           1.0, False)
+    with pytest.raises(RuntimeError, match='out_bias must be a float32'):
+        op(act, words, scale, torch.zeros(3), *geometry, None, 0.0, math.inf,
            True, 0, 1.0, False)
+    with pytest.raises(RuntimeError, match='residual must be a float32'):
+        op(act, words, scale, bias, *geometry, torch.zeros(1, 4, 2, 3), 0.0,
+           math.inf, True, 0, 1.0, False)
+    with pytest.raises(RuntimeError, match='act_min <= act_max'):
+        op(act, words, scale, bias, *geometry, None, 6.0, 0.0, True, 0, 1.0,
+           False)
 
 
 def test_lane_kernel_output_is_channels_last(monkeypatch):
@@ -195,8 +207,8 @@ def test_lane_kernel_output_is_channels_last(monkeypatch):
 
 @pytest.mark.parametrize('next_bits', [1, 2, 3])
 @pytest.mark.parametrize('next_signed', [False, True])
-@pytest.mark.parametrize('relu', [False, True])
-def test_words_at_every_accumulator_edge(next_bits, next_signed, relu):
+@pytest.mark.parametrize('act', list(ACTIVATIONS))
+def test_words_at_every_accumulator_edge(next_bits, next_signed, act):
     """Scales of both signs, zero and tiny, and biases that put the level
     steps at the accumulator's ends: the words equal the float path's (the
     1- and 2-bit words come from integer thresholds on AVX-512)."""
@@ -206,17 +218,16 @@ def test_words_at_every_accumulator_edge(next_bits, next_signed, relu):
     act_codes = torch.randint(0, 2, (1, cin, 6, 7), generator=g)
     scale = torch.tensor([1.0, -1.0, 0.0, -0.0, 1e-9, -1e-9, 0.25, -0.25] * 3)
     bias = torch.tensor([0.0, 0.5, -0.5, 3.0, -3.0, 144.0, -144.0, 0.49] * 3)
-    act = pack_activation_codes(act_codes, 1, False)
+    packed_act = pack_activation_codes(act_codes, 1, False)
     acc = mbb_conv2d_accumulate_reference(act_codes, weight, 1, 1, 1)
     out = acc.float() * scale.view(1, -1, 1, 1) + bias.view(1, -1, 1, 1)
-    if relu:
-        out = torch.relu(out)
+    out = ACTIVATIONS[act](out)
     inv = 0.75
     expected = pack_activation_codes(
         activation_codes_reference(out, next_bits, inv, next_signed),
         next_bits, next_signed)
     _, words = torch.ops.mmbinary.mbb_conv2d_words(
-        act, pack_weight_codes(weight, 1), scale, bias, cin, 1, 1, False,
-        (3, 3), (1, 1), (1, 1), (1, 1), 1, None, relu, False, next_bits,
-        inv, next_signed)
+        packed_act, pack_weight_codes(weight, 1), scale, bias, cin, 1, 1, False,
+        (3, 3), (1, 1), (1, 1), (1, 1), 1, None, *act, False, next_bits, inv,
+        next_signed)
     assert torch.equal(words, expected)

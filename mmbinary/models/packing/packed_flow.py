@@ -15,11 +15,15 @@ block's first activation words in the same pass.
 The words are exactly what the layer-by-layer path packs and the float
 values are computed with the same operations in the same order, so the
 outputs are identical; :func:`enable_packed_flow` only changes how the
-blocks run. Handled: mmdet's and mmseg's ResNet ``Bottleneck`` and
+modules run. Handled: mmdet's and mmseg's ResNet ``Bottleneck`` and
 ``BasicBlock`` (no plugins, DCN or checkpointing) whose convs are packed
-with one group and whose norms are folded. Anything else keeps its own
-forward.
+with one group and whose norms are folded, and mmcv ``ConvModule`` s
+(conv -> folded norm -> ReLU / ReLU6) around such a conv, which apply
+their activation in the epilogue and hand words on inside a stage or a
+dense head's tower (FPN convs, RetinaNet heads, MobileNetV2 blocks).
+Anything else keeps its own forward.
 """
+import math
 import types
 from typing import List, Optional, Sequence, Tuple
 
@@ -31,6 +35,10 @@ from mmbinary.ops import ext_loaded
 from .convert import FoldedNorm
 from .packed_layers import PackedMBBConv2d
 
+#: ModuleLists whose entries run one after the other on one tensor: the
+#: stacked convs of mmdet's dense heads (RetinaHead, RPNHead, ...). Other
+#: lists (FPN's lateral and output convs) run side by side.
+SEQUENTIAL_LISTS = ('cls_convs', 'reg_convs')
 #: Attribute of a block's float output holding the next block's words:
 #: (consumer block, the output's version counter, words).
 _WORDS = '_mmbinary_next_words'
@@ -62,24 +70,66 @@ def _block_convs(block: nn.Module) -> Optional[List[PackedMBBConv2d]]:
     return convs
 
 
+def _conv_module_parts(
+        module: nn.Module
+) -> Optional[Tuple[PackedMBBConv2d, Tuple[float, float]]]:
+    """The packed conv and activation clamp of an mmcv ``ConvModule``
+    (conv -> folded norm -> ReLU / ReLU6 / none), or None if it can't run
+    fused."""
+    if type(module).__name__ != 'ConvModule' or not type(
+            module).__module__.startswith('mmcv.'):
+        return None
+    conv = getattr(module, 'conv', None)
+    if not _flow_layer(conv) or getattr(module, 'with_explicit_padding',
+                                        False):
+        return None
+    if tuple(getattr(module, 'order', ())) != ('conv', 'norm', 'act'):
+        return None
+    if module.with_norm and not isinstance(module.norm, FoldedNorm):
+        return None
+    act = NO_ACTIVATION
+    if module.with_activation:
+        act = ACTIVATIONS.get(type(module.activate))
+        if act is None:
+            return None
+    return conv, act
+
+
+def _flow_unit(module: nn.Module) -> Optional[PackedMBBConv2d]:
+    """The first packed conv of a block or ConvModule that flows."""
+    convs = _block_convs(module)
+    if convs is not None:
+        return convs[0]
+    parts = _conv_module_parts(module)
+    return None if parts is None else parts[0]
+
+
 def _runs_here(x: Tensor) -> bool:
     return (ext_loaded() and x.device.type == 'cpu'
             and x.dtype == torch.float32 and x.dim() == 4
             and not x.requires_grad)
 
 
+#: Activation clamps (act_min, act_max) of the activations the epilogue
+#: applies, by module type.
+NO_ACTIVATION = (-math.inf, math.inf)
+RELU = (0.0, math.inf)
+ACTIVATIONS = {nn.ReLU: RELU, nn.ReLU6: (0.0, 6.0)}
+
+
 def conv_words(conv: PackedMBBConv2d,
                act_words: Tensor,
-               relu: bool,
+               act: Tuple[float, float] = NO_ACTIVATION,
                next_conv: Optional[PackedMBBConv2d] = None,
                float_out: bool = False,
                residual: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
-    """``conv`` on activation words, then (+ residual), (ReLU).
+    """``conv`` on activation words, then (+ residual), (activation).
 
     Args:
         conv (PackedMBBConv2d): one group.
         act_words (Tensor): (N, H, W, 1, K, Wg) its activation words.
-        relu (bool): apply a ReLU after the epilogue (and the residual).
+        act (tuple[float, float]): the activation after the epilogue (and
+            the residual) as a clamp, e.g. :data:`RELU`.
         next_conv (PackedMBBConv2d, optional): also (or only) quantize the
             output into this layer's activation words.
         float_out (bool): return the float output.
@@ -99,7 +149,7 @@ def conv_words(conv: PackedMBBConv2d,
         act_words, conv.weight_words, conv.out_scale, conv.out_bias,
         conv.in_channels, conv.w_bits, conv.a_bits, conv.signed,
         conv.kernel_size, conv.stride, conv.padding, conv.dilation,
-        conv.groups, residual, relu, float_out, out_bits, out_inv,
+        conv.groups, residual, act[0], act[1], float_out, out_bits, out_inv,
         out_signed)
 
 
@@ -116,20 +166,53 @@ def _input_words(block: nn.Module, first: PackedMBBConv2d,
                                                 first.signed, 1)
 
 
+def _hand_on(module: nn.Module, out: Tensor, words: Tensor) -> None:
+    """Leave the next unit's words on ``out`` (see :func:`_input_words`)."""
+    following = module.__dict__.get('_mmbinary_next_block')
+    if following is not None and words.numel():
+        setattr(out, _WORDS, (following, out._version, words))
+
+
+def _next_conv(module: nn.Module) -> Optional[PackedMBBConv2d]:
+    following = module.__dict__.get('_mmbinary_next_block')
+    return None if following is None else _flow_unit(following)
+
+
+def _flow_conv_module_forward(self: nn.Module,
+                              x: Tensor,
+                              activate: bool = True,
+                              norm: bool = True) -> Tensor:
+    """An mmcv ConvModule's forward with the activation in the packed
+    conv's epilogue (same result as the module's own forward)."""
+    parts = _conv_module_parts(self)
+    if parts is None or not norm or not _runs_here(x):
+        return type(self).forward(self, x, activate=activate, norm=norm)
+    conv, act = parts
+    try:
+        words = _input_words(self, conv, x)
+    except RuntimeError:
+        if bool(torch.isnan(x).any()):  # NaN: the layer-by-layer path
+            return type(self).forward(self, x, activate=activate, norm=norm)
+        raise
+    next_conv = _next_conv(self) if activate else None
+    out, next_words = conv_words(conv, words,
+                                 act if activate else NO_ACTIVATION,
+                                 next_conv=next_conv, float_out=True)
+    if next_conv is not None:
+        _hand_on(self, out, next_words)
+    return out
+
+
 def _flow_block(block: nn.Module, convs: Sequence[PackedMBBConv2d],
                 x: Tensor) -> Tensor:
     words = _input_words(block, convs[0], x)
     for i, conv in enumerate(convs[:-1]):
-        _, words = conv_words(conv, words, True, next_conv=convs[i + 1])
+        _, words = conv_words(conv, words, RELU, next_conv=convs[i + 1])
     identity = x if block.downsample is None else block.downsample(x)
-    next_block = block.__dict__.get('_mmbinary_next_block')
-    next_convs = None if next_block is None else _block_convs(next_block)
     out, next_words = conv_words(
-        convs[-1], words, True,
-        next_conv=None if next_convs is None else next_convs[0],
-        float_out=True, residual=identity)
-    if next_convs is not None:
-        setattr(out, _WORDS, (next_block, out._version, next_words))
+        convs[-1], words, RELU, next_conv=_next_conv(block), float_out=True,
+        residual=identity)
+    _hand_on(block, out, next_words)
     return out
 
 
@@ -163,29 +246,38 @@ def enable_packed_flow(model: nn.Module) -> List[str]:
     """
     names = []
     for name, module in model.named_modules():
-        if _block_convs(module) is None:
+        if _block_convs(module) is not None:
+            forward = _flow_block_forward
+        elif _conv_module_parts(module) is not None:
+            forward = _flow_conv_module_forward
+        else:
             continue
         # An instance attribute: the class's forward stays the fallback.
-        module.forward = types.MethodType(_flow_block_forward, module)
+        module.forward = types.MethodType(forward, module)
         names.append(name)
-    # A block whose successor in its stage flows hands it its words.
-    for module in model.modules():
-        if not isinstance(module, nn.Sequential):
+    # A unit whose successor in a Sequential (a stage) or a head tower
+    # flows too hands it its activation words.
+    for container_name, module in model.named_modules():
+        in_sequence = isinstance(module, nn.Sequential) or (
+            isinstance(module, nn.ModuleList)
+            and container_name.rpartition('.')[2] in SEQUENTIAL_LISTS)
+        if not in_sequence:
             continue
-        blocks = list(module.children())
-        for block, following in zip(blocks, blocks[1:]):
-            if _block_convs(block) is not None and _block_convs(
+        units = list(module.children())
+        for unit, following in zip(units, units[1:]):
+            if _flow_unit(unit) is not None and _flow_unit(
                     following) is not None:
                 # Not a submodule: a plain reference, kept out of
                 # state_dict and module traversal.
-                block.__dict__['_mmbinary_next_block'] = following
+                unit.__dict__['_mmbinary_next_block'] = following
     return names
 
 
 def disable_packed_flow(model: nn.Module) -> None:
-    """Give every block back its layer-by-layer forward."""
+    """Give every block and ConvModule back its layer-by-layer forward."""
     for module in model.modules():
         forward = module.__dict__.get('forward')
-        if getattr(forward, '__func__', None) is _flow_block_forward:
+        if getattr(forward, '__func__', None) in (_flow_block_forward,
+                                                  _flow_conv_module_forward):
             del module.forward
         module.__dict__.pop('_mmbinary_next_block', None)

@@ -92,3 +92,50 @@ def test_changed_tensor_is_packed_again():
         disable_packed_flow(model)
         layerwise = stage[1](out)
     assert torch.equal(flow, layerwise)
+
+
+class Towers(nn.Module):
+    """A dense head's tower (ModuleList run in sequence) and a Sequential
+    of ConvModules with ReLU6 / no activation, all MBB."""
+
+    def __init__(self):
+        super().__init__()
+        from mmcv.cnn import ConvModule
+        mbb = dict(type='MBBConv', w_bits=2, a_bits=2)
+        self.cls_convs = nn.ModuleList(
+            ConvModule(8 if i == 0 else 16, 16, 3, padding=1, conv_cfg=mbb,
+                       norm_cfg=dict(type='BN')) for i in range(3))
+        self.block = nn.Sequential(
+            ConvModule(16, 24, 1, conv_cfg=mbb, norm_cfg=dict(type='BN'),
+                       act_cfg=dict(type='ReLU6')),
+            ConvModule(24, 16, 3, padding=1, conv_cfg=mbb,
+                       norm_cfg=dict(type='BN'), act_cfg=None))
+
+    def forward(self, x):
+        for conv in self.cls_convs:
+            x = conv(x)
+        return self.block(x)
+
+
+def test_conv_modules_flow_like_layer_by_layer():
+    torch.manual_seed(0)
+    model = Towers()
+    model.train()
+    with torch.no_grad():
+        model(torch.randn(2, 8, 12, 14))
+    model.eval()
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.weight.data.uniform_(-1.0, 1.0)
+    convert_to_packed(model)
+    flowing = enable_packed_flow(model)
+    assert len(flowing) == 5
+    x = torch.randn(1, 8, 12, 14)
+    with torch.no_grad():
+        first = model.cls_convs[0](x)
+        assert first._mmbinary_next_words[0] is model.cls_convs[1]
+        flow = model(x)
+        disable_packed_flow(model)
+        layerwise = model(x)
+    assert torch.equal(flow, layerwise)

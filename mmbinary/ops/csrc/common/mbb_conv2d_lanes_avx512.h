@@ -22,6 +22,8 @@
 // other kernels', word for word.
 #pragma once
 
+#include <cmath>
+
 #include "mbb_conv2d.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -48,9 +50,11 @@ struct MBBLaneArgs {
   const float* scale;            // (O8,) zero padded, with `out`
   const float* bias;             // (O8,) zero padded, with `out`
   int64_t o_chunk;               // output channels per work item (x 16)
-  // The float value of an output: epilogue, + residual, then relu.
+  // The float value of an output: epilogue, + residual, then the
+  // activation clamp: min(max(value, act_min), act_max) (ReLU: 0, inf;
+  // ReLU6: 0, 6), each side skipped where it is infinite.
   const float* residual;         // (N, Ho, Wo, O) added, or null
-  bool relu;                     // max(value, 0)
+  float act_min, act_max;
   // Packed output for a following MBB layer (with or without `out`): the
   // float value quantized with the next layer's out_inv_step / out_signed
   // into (N, Ho, Wo, out_K, out_Wg) words, zero-filled by the caller;
@@ -71,10 +75,12 @@ struct MBBLaneArgs {
 // epilogue, relu, then the next layer's quantization, in the vector
 // kernel's arithmetic (float32, two roundings, round half to even).
 inline int32_t mbb_epilogue_level(int64_t acc, float scale, float bias,
-                                  bool relu, float inv_step, int64_t K,
+                                  float act_min, float act_max,
+                                  float inv_step, int64_t K,
                                   bool is_signed) {
   float value = mbb_epilogue(acc, scale, bias);
-  if (relu) value = value > 0.f ? value : 0.f;
+  value = value > act_min ? value : act_min;  // as vmaxps / vminps
+  value = value < act_max ? value : act_max;
   return mbb_quantize_level(value, inv_step,
                             static_cast<float>((1 << K) - 1), is_signed);
 }
@@ -85,15 +91,16 @@ inline int32_t mbb_epilogue_level(int64_t acc, float scale, float bias,
 // bound]; a level never reached gets bound + 1, one always reached
 // -bound. thresholds: (L, O8); descending: (O8 / 8,) zeroed by the caller.
 inline void mbb_level_thresholds(const float* scale, const float* bias,
-                                 bool relu, float inv_step, int64_t K,
+                                 float act_min, float act_max,
+                                 float inv_step, int64_t K,
                                  bool is_signed, int64_t bound, int64_t O8,
                                  int64_t* thresholds, uint8_t* descending,
                                  int64_t o_begin, int64_t o_end) {
   const int64_t L = (int64_t{1} << K) - 1;
   for (int64_t o = o_begin; o < o_end; ++o) {
     const auto level = [&](int64_t acc) {
-      return mbb_epilogue_level(acc, scale[o], bias[o], relu, inv_step, K,
-                                is_signed);
+      return mbb_epilogue_level(acc, scale[o], bias[o], act_min, act_max,
+                                inv_step, K, is_signed);
     };
     const bool down = level(-bound) > level(bound);
     if (down) descending[o / 8] |= static_cast<uint8_t>(1u << (o % 8));
@@ -377,7 +384,10 @@ __attribute__((always_inline)) inline void finish_column(
                             rest >= 8 ? _mm256_loadu_ps(a.residual + at)
                                       : _mm256_maskz_loadu_ps(
                                             lanes, a.residual + at));
-    if (a.relu) value = _mm256_max_ps(value, _mm256_setzero_ps());
+    if (a.act_min != -INFINITY)
+      value = _mm256_max_ps(value, _mm256_set1_ps(a.act_min));
+    if (a.act_max != INFINITY)
+      value = _mm256_min_ps(value, _mm256_set1_ps(a.act_max));
     if (a.out != nullptr) {
       if (rest >= 8)
         _mm256_storeu_ps(a.out + at, value);

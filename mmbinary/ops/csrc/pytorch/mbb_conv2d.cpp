@@ -209,7 +209,8 @@ TORCH_LIBRARY_FRAGMENT(mmbinary, m) {
       "Tensor out_scale, Tensor out_bias, int in_channels, int w_bits, "
       "int a_bits, bool is_signed, int[2] kernel_size, int[2] stride, "
       "int[2] padding, int[2] dilation, int groups, Tensor? residual, "
-      "bool relu, bool float_out, int out_a_bits, float out_inv_step, "
+      "float act_min, float act_max, bool float_out, int out_a_bits, "
+      "float out_inv_step, "
       "bool out_signed) -> (Tensor, Tensor)",
       {at::Tag::pt2_compliant_tag});
 }

@@ -10,6 +10,7 @@
 #include <torch/library.h>
 
 #include <atomic>
+#include <cmath>
 #include <cstdlib>
 #include <string>
 #include <tuple>
@@ -240,7 +241,7 @@ struct LaneOutput {
   float* out = nullptr;
   uint8_t* words = nullptr;
   const float* residual = nullptr;
-  bool relu = false;
+  float act_min = -INFINITY, act_max = INFINITY;
   int64_t K = 0, Wg = 0;  // of the words
   float inv_step = 1.f;
   bool is_signed = false;
@@ -279,7 +280,8 @@ void run_lane_conv(const MBBConvShape& s, const uint64_t* act,
   a.out = to.out;
   a.out_acc = to.acc;
   a.residual = to.residual;
-  a.relu = to.relu;
+  a.act_min = to.act_min;
+  a.act_max = to.act_max;
   a.out_words = to.words;
   a.out_K = to.K;
   a.out_Wg = to.Wg;
@@ -347,7 +349,8 @@ void run_lane_conv(const MBBConvShape& s, const uint64_t* act,
     for (int64_t j = 0; j < levels; ++j)
       for (int64_t o = s.O; o < O8; ++o) t_ptr[j * O8 + o] = bound + 1;
     mbb_level_thresholds(scale8.const_data_ptr<float>(),
-                         bias8.const_data_ptr<float>(), to.relu, to.inv_step,
+                         bias8.const_data_ptr<float>(), to.act_min, to.act_max,
+                         to.inv_step,
                          to.K, to.is_signed, bound, O8, t_ptr, d_ptr, 0, s.O);
     a.thresholds = t_ptr;
     a.descending = d_ptr;
@@ -489,7 +492,8 @@ at::Tensor mbb_conv2d_cpu(const at::Tensor& input,
   return out;
 }
 
-// Packed activations -> conv -> epilogue (+ residual) (-> relu) -> the
+// Packed activations -> conv -> epilogue (+ residual) -> clamp to
+// [act_min, act_max] (the activation: ReLU 0, inf; ReLU6 0, 6) -> the
 // float32 (N, O, Ho, Wo) output (float_out) and/or, for a following MBB
 // layer with out_a_bits levels (out_a_bits > 0), its (N, Ho, Wo, 1,
 // out_a_bits, ceil(O / 64)) activation words: what mbb_quantize_pack of
@@ -501,7 +505,8 @@ std::tuple<at::Tensor, at::Tensor> mbb_conv2d_words_cpu(
     int64_t in_channels, int64_t w_bits, int64_t a_bits, bool is_signed,
     at::IntArrayRef kernel_size, at::IntArrayRef stride,
     at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
-    const c10::optional<at::Tensor>& residual, bool relu, bool float_out,
+    const c10::optional<at::Tensor>& residual, double act_min,
+    double act_max, bool float_out,
     int64_t out_a_bits, double out_inv_step, bool out_signed) {
   MMBINARY_CHECK_CPU(act_words);
   MMBINARY_CHECK_CPU(weight_words);
@@ -518,6 +523,11 @@ std::tuple<at::Tensor, at::Tensor> mbb_conv2d_words_cpu(
               "or both");
   const float out_inv = out_a_bits > 0 ? mbb_check_inv_step(out_inv_step)
                                        : 1.f;
+  const float amin = static_cast<float>(act_min);
+  const float amax = static_cast<float>(act_max);
+  TORCH_CHECK(!std::isnan(amin) && !std::isnan(amax) && amin <= amax,
+              "act_min and act_max must be numbers with act_min <= act_max "
+              "(-inf / inf: no clamp), got ", act_min, ", ", act_max);
   const auto float_options = out_scale.options();
   const auto cl = at::MemoryFormat::ChannelsLast;
   at::Tensor res;
@@ -541,7 +551,7 @@ std::tuple<at::Tensor, at::Tensor> mbb_conv2d_words_cpu(
 #ifdef MMBINARY_MBB_HAVE_LANES_AVX512
   if (use_lanes(s, kernel)) {
     LaneOutput to;
-    to.relu = relu;
+    to.act_min = amin, to.act_max = amax;
     to.residual = res.defined() ? res.const_data_ptr<float>() : nullptr;
     if (float_out) {
       out = at::empty({s.N, s.O, s.Ho, s.Wo}, float_options.memory_format(cl));
@@ -565,7 +575,8 @@ std::tuple<at::Tensor, at::Tensor> mbb_conv2d_words_cpu(
            out_scale.const_data_ptr<float>(),
            out_bias.const_data_ptr<float>(), kernel);
   if (res.defined()) value.add_(res);
-  if (relu) value.clamp_min_(0.f);
+  if (amin != -INFINITY) value.clamp_min_(amin);
+  if (amax != INFINITY) value.clamp_max_(amax);
   if (out_a_bits > 0) {
     const MBBConvShape next = make_mbb_shape(s.N, s.O, s.Ho, s.Wo, 0, 1, 1,
                                              1, 1, 1, 0, 0, 1, 1, 1,
