@@ -33,7 +33,6 @@ from torch import Tensor, nn
 from mmbinary.ops import ext_loaded
 
 from .convert import FoldedNorm
-from .kernel_choice import choose_kernel
 from .packed_layers import PackedMBBConv2d
 
 #: ModuleLists whose entries run one after the other on one tensor: the
@@ -189,8 +188,6 @@ def _flow_conv_module_forward(self: nn.Module,
     if parts is None or not norm or not _runs_here(x):
         return type(self).forward(self, x, activate=activate, norm=norm)
     conv, act = parts
-    if choose_kernel(conv, x, conv._binary) == 'codes':
-        return type(self).forward(self, x, activate=activate, norm=norm)
     try:
         words = _input_words(self, conv, x)
     except RuntimeError:

@@ -20,7 +20,6 @@ from mmbinary.packed_format import pair as _pair
 from mmbinary.quant import check_bits
 
 from ..layers import MBBConv2d, MBBLinear
-from .kernel_choice import choose_kernel, codes_conv
 from .norm_folding import fold_norm
 
 _CONFIG_KEYS = ('in_channels', 'out_channels', 'kernel_size', 'stride',
@@ -100,9 +99,6 @@ class PackedMBBConv2d(nn.Module):
         self.w_bits = check_bits(w_bits, 'w_bits')
         self.a_bits = check_bits(a_bits, 'a_bits')
         self.signed = bool(signed)
-        #: 'auto' (the faster exact kernel per input shape), 'binary' or
-        #: 'codes' (see .kernel_choice); not saved.
-        self.kernel = 'auto'
         # Words of an all-(+1) weight: the packed shape, by construction.
         ones = torch.ones(self.out_channels, self.in_channels // self.groups,
                           *self.kernel_size, dtype=torch.int32)
@@ -160,17 +156,16 @@ class PackedMBBConv2d(nn.Module):
     def forward(self, input: Tensor) -> Tensor:
         """(N, C_in, H, W) float32 -> (N, C_out, H_out, W_out) float32.
 
-        On the CPU the output is channels-last in memory (the kernels
-        write it so); any layout of the input is accepted. Where a float32
-        convolution of the integer codes is exact and faster for this input
-        shape, that runs instead (same numbers; see
-        :mod:`.kernel_choice`, ``self.kernel`` forces one).
+        On the CPU with AVX-512 the output is channels-last in memory (the
+        kernel writes it so); any layout of the input is accepted.
         """
         if _compiled_op_runs(input):
-            if input.device.type == 'cpu' and choose_kernel(
-                    self, input, self._binary) == 'codes':
-                return codes_conv(self, input)
-            return self._binary(input)
+            # The op checks its arguments (and names them) in C++.
+            return torch.ops.mmbinary.mbb_conv2d(
+                input, self.weight_words, self.out_scale, self.out_bias,
+                self.in_channels, self.w_bits, self.a_bits,
+                float(self.inv_step), self.signed, self.kernel_size,
+                self.stride, self.padding, self.dilation, self.groups)
         return mbb_conv2d(
             input,
             self.weight_words,
@@ -186,14 +181,6 @@ class PackedMBBConv2d(nn.Module):
             padding=self.padding,
             dilation=self.dilation,
             groups=self.groups)
-
-    def _binary(self, input: Tensor) -> Tensor:
-        """The bit-serial kernel (the op checks and names its arguments)."""
-        return torch.ops.mmbinary.mbb_conv2d(
-            input, self.weight_words, self.out_scale, self.out_bias,
-            self.in_channels, self.w_bits, self.a_bits, float(self.inv_step),
-            self.signed, self.kernel_size, self.stride, self.padding,
-            self.dilation, self.groups)
 
     def config(self) -> dict:
         """Geometry and bit widths (what ``__init__`` takes)."""
