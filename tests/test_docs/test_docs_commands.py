@@ -265,7 +265,13 @@ def sandbox(tmp_path, monkeypatch):
     # relative checkpoints
     from mmbinary.utils import data_check
     monkeypatch.setattr(data_check, '_repo_root', lambda: str(tmp_path))
-    return tmp_path
+    # the tools set mmengine's default scope (mmdet, mmseg) for the
+    # process: give the later tests the one they had
+    from mmengine.registry import DefaultScope
+    current = DefaultScope.get_current_instance()
+    with DefaultScope.overwrite_default_scope(
+            current.scope_name if current else 'mmengine'):
+        yield tmp_path
 
 
 def own_data_section(title: str) -> List[Tuple[str, str]]:
