@@ -261,6 +261,8 @@ def sandbox(tmp_path, monkeypatch):
     write_tiny_masks(str(tmp_path / 'data' / 'my_masks'))
     write_imagenet_stand_ins(str(tmp_path / 'data' / 'demo' / 'pretrained'))
     monkeypatch.chdir(tmp_path)
+    # the tools set LOCAL_RANK as launchers do; undone after the test
+    monkeypatch.setenv('LOCAL_RANK', '0')
     # the sandbox stands for the repository where the tools look for
     # relative checkpoints
     from mmbinary.utils import data_check
