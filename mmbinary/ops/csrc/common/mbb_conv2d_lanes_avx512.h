@@ -440,7 +440,7 @@ __attribute__((always_inline)) inline void count_planes(
 // Interior columns x0 .. x0 + P - 1 (every kernel column valid) of
 // channels [o, o + 8 * OV): S_wa, then the outputs. BINARY: M = K = 1.
 template <int OV, int P, bool BINARY>
-inline void lane_tile(const MBBLaneArgs& a, const LaneRow& r, int64_t x0,
+__attribute__((always_inline)) inline void lane_tile(const MBBLaneArgs& a, const LaneRow& r, int64_t x0,
                       int64_t o) {
   const MBBConvShape& s = a.s;
   const uint64_t* block =
@@ -478,7 +478,7 @@ inline void lane_tile(const MBBLaneArgs& a, const LaneRow& r, int64_t x0,
 // One border column x (some kernel columns fall in the padding) of
 // channels [o, o + 8 * OV): the taps outside the input are skipped.
 template <int OV>
-inline void lane_border_column(const MBBLaneArgs& a, const LaneRow& r,
+__attribute__((always_inline)) inline void lane_border_column(const MBBLaneArgs& a, const LaneRow& r,
                                int64_t x, int64_t o) {
   const MBBConvShape& s = a.s;
   const int64_t kx0 = a.kx_range[2 * x], kx1 = a.kx_range[2 * x + 1];
@@ -522,7 +522,7 @@ constexpr int kLaneColumns = 4;
 
 // Interior columns [x0, x0 + count), count <= P.
 template <int OV, int P, bool BINARY>
-inline void lane_interior(const MBBLaneArgs& a, const LaneRow& r,
+__attribute__((always_inline)) inline void lane_interior(const MBBLaneArgs& a, const LaneRow& r,
                           int64_t x0, int64_t count, int64_t o) {
   if constexpr (P > 1) {
     if (count < P) {
@@ -537,7 +537,7 @@ inline void lane_interior(const MBBLaneArgs& a, const LaneRow& r,
 // channels at a time (8 for the last odd block): the outputs of a pixel
 // are written together, so the stores stream.
 template <bool BINARY>
-inline void lane_columns(const MBBLaneArgs& a, const LaneRow& r, int64_t x0,
+__attribute__((always_inline)) inline void lane_columns(const MBBLaneArgs& a, const LaneRow& r, int64_t x0,
                          int64_t count, bool interior, int64_t o_begin,
                          int64_t o_end) {
   constexpr int P = BINARY ? kLaneColumnsBinary : kLaneColumns;
@@ -562,7 +562,7 @@ inline void lane_columns(const MBBLaneArgs& a, const LaneRow& r, int64_t x0,
 // One output row of channels [o_begin, o_end): border columns one by one,
 // the interior ones (contiguous, between them) tile by tile.
 template <bool BINARY>
-inline void lane_row(const MBBLaneArgs& a, const LaneRow& r, int64_t o_begin,
+__attribute__((always_inline)) inline void lane_row(const MBBLaneArgs& a, const LaneRow& r, int64_t o_begin,
                      int64_t o_end, int64_t interior_begin,
                      int64_t interior_end) {
   constexpr int P = BINARY ? kLaneColumnsBinary : kLaneColumns;
@@ -595,8 +595,12 @@ inline void lane_interior_columns(const MBBLaneArgs& a, int64_t* begin,
 
 // Work items [begin, end) of N * Ho * ceil(O / o_chunk): one output row
 // of one chunk of output channels each.
-inline void lane_conv_items(const MBBLaneArgs& a, int64_t begin,
+inline void lane_conv_items(const MBBLaneArgs& args, int64_t begin,
                             int64_t end) {
+  // A local copy, with everything below inlined: stores through the output
+  // pointers cannot change it, so its fields stay in registers instead of
+  // being read again for every vector.
+  const MBBLaneArgs a = args;
   const MBBConvShape& s = a.s;
   const int64_t chunks = (s.O + a.o_chunk - 1) / a.o_chunk;
   int64_t interior_begin, interior_end;
