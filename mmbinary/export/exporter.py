@@ -8,7 +8,6 @@ the NumPy reference and the ONNX builder interpret; every tensor of the
 part's state dict is written, so nothing is lost.
 """
 import operator
-import os
 import os.path as osp
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -25,11 +24,13 @@ from mmbinary.models.packing import (FoldedNorm, PackedMBBConv2d,
 from mmbinary.models.packing.packed_flow import disable_packed_flow
 
 from mmbinary.packed_format import pair, tap_weight_sums
+from mmbinary.utils.atomic_write import atomic_write_files
 
-from .format import (FORMAT_NAME, FORMAT_VERSION, MODEL_FILE, ONNX_CUSTOM_FILE,
-                     ONNX_PLAIN_FILE, RESOURCES_FILE, VECTORS_FILE,
-                     PackedExport, clear_export_files, file_entry, read_export,
-                     save_tensors, tensor_entry, write_manifest)
+from .format import (FORMAT_NAME, FORMAT_VERSION, MANIFEST, MODEL_FILE,
+                     ONNX_CUSTOM_FILE, ONNX_PLAIN_FILE, RESOURCES_FILE,
+                     VECTORS_FILE, PackedExport, file_entry, read_export,
+                     remove_stale_export_files, save_tensors, tensor_entry,
+                     write_manifest)
 
 #: Float modules the graph keeps as single nodes.
 _LEAF_TYPES = (nn.Conv2d, nn.Linear, _BatchNorm, nn.ReLU, nn.ReLU6,
@@ -362,7 +363,10 @@ def export_packed(part: nn.Module,
             1 is enough): they fix the example shapes recorded in the
             manifest, the resource counts and the vectors' shapes.
         out_dir (str): the export directory (created; files of an earlier
-            export there are replaced, others kept).
+            export there are replaced, others kept). The files are written
+            into a temporary folder inside it and moved into place, the
+            manifest last, only when all are complete: a failed export
+            leaves an earlier one as it was.
         container (type, optional): ``tuple``/``list`` when the part takes
             its inputs as one sequence.
         vectors (int): number of random test vectors (0: none).
@@ -374,7 +378,6 @@ def export_packed(part: nn.Module,
     Returns:
         PackedExport: the export, read back and validated.
     """
-    from .resources import resource_table, resources
     part.eval()
     example_inputs = [x.detach().float().cpu() for x in example_inputs]
     part_cpu = part.cpu()
@@ -388,8 +391,21 @@ def export_packed(part: nn.Module,
         if node['layer'] is not None and node['layer'] not in names:
             raise ExportError(f"node {node['name']!r}: layer "
                               f"{node['layer']!r} has no tensors")
-    os.makedirs(out_dir, exist_ok=True)
-    clear_export_files(out_dir)
+    with atomic_write_files(out_dir, last=(MANIFEST, )) as stage:
+        manifest = _write_export(stage, gm, nodes, outputs, layers, arrays,
+                                 part_cpu, vectors, seed, onnx, source)
+    remove_stale_export_files(out_dir, manifest)
+    return read_export(out_dir)
+
+
+def _write_export(out_dir: str, gm: fx.GraphModule, nodes: List[dict],
+                  outputs: List[str], layers: List[dict],
+                  arrays: Dict[str, np.ndarray], part: nn.Module,
+                  vectors: int, seed: int, onnx: bool,
+                  source: Optional[dict]) -> dict:
+    """Write every file of an export into ``out_dir`` (the manifest last,
+    read back before it is final); returns the manifest."""
+    from .resources import resource_table, resources
     save_tensors(osp.join(out_dir, MODEL_FILE), arrays)
     manifest = dict(
         format=FORMAT_NAME,
@@ -404,7 +420,7 @@ def export_packed(part: nn.Module,
                 for node in nodes if node['op'] == 'input'],
         layers=layers,
         graph=dict(nodes=nodes, outputs=outputs),
-        packed_layout=_layout(part_cpu))
+        packed_layout=_layout(part))
     write_manifest(out_dir, manifest)
     export = read_export(out_dir)
     manifest['resources'] = resources(export)
@@ -423,7 +439,8 @@ def export_packed(part: nn.Module,
             export_onnx(export, osp.join(out_dir, name), mode)
             manifest['files'][f'onnx_{mode}'] = file_entry(out_dir, name)
     write_manifest(out_dir, manifest)
-    return read_export(out_dir)
+    read_export(out_dir)  # everything checks before it is published
+    return manifest
 
 
 def _version() -> str:

@@ -64,6 +64,10 @@ MBB_TENSORS = ('weight_words', 'out_scale', 'out_bias', 'inv_step',
 _DTYPES = ('float32', 'float64', 'int64', 'int32', 'uint8', 'bool')
 
 
+#: The manifest's own digest: the sha256 of its canonical JSON without it.
+MANIFEST_DIGEST = 'manifest_sha256'
+
+
 class ExportFormatError(ValueError):
     """An export directory that is not a valid packed-model export."""
 
@@ -108,9 +112,26 @@ def load_tensors(path: str, what: str) -> Dict[str, np.ndarray]:
             f'{what} {path} cannot be read as safetensors: {error}') from None
 
 
+def canonical_json(manifest: dict) -> bytes:
+    """The manifest without its digest as canonical JSON: keys sorted, no
+    whitespace, ASCII (``json.dumps(sort_keys=True, separators=(',', ':'))``
+    in Python), what :data:`MANIFEST_DIGEST` is the sha256 of."""
+    body = {key: value for key, value in manifest.items()
+            if key != MANIFEST_DIGEST}
+    return json.dumps(body, sort_keys=True, separators=(',', ':'),
+                      ensure_ascii=True).encode('ascii')
+
+
+def manifest_digest(manifest: dict) -> str:
+    """Hex sha256 of :func:`canonical_json`."""
+    return hashlib.sha256(canonical_json(manifest)).hexdigest()
+
+
 def write_manifest(out_dir: str, manifest: dict) -> None:
-    """Write ``manifest.json`` (after the files it describes)."""
+    """Write ``manifest.json`` (after the files it describes), with its
+    digest (set in ``manifest`` too)."""
     validate_manifest(manifest)
+    manifest[MANIFEST_DIGEST] = manifest_digest(manifest)
     with open(osp.join(out_dir, MANIFEST), 'w') as file:
         json.dump(manifest, file, indent=1, sort_keys=False)
         file.write('\n')
@@ -359,9 +380,12 @@ def _checked_file(out_dir: str, manifest: dict, role: str) -> str:
 def read_export(out_dir: str) -> PackedExport:
     """Read and validate an export directory.
 
-    Checks the manifest's structure, the tensor file's size and sha256,
-    every tensor's presence, dtype and shape, the MBB layers' pad bits and
-    their derived tap weight sums.
+    Checks the manifest's structure, every listed file's size and sha256
+    (tensors, resources, vectors, ONNX graphs), every tensor's presence,
+    dtype and shape (the MBB layers' geometry against the shapes of their
+    stored tensors), the MBB layers' pad bits and derived tap weight sums,
+    and last the manifest's own digest: an edit of any field (a stride, a
+    padding, a mode, ...) is refused.
 
     Raises:
         ExportFormatError: naming the file, layer or field at fault.
@@ -400,7 +424,24 @@ def read_export(out_dir: str) -> PackedExport:
     for layer in manifest['layers']:
         if layer['kind'] in MBB_KINDS:
             _check_mbb_tensors(export, layer)
+    for role in manifest['files']:
+        if role != 'model':
+            _checked_file(out_dir, manifest, role)
+    _check_manifest_digest(path, manifest)
     return export
+
+
+def _check_manifest_digest(path: str, manifest: dict) -> None:
+    saved = manifest.get(MANIFEST_DIGEST)
+    if not isinstance(saved, str):
+        raise ExportFormatError(
+            f'{path} has no {MANIFEST_DIGEST}: it was not written by this '
+            'exporter, or before exports were self-checking; export again')
+    if saved != manifest_digest(manifest):
+        raise ExportFormatError(
+            f'{path} was changed after it was written: its {MANIFEST_DIGEST} '
+            'does not match its contents (a field edited by hand, or a '
+            'damaged file); export again')
 
 
 def _check_mbb_tensors(export: PackedExport, layer: dict) -> None:
@@ -419,6 +460,16 @@ def _check_mbb_tensors(export: PackedExport, layer: dict) -> None:
     if not np.array_equal(sums, arrays['tap_weight_sums']):
         raise ExportFormatError(f'layer {name!r}: tap_weight_sums do not '
                                 'match the weight words')
+
+
+def remove_stale_export_files(out_dir: str, manifest: dict) -> None:
+    """Remove the files of an earlier export that ``manifest`` does not
+    list (only names an export writes), so none is left stale."""
+    listed = {entry['path'] for entry in manifest['files'].values()}
+    for name in EXPORT_FILES:
+        path = osp.join(out_dir, name)
+        if name != MANIFEST and name not in listed and osp.isfile(path):
+            os.remove(path)
 
 
 def clear_export_files(out_dir: str) -> None:
