@@ -438,27 +438,57 @@ __attribute__((always_inline)) inline void count_planes(
 }
 
 // Interior columns x0 .. x0 + P - 1 (every kernel column valid) of
-// channels [o, o + 8 * OV): S_wa, then the outputs. BINARY: M = K = 1.
-template <int OV, int P, bool BINARY>
-__attribute__((always_inline)) inline void lane_tile(const MBBLaneArgs& a, const LaneRow& r, int64_t x0,
-                      int64_t o) {
+// channels [o, o + 8 * OV): S_wa, then the outputs. FM, FK: the weight and
+// activation bits known at compile time (one pass over the taps, every
+// plane pair's counts shifted into place as they come: the words are read
+// once), or 0, 0: any bits, one pass per plane pair.
+template <int OV, int P, int FM, int FK>
+__attribute__((always_inline)) inline void lane_tile(const MBBLaneArgs& a,
+                                                     const LaneRow& r,
+                                                     int64_t x0, int64_t o) {
   const MBBConvShape& s = a.s;
   const uint64_t* block =
       a.weight_lanes + (o / kMBBChannelLanes) * r.block_words;
   const uint64_t* col[P];
-  __m512i count[OV][P];
-  __m512i total[BINARY ? 1 : OV][BINARY ? 1 : P];
-  if (!BINARY)
-    for (int v = 0; v < OV; ++v)
-      for (int p = 0; p < P; ++p) total[v][p] = _mm512_setzero_si512();
-  for (int64_t m = 0; m < (BINARY ? 1 : s.M); ++m) {
-    for (int64_t k = 0; k < (BINARY ? 1 : s.K); ++k) {
-      for (int p = 0; p < P; ++p)
-        col[p] = r.act_n + (x0 + p) * r.col_step + k * s.Wg;
-      for (int v = 0; v < OV; ++v)
-        for (int p = 0; p < P; ++p) count[v][p] = _mm512_setzero_si512();
-      count_planes<OV, P>(r, block + m * r.weight_plane, col, s.Wg, count);
-      if (!BINARY) {
+  __m512i total[OV][P];
+  for (int v = 0; v < OV; ++v)
+    for (int p = 0; p < P; ++p) total[v][p] = _mm512_setzero_si512();
+  if constexpr (FM > 0) {
+    for (int p = 0; p < P; ++p) col[p] = r.act_n + (x0 + p) * r.col_step;
+    for (int64_t t = 0; t < r.taps; ++t) {
+      const uint64_t* wp = block + r.weight_tap[t];
+      const int64_t at = r.act_tap[t];
+      for (int64_t j = 0; j < s.Wg; ++j) {
+        __m512i w[OV][FM];
+        for (int v = 0; v < OV; ++v)
+          for (int m = 0; m < FM; ++m)
+            w[v][m] = _mm512_loadu_si512(wp + m * r.weight_plane +
+                                         v * r.block_words +
+                                         j * kMBBChannelLanes);
+        for (int p = 0; p < P; ++p) {
+          for (int k = 0; k < FK; ++k) {
+            const __m512i act_word = _mm512_set1_epi64(
+                static_cast<long long>(col[p][at + k * s.Wg + j]));
+            for (int v = 0; v < OV; ++v)
+              for (int m = 0; m < FM; ++m) {
+                __m512i count =
+                    _mm512_popcnt_epi64(_mm512_and_si512(w[v][m], act_word));
+                if (m + k > 0) count = _mm512_slli_epi64(count, m + k);
+                total[v][p] = _mm512_add_epi64(total[v][p], count);
+              }
+          }
+        }
+      }
+    }
+  } else {
+    __m512i count[OV][P];
+    for (int64_t m = 0; m < s.M; ++m) {
+      for (int64_t k = 0; k < s.K; ++k) {
+        for (int p = 0; p < P; ++p)
+          col[p] = r.act_n + (x0 + p) * r.col_step + k * s.Wg;
+        for (int v = 0; v < OV; ++v)
+          for (int p = 0; p < P; ++p) count[v][p] = _mm512_setzero_si512();
+        count_planes<OV, P>(r, block + m * r.weight_plane, col, s.Wg, count);
         const __m128i shift = _mm_cvtsi64_si128(m + k);
         for (int v = 0; v < OV; ++v)
           for (int p = 0; p < P; ++p)
@@ -469,8 +499,7 @@ __attribute__((always_inline)) inline void lane_tile(const MBBLaneArgs& a, const
   }
   for (int p = 0; p < P; ++p) {
     __m512i column[OV];
-    for (int v = 0; v < OV; ++v)
-      column[v] = BINARY ? count[v][p] : total[BINARY ? 0 : v][BINARY ? 0 : p];
+    for (int v = 0; v < OV; ++v) column[v] = total[v][p];
     finish_column<OV>(a, r, x0 + p, o, true, column);
   }
 }
@@ -515,39 +544,42 @@ __attribute__((always_inline)) inline void lane_border_column(const MBBLaneArgs&
   finish_column<OV>(a, r, x, o, false, total);
 }
 
-// Columns per interior tile: 16 channels x 8 columns of counters for
-// binary layers, x 4 (with as many shifted totals) for multi-bit ones.
-constexpr int kLaneColumnsBinary = 8;
-constexpr int kLaneColumns = 4;
+// Columns per interior tile: 16 channels x 8 columns of totals, 4 where
+// the bits are known only at run time (counts and totals both live) or
+// many planes are held.
+template <int FM, int FK>
+constexpr int lane_columns_per_tile() {
+  return FM == 0 || FM * FK > 4 ? 4 : 8;
+}
 
 // Interior columns [x0, x0 + count), count <= P.
-template <int OV, int P, bool BINARY>
+template <int OV, int P, int FM, int FK>
 __attribute__((always_inline)) inline void lane_interior(const MBBLaneArgs& a, const LaneRow& r,
                           int64_t x0, int64_t count, int64_t o) {
   if constexpr (P > 1) {
     if (count < P) {
-      lane_interior<OV, P - 1, BINARY>(a, r, x0, count, o);
+      lane_interior<OV, P - 1, FM, FK>(a, r, x0, count, o);
       return;
     }
   }
-  lane_tile<OV, P, BINARY>(a, r, x0, o);
+  lane_tile<OV, P, FM, FK>(a, r, x0, o);
 }
 
 // Channels [o_begin, o_end) at columns [x0, x0 + count) of one row, 16
 // channels at a time (8 for the last odd block): the outputs of a pixel
 // are written together, so the stores stream.
-template <bool BINARY>
+template <int FM, int FK>
 __attribute__((always_inline)) inline void lane_columns(const MBBLaneArgs& a, const LaneRow& r, int64_t x0,
                          int64_t count, bool interior, int64_t o_begin,
                          int64_t o_end) {
-  constexpr int P = BINARY ? kLaneColumnsBinary : kLaneColumns;
+  constexpr int P = lane_columns_per_tile<FM, FK>();
   for (int64_t o = o_begin; o < o_end; o += 2 * kMBBChannelLanes) {
     const bool two = o + kMBBChannelLanes < o_end;
     if (interior) {
       if (two)
-        lane_interior<2, P, BINARY>(a, r, x0, count, o);
+        lane_interior<2, P, FM, FK>(a, r, x0, count, o);
       else
-        lane_interior<1, P, BINARY>(a, r, x0, count, o);
+        lane_interior<1, P, FM, FK>(a, r, x0, count, o);
     } else {
       for (int64_t x = x0; x < x0 + count; ++x) {
         if (two)
@@ -561,19 +593,19 @@ __attribute__((always_inline)) inline void lane_columns(const MBBLaneArgs& a, co
 
 // One output row of channels [o_begin, o_end): border columns one by one,
 // the interior ones (contiguous, between them) tile by tile.
-template <bool BINARY>
+template <int FM, int FK>
 __attribute__((always_inline)) inline void lane_row(const MBBLaneArgs& a, const LaneRow& r, int64_t o_begin,
                      int64_t o_end, int64_t interior_begin,
                      int64_t interior_end) {
-  constexpr int P = BINARY ? kLaneColumnsBinary : kLaneColumns;
+  constexpr int P = lane_columns_per_tile<FM, FK>();
   if (interior_begin > 0)
-    lane_columns<BINARY>(a, r, 0, interior_begin, false, o_begin, o_end);
+    lane_columns<FM, FK>(a, r, 0, interior_begin, false, o_begin, o_end);
   for (int64_t x0 = interior_begin; x0 < interior_end; x0 += P) {
     const int64_t count = interior_end - x0 < P ? interior_end - x0 : P;
-    lane_columns<BINARY>(a, r, x0, count, true, o_begin, o_end);
+    lane_columns<FM, FK>(a, r, x0, count, true, o_begin, o_end);
   }
   if (interior_end < a.s.Wo)
-    lane_columns<BINARY>(a, r, interior_end, a.s.Wo - interior_end, false,
+    lane_columns<FM, FK>(a, r, interior_end, a.s.Wo - interior_end, false,
                          o_begin, o_end);
 }
 
@@ -605,7 +637,6 @@ inline void lane_conv_items(const MBBLaneArgs& args, int64_t begin,
   const int64_t chunks = (s.O + a.o_chunk - 1) / a.o_chunk;
   int64_t interior_begin, interior_end;
   lane_interior_columns(a, &interior_begin, &interior_end);
-  const bool binary = s.M == 1 && s.K == 1;
   LaneRow r;
   int64_t row = -1;
   for (int64_t item = begin; item < end; ++item) {
@@ -616,10 +647,19 @@ inline void lane_conv_items(const MBBLaneArgs& args, int64_t begin,
     }
     const int64_t o_begin = chunk * a.o_chunk;
     const int64_t o_end = s.O < o_begin + a.o_chunk ? s.O : o_begin + a.o_chunk;
-    if (binary)
-      lane_row<true>(a, r, o_begin, o_end, interior_begin, interior_end);
+    const int64_t bits = s.M * 10 + s.K;
+    if (bits == 11)
+      lane_row<1, 1>(a, r, o_begin, o_end, interior_begin, interior_end);
+    else if (bits == 22)
+      lane_row<2, 2>(a, r, o_begin, o_end, interior_begin, interior_end);
+    else if (bits == 12)
+      lane_row<1, 2>(a, r, o_begin, o_end, interior_begin, interior_end);
+    else if (bits == 21)
+      lane_row<2, 1>(a, r, o_begin, o_end, interior_begin, interior_end);
+    else if (bits == 44)
+      lane_row<4, 4>(a, r, o_begin, o_end, interior_begin, interior_end);
     else
-      lane_row<false>(a, r, o_begin, o_end, interior_begin, interior_end);
+      lane_row<0, 0>(a, r, o_begin, o_end, interior_begin, interior_end);
   }
 }
 
