@@ -64,11 +64,31 @@ def mbb_layer_numpy(x: np.ndarray, attributes: dict,
         stride=attributes['stride'], padding=attributes['padding'],
         dilation=attributes['dilation'], groups=groups)
     out = epilogue(acc, arrays['out_scale'], arrays['out_bias'])
+    if np.isnan(x).any():  # NaN reaches the outputs that read it
+        kernel = arrays['weight_words'].shape[2:4]
+        out[_nan_outputs(x, attributes, kernel,
+                         out.shape[1])] = np.float32('nan')
     if record is not None:
         record.update(act_words=act_words, acc=acc)
     if linear:
         out = out.reshape(*lead, -1)
     return out
+
+
+def _nan_outputs(x: np.ndarray, attributes: dict, kernel,
+                 out_channels: int) -> np.ndarray:
+    """(N, O, Ho, Wo) mask of the outputs whose valid taps read a pixel with
+    a NaN in their group's channels (as the packed op sets them)."""
+    groups = attributes['groups']
+    n, channels, height, width = x.shape
+    pixels = np.isnan(x).reshape(n, groups, channels // groups, height,
+                                 width).any(2)
+    windows = _windows(pixels.astype(np.float32), kernel,
+                       attributes['stride'], attributes['padding'],
+                       attributes['dilation'], 0.0)  # (N, G, kh, kw, ..)
+    hit = windows.reshape(*windows.shape[:2], -1, *windows.shape[-2:])
+    hit = hit.any(2)  # (N, G, Ho, Wo)
+    return np.repeat(hit, out_channels // groups, axis=1)
 
 
 # ---- the float layers -------------------------------------------------------

@@ -85,3 +85,28 @@ def test_packing_alone_refuses_nan(kernel, monkeypatch):
     x[0, 1, 1, 1] = float('nan')
     with pytest.raises(RuntimeError, match='holds NaN'):
         torch.ops.mmbinary.mbb_quantize_pack(x, 2, 1.0, False, 1)
+
+
+@pytest.mark.parametrize('groups', [1, 2])
+def test_numpy_reference_propagates_nan_like_the_op(groups):
+    from mmbinary.export.graph_reference import mbb_layer_numpy
+    torch.manual_seed(1)
+    codes = torch.randint(0, 4, (6, 8 // groups, 3, 3)) * 2 - 3
+    words = pack_weight_codes(codes, 2, groups)
+    scale, bias = torch.rand(6) + 0.5, torch.randn(6)
+    x = torch.randn(1, 8, 9, 9)
+    x[0, 5, 4, 1] = float('nan')
+    geometry = dict(stride=[2, 1], padding=[1, 2], dilation=[1, 2])
+    out = torch.ops.mmbinary.mbb_conv2d(x, words, scale, bias, 8, 2, 2, 0.8,
+                                        True, (3, 3), geometry['stride'],
+                                        geometry['padding'],
+                                        geometry['dilation'], groups)
+    attributes = dict(mode='signed', groups=groups, a_bits=2, w_bits=2,
+                      in_channels=8, inv_step=0.8, **geometry)
+    arrays = dict(weight_words=words.numpy(), out_scale=scale.numpy(),
+                  out_bias=bias.numpy())
+    reference = mbb_layer_numpy(x.numpy(), attributes, arrays)
+    assert out.isnan().any()
+    assert torch.equal(torch.from_numpy(reference).isnan(), out.isnan())
+    finite = ~out.isnan()
+    assert torch.equal(torch.from_numpy(reference)[finite], out[finite])
