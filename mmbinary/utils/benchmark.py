@@ -287,7 +287,10 @@ def module_kind(module: nn.Module) -> str:
     if _own_forward(module):
         if any(isinstance(m, PackedMBBConv2d) for m in module.modules()):
             return 'packed flow blocks'
-        return 'other modules'
+        # a fused float module: the kind of the conv it holds
+        inner = [module_kind(m) for m in module.modules() if m is not module
+                 and isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))]
+        return inner[0] if inner else 'other modules'
     if _LAYOUT_NAME.search(name):
         return 'layout conversion'
     if isinstance(module, nn.modules.conv._ConvNd):
@@ -807,8 +810,8 @@ def describe_encoding(breakdown: Breakdown) -> str:
     packed_ms = sum(layer.ms for layer in packed)
     blocks = [layer for layer in packed if layer.kind == 'packed flow blocks']
     flow = (f', {sum(len(b.packed_layers) for b in blocks)} of them in '
-            f'{len(blocks)} blocks with packed activations between their '
-            'convs' if blocks else '')
+            f'{len(blocks)} modules that pass packed activations on (timed '
+            'as one each)' if blocks else '')
     parts = []
     for kind in _FLOAT_MAC_KINDS:
         names = [name for name, (k, _, _) in breakdown.macs.items()

@@ -481,14 +481,14 @@ def agreement_line(bits: str, agreement: bm.Agreement,
                   f'{agreement.worst_layer_error:.1e})')
     if agreement.blocks_failing:
         layers += (f'; MISMATCH: {len(agreement.blocks_failing)} of '
-                   f'{agreement.blocks_checked} blocks with packed '
-                   'activations between their convs differ from their '
-                   'layer-by-layer forward (first: '
+                   f'{agreement.blocks_checked} modules that pass packed '
+                   'activations on differ from their layer-by-layer '
+                   'forward (first: '
                    f'{agreement.blocks_failing[0]})')
     elif agreement.blocks_checked:
-        layers += (f'; all {agreement.blocks_checked} blocks with packed '
-                   'activations between their convs equal their '
-                   'layer-by-layer forward')
+        layers += (f'; all {agreement.blocks_checked} modules that pass '
+                   'packed activations on equal their layer-by-layer '
+                   'forward')
     note = ('; a network at random initialisation amplifies small changes'
             if random_weights else '')
     return (f'- {bits}: {layers}. Whole model (information, not a '
