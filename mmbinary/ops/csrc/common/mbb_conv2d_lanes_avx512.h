@@ -656,8 +656,6 @@ inline void lane_conv_items(const MBBLaneArgs& args, int64_t begin,
       lane_row<1, 2>(a, r, o_begin, o_end, interior_begin, interior_end);
     else if (bits == 21)
       lane_row<2, 1>(a, r, o_begin, o_end, interior_begin, interior_end);
-    else if (bits == 44)
-      lane_row<4, 4>(a, r, o_begin, o_end, interior_begin, interior_end);
     else
       lane_row<0, 0>(a, r, o_begin, o_end, interior_begin, interior_end);
   }
