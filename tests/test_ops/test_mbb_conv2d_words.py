@@ -231,3 +231,30 @@ def test_words_at_every_accumulator_edge(next_bits, next_signed, act):
         (3, 3), (1, 1), (1, 1), (1, 1), 1, None, *act, False, next_bits, inv,
         next_signed)
     assert torch.equal(words, expected)
+
+
+@pytest.mark.parametrize('kernel', KERNELS)
+@pytest.mark.parametrize('groups,channels', [(1, 70), (2, 130), (3, 24),
+                                             (8, 8)])
+@pytest.mark.parametrize('signed', [False, True])
+def test_channels_last_packing_equals_nchw(kernel, groups, channels, signed,
+                                           monkeypatch):
+    """The pixel-by-pixel packers (channels-last input) give the words of
+    the NCHW packers, with groups, and the same convolution."""
+    monkeypatch.setenv('MMBINARY_CPU_KERNEL', kernel)
+    g = torch.Generator().manual_seed(channels)
+    x = torch.randn(2, channels, 5, 7, generator=g) * 3
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+    for bits in (1, 3, 8):
+        assert torch.equal(
+            torch.ops.mmbinary.mbb_quantize_pack(x_cl, bits, 1.3, signed,
+                                                 groups),
+            torch.ops.mmbinary.mbb_quantize_pack(x, bits, 1.3, signed,
+                                                 groups))
+    codes = torch.randint(0, 4, (groups * 2, channels // groups, 3, 3),
+                          generator=g) * 2 - 3
+    words = pack_weight_codes(codes, 2, groups)
+    args = (words, torch.ones(groups * 2), torch.zeros(groups * 2), channels,
+            2, 2, 1.3, signed, (3, 3), (1, 1), (1, 1), (1, 1), groups)
+    assert torch.equal(torch.ops.mmbinary.mbb_conv2d(x_cl, *args),
+                       torch.ops.mmbinary.mbb_conv2d(x, *args))

@@ -105,6 +105,67 @@ inline void quantize_pack_items(const float* x, uint64_t* out,
 #undef MMBINARY_MBB_QP_CASE
 }
 
+// Channels-last input: quantizes and packs the pixels [begin, end) of the
+// flattened (N * H * W) axis. x: (N * H * W, C) float; out: (N * H * W, G,
+// K, Wg) words. Channels MMBINARY_MBB_NHWC_STEP at a time where the includer
+// vectorizes (MMBINARY_MBB_QUANTIZE_ROW writes their levels); returns
+// whether a NaN was seen.
+template <int K, bool SIGNED>
+inline bool pack_pixels_nhwc_k(const float* x, uint64_t* out,
+                               const MBBConvShape& s, float inv_step,
+                               int64_t begin, int64_t end) {
+  const float levels = static_cast<float>((1 << K) - 1);
+  int32_t q[kMBBWordBits];
+  bool nan = false;
+  for (int64_t p = begin; p < end; ++p) {
+    const float* pixel = x + p * s.C;
+    uint64_t* dst = out + p * s.G * K * s.Wg;
+    for (int64_t g = 0; g < s.G; ++g) {
+      for (int64_t j = 0; j < s.Wg; ++j) {
+        const int64_t c0 = g * s.Cg + j * kMBBWordBits;
+        const int64_t rest = (g + 1) * s.Cg - c0;
+        const int64_t count = rest < kMBBWordBits ? rest : kMBBWordBits;
+        for (int64_t c = 0; c < count; ++c)
+          nan |= pixel[c0 + c] != pixel[c0 + c];
+        MMBINARY_MBB_QUANTIZE_ROW<SIGNED>(pixel + c0, q, count, inv_step,
+                                          levels);
+        for (int k = 0; k < K; ++k) {
+          uint64_t word = 0;
+          for (int64_t c = 0; c < count; ++c)
+            word |= static_cast<uint64_t>((q[c] >> k) & 1) << c;
+          dst[(g * K + k) * s.Wg + j] = word;
+        }
+      }
+    }
+  }
+  return nan;
+}
+
+inline bool pack_pixels_nhwc(const float* x, uint64_t* out,
+                             const MBBConvShape& s, float inv_step,
+                             int64_t begin, int64_t end) {
+#define MMBINARY_MBB_NHWC_CASE(KB)                                          \
+  case KB:                                                                  \
+    return s.is_signed                                                      \
+               ? pack_pixels_nhwc_k<KB, true>(x, out, s, inv_step, begin,   \
+                                              end)                          \
+               : pack_pixels_nhwc_k<KB, false>(x, out, s, inv_step, begin,  \
+                                               end);
+  switch (s.K) {
+    MMBINARY_MBB_NHWC_CASE(1)
+    MMBINARY_MBB_NHWC_CASE(2)
+    MMBINARY_MBB_NHWC_CASE(3)
+    MMBINARY_MBB_NHWC_CASE(4)
+    MMBINARY_MBB_NHWC_CASE(5)
+    MMBINARY_MBB_NHWC_CASE(6)
+    MMBINARY_MBB_NHWC_CASE(7)
+    MMBINARY_MBB_NHWC_CASE(8)
+    default:
+      return false;
+  }
+#undef MMBINARY_MBB_NHWC_CASE
+}
+
 // ---- convolution ----------------------------------------------------------
 
 // Gathers the patch of output row (n, y) for group g: block b at

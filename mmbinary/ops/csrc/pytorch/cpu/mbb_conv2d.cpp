@@ -84,14 +84,45 @@ CpuKernel select_cpu_kernel() {
   return CpuKernel::kGeneric;
 }
 
-void quantize_pack_into(const at::Tensor& input, const MBBConvShape& s,
+// Quantizes and packs `input` (NCHW or channels-last contiguous) into
+// `out`; returns whether it holds a NaN (which packs like 0).
+bool quantize_pack_into(const at::Tensor& input, const MBBConvShape& s,
                         float inv_step, uint64_t* out, CpuKernel kernel) {
+  if (s.N * s.H * s.W == 0) return false;
+  if (!input.is_contiguous() &&
+      input.is_contiguous(at::MemoryFormat::ChannelsLast)) {
+    // Pixel by pixel: the channels of a pixel are contiguous.
+    MBBPhaseTimer timer(kPhaseQuantizePack);
+    const float* x = input.const_data_ptr<float>();
+    std::atomic<bool> nan{false};
+    at::parallel_for(0, s.N * s.H * s.W, 64, [&](int64_t begin, int64_t end) {
+      bool seen;
+      switch (kernel) {
+#ifdef MMBINARY_MBB_HAVE_X86
+        case CpuKernel::kAvx512:
+        case CpuKernel::kAvx2:
+          seen = mbb_avx2::pack_pixels_nhwc(x, out, s, inv_step, begin, end);
+          break;
+        case CpuKernel::kPopcnt:
+          seen =
+              mbb_popcnt::pack_pixels_nhwc(x, out, s, inv_step, begin, end);
+          break;
+#endif
+        default:
+          seen =
+              mbb_generic::pack_pixels_nhwc(x, out, s, inv_step, begin, end);
+      }
+      if (seen) nan = true;
+    });
+    return nan;
+  }
+  const at::Tensor x_nchw = input.contiguous();
+  const bool nan = at::isnan(x_nchw).any().item<bool>();
   const int64_t S = s.H * s.W;
   const int64_t items =
       s.N * s.G * s.Wg * ((S + kMBBPackChunk - 1) / kMBBPackChunk);
-  if (items == 0) return;
   MBBPhaseTimer timer(kPhaseQuantizePack);
-  const float* x = input.const_data_ptr<float>();
+  const float* x = x_nchw.const_data_ptr<float>();
   at::parallel_for(0, items, 1, [&](int64_t begin, int64_t end) {
     switch (kernel) {
 #ifdef MMBINARY_MBB_HAVE_X86
@@ -107,6 +138,7 @@ void quantize_pack_into(const at::Tensor& input, const MBBConvShape& s,
         mbb_generic::quantize_pack_items(x, out, s, inv_step, begin, end);
     }
   });
+  return nan;
 }
 
 // Runs the convolution on packed activations `act`; writes out_acc (int32)
@@ -394,8 +426,8 @@ at::Tensor mbb_quantize_pack_cpu(const at::Tensor& input, int64_t a_bits,
     return out;
   }
 #endif
-  mbb_check_no_nan(input);
-  quantize_pack_into(input.contiguous(), s, inv, out_ptr, kernel);
+  if (quantize_pack_into(input, s, inv, out_ptr, kernel))
+    mbb_check_no_nan(input);  // raises
   return out;
 }
 
@@ -479,16 +511,14 @@ at::Tensor mbb_conv2d_cpu(const at::Tensor& input,
     return out;
   }
 #endif
-  const at::Tensor x = input.contiguous();
-  const bool nan = s.N > 0 && at::isnan(x).any().item<bool>();
-  quantize_pack_into(x, s, inv, act_ptr, kernel);
+  const bool nan = quantize_pack_into(input, s, inv, act_ptr, kernel);
   at::Tensor out = at::empty(
       {s.N, s.O, s.Ho, s.Wo},
       input.options().memory_format(at::MemoryFormat::ChannelsLast));
   run_conv(s, act_ptr, weight_words, nullptr, out.data_ptr<float>(),
            out_scale.const_data_ptr<float>(),
            out_bias.const_data_ptr<float>(), kernel);
-  if (nan) mbb_propagate_nan(x, out, s);
+  if (nan) mbb_propagate_nan(input, out, s);
   return out;
 }
 
@@ -583,7 +613,7 @@ std::tuple<at::Tensor, at::Tensor> mbb_conv2d_words_cpu(
                                              out_a_bits, out_signed);
     words = at::empty({s.N, s.Ho, s.Wo, 1, out_a_bits, out_wg},
                       act_words.options());
-    quantize_pack_into(value.contiguous(), next, out_inv,
+    quantize_pack_into(value, next, out_inv,
                        reinterpret_cast<uint64_t*>(words.data_ptr<int64_t>()),
                        kernel);
   }
