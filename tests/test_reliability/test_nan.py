@@ -110,3 +110,12 @@ def test_numpy_reference_propagates_nan_like_the_op(groups):
     assert torch.equal(torch.from_numpy(reference).isnan(), out.isnan())
     finite = ~out.isnan()
     assert torch.equal(torch.from_numpy(reference)[finite], out[finite])
+
+
+def test_branch_sum_refuses_nan_with_a_clear_error():
+    layer = MBBConv2d(4, 4, 3, padding=1)
+    layer.eval()
+    x = torch.randn(1, 4, 5, 5)
+    x[0, 0, 0, 0] = float('nan')
+    with pytest.raises(ValueError, match='input holds NaN'):
+        layer.forward_branches(x)

@@ -134,7 +134,16 @@ class MBBQuantMixin:
             ``forward(input)`` up to float rounding, and optionally the
             branches (M, K, *output shape) of the {-1,+1} products before
             their ``2^m * 2^k`` weights.
+
+        Raises:
+            ValueError: ``input`` holds NaN (it has no {-1,+1} encoding;
+                :meth:`forward` propagates it instead).
         """
+        if bool(torch.isnan(input).any()):
+            raise ValueError(
+                'forward_branches: input holds NaN, which has no {-1,+1} '
+                'encoding; forward() propagates NaN to the outputs it '
+                'reaches')
         return self._branch_sum(input, return_branches)
 
     def _quant_repr(self) -> str:
