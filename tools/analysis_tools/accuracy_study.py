@@ -12,9 +12,11 @@ so any run can be repeated by hand):
 2. per seed, fine-tune from it for ``--epochs``: the float model itself
    (the float row gets the same budget), every ``--bits`` pair with the
    project's default quantizers, W2A2 with the paper's quantizer
-   (``w_mode='paper'``, fixed clip ``a_clip=1.0``) and the paper's
-   progressive schedule (W8A8, then W4A4, then W2A2: the budget split in
-   three);
+   (``w_mode='paper'``, fixed clip ``a_clip=1.0``), the paper's
+   progressive schedule (W8A8, then W4A4, then W2A2, a third of the budget
+   each, in one run with ``ProgressivePrecisionHook``) and the rows with
+   their own configs (``ROW_CONFIGS``: W2A2 and W1A1 distilled from the
+   float start, with per-level head norms, with the ReAct structure);
 3. evaluate each with ``tools/test.py`` (mmdet's CocoMetric, mmseg's
    IoUMetric), pack it with ``tools/pack_model.py`` and evaluate the packed
    model through the same pipeline.
