@@ -454,6 +454,12 @@ __attribute__((always_inline)) inline void lane_tile(const MBBLaneArgs& a,
   for (int v = 0; v < OV; ++v)
     for (int p = 0; p < P; ++p) total[v][p] = _mm512_setzero_si512();
   if constexpr (FM > 0) {
+    // One counter per plane-pair weight 2^(m + k): no shift per count.
+    constexpr int S = FM + FK - 1;
+    __m512i part[OV][P][S];
+    for (int v = 0; v < OV; ++v)
+      for (int p = 0; p < P; ++p)
+        for (int q = 0; q < S; ++q) part[v][p][q] = _mm512_setzero_si512();
     for (int p = 0; p < P; ++p) col[p] = r.act_n + (x0 + p) * r.col_step;
     for (int64_t t = 0; t < r.taps; ++t) {
       const uint64_t* wp = block + r.weight_tap[t];
@@ -470,16 +476,21 @@ __attribute__((always_inline)) inline void lane_tile(const MBBLaneArgs& a,
             const __m512i act_word = _mm512_set1_epi64(
                 static_cast<long long>(col[p][at + k * s.Wg + j]));
             for (int v = 0; v < OV; ++v)
-              for (int m = 0; m < FM; ++m) {
-                __m512i count =
-                    _mm512_popcnt_epi64(_mm512_and_si512(w[v][m], act_word));
-                if (m + k > 0) count = _mm512_slli_epi64(count, m + k);
-                total[v][p] = _mm512_add_epi64(total[v][p], count);
-              }
+              for (int m = 0; m < FM; ++m)
+                part[v][p][m + k] = _mm512_add_epi64(
+                    part[v][p][m + k],
+                    _mm512_popcnt_epi64(_mm512_and_si512(w[v][m], act_word)));
           }
         }
       }
     }
+    for (int v = 0; v < OV; ++v)
+      for (int p = 0; p < P; ++p) {
+        total[v][p] = part[v][p][0];
+        for (int q = 1; q < S; ++q)
+          total[v][p] = _mm512_add_epi64(
+              total[v][p], _mm512_slli_epi64(part[v][p][q], q));
+      }
   } else {
     __m512i count[OV][P];
     for (int64_t m = 0; m < s.M; ++m) {
@@ -544,12 +555,12 @@ __attribute__((always_inline)) inline void lane_border_column(const MBBLaneArgs&
   finish_column<OV>(a, r, x, o, false, total);
 }
 
-// Columns per interior tile: 16 channels x 8 columns of totals, 4 where
-// the bits are known only at run time (counts and totals both live) or
-// many planes are held.
+// Columns per interior tile: 16 channels x 8 columns of counters for
+// binary layers, x 4 for multi-bit ones (one counter per plane-pair
+// weight, or counts and totals, live at once).
 template <int FM, int FK>
 constexpr int lane_columns_per_tile() {
-  return FM == 0 || FM * FK > 4 ? 4 : 8;
+  return FM * FK == 1 ? 8 : 4;
 }
 
 // Interior columns [x0, x0 + count), count <= P.
