@@ -417,12 +417,11 @@ at::Tensor mbb_quantize_pack_cpu(const at::Tensor& input, int64_t a_bits,
                              input.options().dtype(at::kLong));
   auto* out_ptr = reinterpret_cast<uint64_t*>(out.data_ptr<int64_t>());
 #ifdef MMBINARY_MBB_HAVE_LANES_AVX512
-  if (use_lanes(s, kernel)) {
+  if (use_lanes(s, kernel) &&
+      input.is_contiguous(at::MemoryFormat::ChannelsLast)) {
     at::Tensor sums = at::empty({s.N * s.H * s.W}, out.options().dtype(at::kInt));
-    const bool nan =
-        lane_pack(input.contiguous(at::MemoryFormat::ChannelsLast), s, inv,
-                  out_ptr, sums.data_ptr<int32_t>());
-    if (nan) mbb_check_no_nan(input);
+    if (lane_pack(input, s, inv, out_ptr, sums.data_ptr<int32_t>()))
+      mbb_check_no_nan(input);  // raises
     return out;
   }
 #endif
@@ -494,20 +493,25 @@ at::Tensor mbb_conv2d_cpu(const at::Tensor& input,
   auto* act_ptr = reinterpret_cast<uint64_t*>(act.data_ptr<int64_t>());
 #ifdef MMBINARY_MBB_HAVE_LANES_AVX512
   if (use_lanes(s, kernel)) {
-    at::Tensor sums =
-        at::empty({s.N * s.H * s.W}, input.options().dtype(at::kInt));
-    const at::Tensor input_cl =
-        input.contiguous(at::MemoryFormat::ChannelsLast);
-    const bool nan =
-        lane_pack(input_cl, s, inv, act_ptr, sums.data_ptr<int32_t>());
+    at::Tensor sums;
+    bool nan;
+    if (input.is_contiguous(at::MemoryFormat::ChannelsLast)) {
+      sums = at::empty({s.N * s.H * s.W}, input.options().dtype(at::kInt));
+      nan = lane_pack(input, s, inv, act_ptr, sums.data_ptr<int32_t>());
+    } else {
+      // NCHW: pack it where it is (a channels-last copy costs more);
+      // run_lane_conv counts the level sums from the words.
+      nan = quantize_pack_into(input, s, inv, act_ptr, kernel);
+    }
     at::Tensor out = at::empty(
         {s.N, s.O, s.Ho, s.Wo},
         input.options().memory_format(at::MemoryFormat::ChannelsLast));
     LaneOutput to;
     to.out = out.data_ptr<float>();
-    run_lane_conv(s, act_ptr, sums.const_data_ptr<int32_t>(), weight_words,
-                  to, out_scale, out_bias);
-    if (nan) mbb_propagate_nan(input_cl, out, s);
+    run_lane_conv(s, act_ptr,
+                  sums.defined() ? sums.const_data_ptr<int32_t>() : nullptr,
+                  weight_words, to, out_scale, out_bias);
+    if (nan) mbb_propagate_nan(input, out, s);
     return out;
   }
 #endif
