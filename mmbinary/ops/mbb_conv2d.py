@@ -141,7 +141,7 @@ def quantize_pack(input: Tensor, a_bits: int, inv_step, signed: bool,
                 'float input propagates NaN to the outputs it reaches)')
         codes = ref.activation_codes_reference(input, a_bits, inv, signed)
         return ref.pack_activation_codes(codes, a_bits, signed, groups)
-    return torch.ops.mmbinary.mbb_quantize_pack(input.contiguous(), a_bits,
+    return torch.ops.mmbinary.mbb_quantize_pack(_contiguous(input), a_bits,
                                                 inv, bool(signed), groups)
 
 
@@ -227,7 +227,7 @@ def mbb_conv2d(input: Tensor, weight_words: Tensor, out_scale: Tensor,
             inv_step=inv, signed=signed, stride=p['stride'],
             padding=p['padding'], dilation=p['dilation'], groups=p['groups'])
     return torch.ops.mmbinary.mbb_conv2d(
-        input.contiguous(), weight_words, out_scale, out_bias,
+        _contiguous(input), weight_words, out_scale, out_bias,
         p['in_channels'], p['w_bits'], p['a_bits'], inv, bool(signed),
         p['kernel_size'], p['stride'], p['padding'], p['dilation'],
         p['groups'])
@@ -285,6 +285,14 @@ def _register_fake() -> None:
                  fmt.num_group_words(channels)),
                 dtype=torch.int64)
         return out, words
+
+
+def _contiguous(input: Tensor) -> Tensor:
+    """``input`` NCHW- or channels-last-contiguous (the CPU op packs either
+    where it lies; CUDA makes it NCHW)."""
+    if input.is_contiguous(memory_format=torch.channels_last):
+        return input
+    return input.contiguous()
 
 
 def _new_output(like: Tensor, shape, dtype: torch.dtype) -> Tensor:

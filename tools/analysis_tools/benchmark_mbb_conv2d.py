@@ -71,6 +71,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--warmup', type=int, default=3)
     parser.add_argument('--signed', action='store_true',
                         help='signed activations (default: unsigned)')
+    parser.add_argument('--channels-last', action='store_true',
+                        help='channels-last input for every row (as a '
+                        'packed model passes it from layer to layer; '
+                        'default: NCHW)')
     parser.add_argument('--kernels', nargs='+',
                         default=['generic', 'popcnt', 'avx2', 'avx512'],
                         help='CPU kernel variants to time (those the CPU '
@@ -168,7 +172,8 @@ def main() -> None:
               if args.shapes is None or s[0] in args.shapes]
     ghz = args.ghz or cpu_ghz()
     print(f'CPU: {cpu_name()} ({ghz or "?"} GHz), torch {torch.__version__}, '
-          f'{"signed" if args.signed else "unsigned"} activations, median '
+          f'{"signed" if args.signed else "unsigned"} activations, '
+          f'{"channels-last" if args.channels_last else "NCHW"} input, median '
           f'of {args.runs} runs after {args.warmup} warm-up runs; packed '
           'times include activation quantize + pack; int8 includes input '
           'quantization. bMAC/cyc: binary MACs (MACs x M x K) per cycle of '
@@ -188,6 +193,8 @@ def main() -> None:
                                  generator=generator) * 0.05
             for batch in args.batch:
                 x = torch.randn(batch, cin, *size, generator=generator).relu()
+                if args.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
                 out_h = (size[0] + 2 * padding - dilation *
                          (kernel - 1) - 1) // stride + 1
                 out_w = (size[1] + 2 * padding - dilation *
