@@ -170,8 +170,8 @@ def test_quick_study_trains_evaluates_packs_and_resumes(
         sys.executable, TOOL, '--quick', '--data-root', pennfudan,
         '--demo-data', demo_data, '--work-dir',
         str(work_dir), '--bits', '2', '--seeds', '0', '--no-paper',
-        '--no-progressive', '--float-epochs', '1', '--epochs', '1',
-        '--jobs', '1'
+        '--no-progressive', '--kd-rows', 'w2a2-kd', '--float-epochs', '1',
+        '--epochs', '1', '--jobs', '1'
     ]
     result = subprocess.run(command, capture_output=True, text=True,
                             cwd=REPO)
@@ -181,10 +181,10 @@ def test_quick_study_trains_evaluates_packs_and_resumes(
     assert {(r['task'], r['variant']) for r in results} == {
         (task, variant)
         for task in ('det', 'seg')
-        for variant in ('float-start', 'float', 'w2a2')
+        for variant in ('float-start', 'float', 'w2a2', 'w2a2-kd')
     }
     for r in results:
-        if r['variant'] == 'w2a2':
+        if r['variant'] in ('w2a2', 'w2a2-kd'):
             # packed and unpacked evaluated through the same pipeline agree
             tolerance = 0.01 if r['task'] == 'det' else 1.0
             for key, value in r['unpacked'].items():
@@ -193,6 +193,7 @@ def test_quick_study_trains_evaluates_packs_and_resumes(
             assert 'packed' not in r
     study_md = (work_dir / 'study.md').read_text()
     assert '| w2a2 |' in study_md and '| float |' in study_md
+    assert '| w2a2-kd |' in study_md
     assert 'mIoU' in study_md and 'bbox mAP' in study_md
     # Run again: every result is kept, nothing is trained.
     again = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
