@@ -29,6 +29,14 @@ namespace {
 
 enum class CpuKernel { kGeneric, kPopcnt, kAvx2, kAvx512 };
 
+// Grain of at::parallel_for for `per_item` words or values of work per
+// item: chunks of at least ~64 K of them, so that the cheap passes of a
+// small layer run on one thread instead of waiting at a barrier.
+int64_t grain_for(int64_t per_item) {
+  constexpr int64_t kMinWork = 1 << 16;
+  return per_item >= kMinWork ? 1 : kMinWork / (per_item < 1 ? 1 : per_item);
+}
+
 struct KernelSupport {
   bool popcnt = false, avx2 = false, avx512 = false;
 };
@@ -95,7 +103,8 @@ bool quantize_pack_into(const at::Tensor& input, const MBBConvShape& s,
     MBBPhaseTimer timer(kPhaseQuantizePack);
     const float* x = input.const_data_ptr<float>();
     std::atomic<bool> nan{false};
-    at::parallel_for(0, s.N * s.H * s.W, 64, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, s.N * s.H * s.W, grain_for(s.C),
+                     [&](int64_t begin, int64_t end) {
       bool seen;
       switch (kernel) {
 #ifdef MMBINARY_MBB_HAVE_X86
@@ -182,16 +191,19 @@ void run_conv(const MBBConvShape& s, const uint64_t* act,
   a.bias = bias;
 
   // Pre-passes: per-pixel level sums, their window sums, weight sums.
-  at::parallel_for(0, s.N * s.H, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, s.N * s.H, grain_for(s.W * s.G * s.K * s.Wg),
+                   [&](int64_t begin, int64_t end) {
     mbb_level_sums(s, act, level_ptr, begin, end);
   });
-  at::parallel_for(0, s.N * s.Ho, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, s.N * s.Ho, grain_for(s.Wo * s.G * s.kh * s.kw),
+                   [&](int64_t begin, int64_t end) {
     mbb_window_sums(s, level_ptr, a.ky_range, a.kx_range, act_sum_ptr, begin,
                     end);
   });
   if (s.is_signed) {
     int64_t* prefix_ptr = prefix.data_ptr<int64_t>();
-    at::parallel_for(0, s.O, 16, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, s.O, grain_for(s.M * s.kh * s.kw * s.Wg),
+                     [&](int64_t begin, int64_t end) {
       mbb_weight_sum_prefix(s, a.weight, prefix_ptr, begin, end);
     });
   }
@@ -255,7 +267,8 @@ bool lane_pack(const at::Tensor& input_cl, const MBBConvShape& s,
   MBBPhaseTimer timer(kPhaseQuantizePack);
   const float* x = input_cl.const_data_ptr<float>();
   std::atomic<bool> nan{false};
-  at::parallel_for(0, s.N * s.H * s.W, 64, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, s.N * s.H * s.W, grain_for(s.C),
+                   [&](int64_t begin, int64_t end) {
     if (mbb_lanes_avx512::pack_pixels(x, act, level_sum, s, inv_step, begin,
                                       end))
       nan = true;
@@ -293,7 +306,8 @@ void run_lane_conv(const MBBConvShape& s, const uint64_t* act,
   at::Tensor lanes =
       at::empty({O8 * s.M * s.kh * s.kw * s.Wg}, opts.dtype(at::kLong));
   auto* lanes_ptr = reinterpret_cast<uint64_t*>(lanes.data_ptr<int64_t>());
-  at::parallel_for(0, O8, 16, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, O8, grain_for(s.M * s.kh * s.kw * s.Wg),
+                   [&](int64_t begin, int64_t end) {
     mbb_weight_lanes(s, weight, lanes_ptr, begin, end);
   });
   at::Tensor tables = at::empty({2 * (s.Ho + s.Wo)}, opts.dtype(at::kLong));
@@ -327,14 +341,16 @@ void run_lane_conv(const MBBConvShape& s, const uint64_t* act,
   if (level_sum == nullptr) {
     pixel_sums = at::empty({s.N * s.H * s.W}, opts.dtype(at::kInt));
     int32_t* ptr = pixel_sums.data_ptr<int32_t>();
-    at::parallel_for(0, s.N * s.H, 1, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, s.N * s.H, grain_for(s.W * s.G * s.K * s.Wg),
+                   [&](int64_t begin, int64_t end) {
       mbb_level_sums(s, act, ptr, begin, end);
     });
     level_sum = ptr;
   }
   at::Tensor act_sum = at::empty({s.N * s.Ho * s.Wo}, opts.dtype(at::kInt));
   int32_t* act_sum_ptr = act_sum.data_ptr<int32_t>();
-  at::parallel_for(0, s.N * s.Ho, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, s.N * s.Ho, grain_for(s.Wo * s.G * s.kh * s.kw),
+                   [&](int64_t begin, int64_t end) {
     mbb_window_sums(s, level_sum, a.ky_range, a.kx_range, act_sum_ptr, begin,
                     end);
   });
@@ -346,7 +362,8 @@ void run_lane_conv(const MBBConvShape& s, const uint64_t* act,
     const int64_t cells = (s.kh + 1) * (s.kw + 1);
     at::Tensor prefix = at::empty({s.O * cells}, opts.dtype(at::kLong));
     int64_t* prefix_ptr = prefix.data_ptr<int64_t>();
-    at::parallel_for(0, s.O, 16, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, s.O, grain_for(s.M * s.kh * s.kw * s.Wg),
+                     [&](int64_t begin, int64_t end) {
       mbb_weight_sum_prefix(s, weight, prefix_ptr, begin, end);
     });
     prefix_lanes = at::empty({cells * O8}, opts.dtype(at::kInt));
