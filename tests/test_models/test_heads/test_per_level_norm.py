@@ -80,6 +80,15 @@ def test_norms_start_as_the_identity():
         layer(x, 2)
 
 
+@pytest.fixture(autouse=True)
+def mmdet_scope():
+    """Heads build their losses and coders from mmdet's registries, whatever
+    scope an earlier test left current."""
+    from mmengine.registry import DefaultScope
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        yield
+
+
 def retina_head(per_level_norm=True, num_levels=LEVELS):
     return MBBRetinaHead(
         num_classes=1,
