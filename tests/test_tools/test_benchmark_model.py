@@ -88,6 +88,24 @@ def test_demo_detector_table_and_agreement(tool, capsys):
     assert rows['torch int8 (x86, FX)'][2] == '1.00x'
     assert 'int8: backbone + neck (one FX graph); heads float' in output
 
+    # Peak memory: a row per model, the packed weights far below float's.
+    memory = output.split('## Peak memory of inference', 1)[1].split('##')[0]
+    mem_rows = {
+        cells[0]: cells[1:]
+        for cells in (line.strip('|').split(' | ') for line in
+                      memory.splitlines() if line.startswith('| ')
+                      and not line.startswith(('| model', '|---')))
+    }
+    names = [name.strip() for name in mem_rows]
+    assert names[0].startswith('float32 best ('), names
+    assert {f'MBB {bits} packed, {form}' for bits in ('W2A2', 'W1A1')
+            for form in ('NCHW', 'channels-last')} <= set(names), names
+    held = {name.strip(): float(cells[0]) for name, cells in mem_rows.items()}
+    float_held = held[names[0]]
+    assert float_held > 0
+    for bits in ('W2A2', 'W1A1'):
+        assert 0 < held[f'MBB {bits} packed, NCHW'] < float_held / 2
+
     # The packed model was checked layer by layer against the training form.
     for bits in ('W2A2', 'W1A1'):
         line = next(line for line in output.splitlines()

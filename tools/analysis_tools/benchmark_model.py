@@ -25,7 +25,7 @@ import copy
 import os
 import os.path as osp
 import sys
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 from mmengine.config import Config, DictAction
@@ -37,7 +37,8 @@ from mmbinary.models.layers import MBBConv2d, MBBLinear
 from mmbinary.models.packing import LAYOUT_KEY, convert_to_packed
 from mmbinary.ops import build_info, ext_loaded
 from mmbinary.utils import benchmark as bm
-from mmbinary.utils.memory import keep_freed_memory
+from mmbinary.utils.memory import (forward_peak_memory, keep_freed_memory,
+                                   tensor_bytes)
 from mmbinary.utils.scope import register_modules_for
 
 #: Default (H, W) of the random image per scope (as model_report.py).
@@ -502,6 +503,30 @@ def agreement_line(bits: str, agreement: bm.Agreement,
 
 # ---- main -------------------------------------------------------------------
 
+def memory_table(models: List[Tuple[str, nn.Module, Callable[[], Any]]]
+                 ) -> List[str]:
+    """Peak memory of inference per model: its parameters and buffers plus
+    what one forward touches beyond them (mmbinary.utils.memory), as
+    markdown rows; the first model is the reference of the ratio."""
+    lines = [
+        '| model | weights + buffers MB | forward peak MB | total MB | '
+        'total vs first |', '|---|---:|---:|---:|---:|'
+    ]
+    reference = None
+    for name, model, forward in models:
+        with torch.no_grad():
+            peak = forward_peak_memory(forward)
+        held = tensor_bytes(model)
+        if peak is None:
+            lines.append(f'| {name} | {held / 2**20:.1f} | n/a | n/a | n/a |')
+            continue
+        total = held + peak
+        reference = reference or total
+        lines.append(f'| {name} | {held / 2**20:.1f} | {peak / 2**20:.1f} | '
+                     f'{total / 2**20:.1f} | {total / reference:.2f}x |')
+    return lines
+
+
 def log(message: str) -> None:
     """Progress, on stderr (the tables go to stdout)."""
     print(f'[benchmark_model] {message}', file=sys.stderr, flush=True)
@@ -515,6 +540,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         keep_freed_memory()
     if not ext_loaded():
         raise SystemExit(f'mmbinary._C is not built: {build_info()["error"]}')
+    if not osp.isfile(args.config):
+        raise SystemExit(f'CONFIG {args.config} does not exist')
     check_checkpoint(args.checkpoint)
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
@@ -615,6 +642,29 @@ def main(argv: Optional[List[str]] = None) -> int:
         lines += ['', f'{t} threads against {threads[0]}: ' + ', '.join(
             f'{name} {bm.format_ratio(ms.get(threads[0]), ms.get(t))}'
             for name, ms in scaling) + '.']
+    torch.set_num_threads(threads[0])
+    log('peak memory of one forward per model')
+    float_best = first.model
+    float_input = image_cl if first.best == 'folded channels-last' else image
+    memory_models = [(f'float32 best ({first.best})', float_best,
+                      lambda: run(float_best, float_input))]
+    if int8 is not None:
+        memory_models.append((f'torch int8 ({INT8_BACKEND}, FX)', int8,
+                              lambda: run(int8, image)))
+    for name in mbb:
+        memory_models.append((f'MBB {name} packed, NCHW', packed[name],
+                              lambda model=packed[name]: run(model, image)))
+        memory_models.append(
+            (f'MBB {name} packed, channels-last', packed_cl[name],
+             lambda model=packed_cl[name]: run(model, image_cl)))
+    lines += ['', '## Peak memory of inference', '',
+              f'{threads[0]} thread(s), batch 1: the parameters and buffers '
+              'each model holds, plus the memory one forward touches beyond '
+              'what the process held before it (peak resident set size, '
+              'freed memory given back to the OS first); the input image '
+              'not counted. "total vs first": against the best float32.',
+              '']
+    lines += memory_table(memory_models)
     lines += ['', '## Packed against the training form', '']
     lines += [
         agreement_line(name, a, args.checkpoint is None)

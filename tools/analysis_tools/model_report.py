@@ -22,6 +22,7 @@ forward does not run (auxiliary heads) are listed as skipped. Example::
         configs/retinanet_r50_mbb_w2a2_coco.py --shape 800 1333
 """
 import argparse
+import os.path as osp
 import math
 from dataclasses import asdict, dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -248,6 +249,8 @@ def format_report(rows: Sequence[LayerRow], totals: Dict[str, float],
 
 def main() -> None:
     args = parse_args()
+    if not osp.isfile(args.config):
+        raise SystemExit(f'CONFIG {args.config} does not exist')
     cfg = Config.fromfile(args.config)
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
