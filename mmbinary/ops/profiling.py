@@ -7,7 +7,10 @@
 * :func:`measure_core_ghz`: the clock the core really runs at, measured
   with a chain of dependent additions (one per cycle), not the nominal MHz
   the OS reports (Zen 4 runs AVX-512 code at about 3.6 GHz where
-  ``/proc/cpuinfo`` says 2.6).
+  ``/proc/cpuinfo`` says 2.6);
+* :func:`measure_peak_bmacs`: the peak binary MACs per cycle of the binary
+  kernels' instruction mix (AND + POPCOUNT + ADD on registers) on this
+  core, the ceiling a packed layer's binary MACs per cycle is compared to.
 
 Example::
 
@@ -65,3 +68,11 @@ def measure_core_ghz(repeats: int = 3) -> float:
     50 ms each, on the calling thread)."""
     require_ext()
     return float(torch.ops.mmbinary.mbb_measure_core_ghz(int(repeats)))
+
+
+def measure_peak_bmacs(repeats: int = 3) -> float:
+    """Peak binary MACs per cycle of AND + POPCOUNT + ADD on this core
+    (AVX-512 VPOPCNTQ where the CPU has it, else scalar POPCNT), measured
+    on registers at the measured core clock; 0.0 where neither runs."""
+    require_ext()
+    return float(torch.ops.mmbinary.mbb_measure_peak_bmacs(int(repeats)))

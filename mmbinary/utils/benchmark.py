@@ -92,6 +92,15 @@ def core_ghz() -> Optional[float]:
     return float(profiling.measure_core_ghz())
 
 
+def peak_bmacs() -> Optional[float]:
+    """Peak binary MACs per cycle of the packed kernel's instruction mix on
+    this core (``mmbinary.ops.profiling.measure_peak_bmacs``), or None
+    where it cannot be measured."""
+    if profiling is None or not hasattr(profiling, 'measure_peak_bmacs'):
+        return None
+    return float(profiling.measure_peak_bmacs()) or None
+
+
 # ---- the float model at its best --------------------------------------------
 
 def float_twin(model: nn.Module) -> nn.Module:

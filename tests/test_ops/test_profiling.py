@@ -1,5 +1,7 @@
 # Copyright (c) mmbinary contributors. All rights reserved.
 """The measuring helpers: per-phase times and the measured core clock."""
+import platform
+
 import pytest
 import torch
 
@@ -37,3 +39,15 @@ def test_phase_times_count_only_when_enabled():
 def test_core_clock_is_plausible():
     ghz = profiling.measure_core_ghz(repeats=1)
     assert 0.2 < ghz < 10.0
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ('x86_64', 'amd64'),
+                    reason='the measured mixes are x86-64 instructions')
+def test_peak_binary_macs_per_cycle_is_plausible(monkeypatch):
+    peak = profiling.measure_peak_bmacs(repeats=1)
+    # at least one 64-bit POPCNT every 2 cycles, at most 4 x 512-bit
+    # vectors per cycle
+    assert 32 <= peak <= 4 * 512
+    monkeypatch.setenv('MMBINARY_CPU_KERNEL', 'popcnt')
+    scalar = profiling.measure_peak_bmacs(repeats=1)
+    assert 16 <= scalar <= 8 * 64  # the scalar mix: 64 bits an instruction

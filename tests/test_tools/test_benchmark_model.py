@@ -64,6 +64,9 @@ def test_demo_detector_table_and_agreement(tool, capsys):
     assert 'input 1x3x64x96' in output
     assert re.search(r'- CPU: .+; avx512_vpopcntdq: (yes|no|n/a)', output)
     assert '- packed kernel: ' in output
+    peak = re.search(r'peak of its instruction mix \(AND \+ POPCOUNT \+ '
+                     r'ADD on registers, measured\): (\d+|n/a)', output)
+    assert peak, output[:2000]
     assert f'- command: python tools/analysis_tools/benchmark_model.py ' \
         f'{DEMO_CONFIG} --shape 64 96' in output
 
@@ -131,4 +134,8 @@ def test_demo_detector_table_and_agreement(tool, capsys):
                             r'\| (?:flow: )?(\d+)->(\d+) (\d)x(\d)',
                             breakdown, re.M)
     assert len(layer_rows) > 2 * 40
+    if peak[1] != 'n/a':  # every timed layer has its share of the peak
+        shares = re.findall(r'^\| (?:backbone|neck|bbox_head)\.\S+ \|.*\| '
+                            r'(\d+) % \|', breakdown, re.M)
+        assert len(shares) == len(layer_rows), (len(shares), len(layer_rows))
     assert '**all ' in breakdown

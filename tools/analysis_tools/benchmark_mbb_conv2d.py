@@ -12,6 +12,8 @@ Example::
     python tools/analysis_tools/benchmark_mbb_conv2d.py \\
         --bits 1,1 1,2 2,2 4,4 --batch 1 8 --threads 1 2
     python tools/analysis_tools/benchmark_mbb_conv2d.py --preset small
+    python tools/analysis_tools/benchmark_mbb_conv2d.py --bits 1,1 2,2 \\
+        --threads 1 --kernels avx512 --channels-last --packed-input
 """
 import argparse
 import os
@@ -25,7 +27,7 @@ import torch.nn.functional as F
 
 from mmbinary.models import MBBConv2d
 from mmbinary.ops import (build_info, ext_loaded, mbb_conv2d, num_group_words,
-                          pack_weight_codes, quantize_pack)
+                          pack_weight_codes, profiling, quantize_pack)
 
 # name, in channels, out channels, (H, W), kernel, stride, padding, dilation
 PRESETS = {
@@ -81,9 +83,14 @@ def parse_args() -> argparse.Namespace:
                         'cannot run are left out)')
     parser.add_argument('--no-baselines', action='store_true',
                         help='skip int8 and the MBBConv training path')
+    parser.add_argument('--packed-input', action='store_true',
+                        help='also time the layer on activation words '
+                        'packed beforehand (mbb_conv2d_words, float32 '
+                        'channels-last out), as a packed model\'s flow '
+                        'hands them from the layer before; run time kernel')
     parser.add_argument('--ghz', type=float, default=None,
                         help='clock for binary MACs per cycle (default: '
-                        'the largest "cpu MHz" in /proc/cpuinfo)')
+                        'measured, mmbinary.ops.profiling.measure_core_ghz)')
     return parser.parse_args()
 
 
@@ -126,6 +133,11 @@ def cpu_name() -> str:
 
 
 def cpu_ghz() -> Optional[float]:
+    """The measured core clock, else the largest "cpu MHz" of the OS."""
+    try:
+        return profiling.measure_core_ghz()
+    except (RuntimeError, AttributeError):
+        pass
     try:
         with open('/proc/cpuinfo', encoding='utf-8') as f:
             mhz = [float(line.split(':', 1)[1]) for line in f
@@ -171,18 +183,34 @@ def main() -> None:
     shapes = [s for s in PRESETS[args.preset]
               if args.shapes is None or s[0] in args.shapes]
     ghz = args.ghz or cpu_ghz()
-    print(f'CPU: {cpu_name()} ({ghz or "?"} GHz), torch {torch.__version__}, '
+    peaks = {}
+    for name in kernels:  # each kernel's instruction mix
+        os.environ['MMBINARY_CPU_KERNEL'] = name
+        peaks[name] = profiling.measure_peak_bmacs(repeats=1) or None
+    print(f'CPU: {cpu_name()} ({f"{ghz:.2f}" if ghz else "?"} GHz'
+          f'{"" if args.ghz else ", measured"}), torch {torch.__version__}, '
           f'{"signed" if args.signed else "unsigned"} activations, '
           f'{"channels-last" if args.channels_last else "NCHW"} input, median '
           f'of {args.runs} runs after {args.warmup} warm-up runs; packed '
           'times include activation quantize + pack; int8 includes input '
           'quantization. bMAC/cyc: binary MACs (MACs x M x K) per cycle of '
-          'the fastest packed kernel, per thread.\n')
+          'the fastest packed kernel, per thread; "of peak": against the '
+          'measured peak of that kernel\'s instruction mix (' + ', '.join(
+              f'{k} {p:.0f}' for k, p in peaks.items() if p) +
+          ' binary MACs per cycle; the MACs count every tap, the padded ones '
+          'the kernel skips too, so a dilated layer on a small input can '
+          'pass 100 %).' +
+          (' "words in": the layer on activation words packed beforehand '
+           '(mbb_conv2d_words, the run-time kernel), packing excluded.'
+           if args.packed_input else '') + '\n')
     baselines = [] if args.no_baselines else ['int8', 'train path']
+    words_in = ['words in'] if args.packed_input else []
     header = (['shape', 'N', 'thr', 'W/A', 'float32 ms'] +
               [f'{b} ms' for b in baselines] + [f'{k} ms' for k in kernels] +
-              ['float32 / best'] + [f'{b} / best' for b in baselines] +
-              ['bMAC/cyc', 'weights packed / float32'])
+              [f'{w} ms' for w in words_in] + ['float32 / best'] +
+              [f'{b} / best' for b in baselines] +
+              [f'float32 / {w}' for w in words_in] +
+              ['bMAC/cyc', 'of peak', 'weights packed / float32'])
     print('| ' + ' | '.join(header) + ' |')
     print('|' + '|'.join(['---'] * len(header)) + '|')
     generator = torch.Generator().manual_seed(0)
@@ -214,7 +242,7 @@ def main() -> None:
                         row = run_bits(args, kernels, baselines, name, batch,
                                        threads, x, weight, stride, padding,
                                        dilation, w_bits, a_bits, float_ms,
-                                       int8_ms, macs, ghz)
+                                       int8_ms, macs, ghz, peaks)
                         print('| ' + ' | '.join(row) + ' |', flush=True)
     finally:
         if previous is None:
@@ -225,7 +253,7 @@ def main() -> None:
 
 def run_bits(args, kernels, baselines, name, batch, threads, x, weight,
              stride, padding, dilation, w_bits, a_bits, float_ms, int8_ms,
-             macs, ghz) -> List[str]:
+             macs, ghz, peaks) -> List[str]:
     """One table row: every timing of one layer at one bit pair."""
     cout, cin, kernel, _ = weight.shape
     generator = torch.Generator().manual_seed(w_bits * 10 + a_bits)
@@ -246,6 +274,19 @@ def run_bits(args, kernels, baselines, name, batch, threads, x, weight,
                     kernel_size=kernel, stride=stride, padding=padding,
                     dilation=dilation), args.runs, args.warmup))
     best = min(times)
+    best_kernel = kernels[times.index(best)]
+    words_ms = []
+    if args.packed_input:
+        os.environ.pop('MMBINARY_CPU_KERNEL', None)  # the run-time pick
+        act_words = quantize_pack(x, a_bits, 2.0, args.signed)
+        words_ms = [
+            median_ms(
+                lambda: torch.ops.mmbinary.mbb_conv2d_words(
+                    act_words, words, scale, bias, cin, w_bits, a_bits,
+                    args.signed, [kernel] * 2, [stride] * 2, [padding] * 2,
+                    [dilation] * 2, 1, None, -float('inf'), float('inf'),
+                    True, 0, 1.0, False), args.runs, args.warmup)
+        ]
     baseline_ms = []
     if baselines:
         layer = MBBConv2d(cin, cout, kernel, stride, padding, dilation,
@@ -259,15 +300,20 @@ def run_bits(args, kernels, baselines, name, batch, threads, x, weight,
     float_bytes = weight.numel() * 4
     packed_bytes = (cout * w_bits * kernel * kernel * num_group_words(cin) *
                     8 + 2 * cout * 4)
-    per_cycle = '?'
+    per_cycle, of_peak = '?', '?'
     if ghz:
         binary_macs = macs * w_bits * a_bits
-        per_cycle = f'{binary_macs / (best * 1e-3 * ghz * 1e9 * threads):.0f}'
+        cycles = binary_macs / (best * 1e-3 * ghz * 1e9 * threads)
+        per_cycle = f'{cycles:.0f}'
+        if peaks.get(best_kernel):
+            of_peak = f'{100 * cycles / peaks[best_kernel]:.0f} %'
     return ([name, str(batch), str(threads), f'W{w_bits}A{a_bits}',
              f'{float_ms:.2f}'] + [f'{t:.2f}' for t in baseline_ms] +
-            [f'{t:.2f}' for t in times] + [f'{float_ms / best:.2f}x'] +
-            [f'{t / best:.2f}x' for t in baseline_ms] + [
-                per_cycle, f'{packed_bytes / float_bytes:.3f}'
+            [f'{t:.2f}' for t in times] + [f'{t:.2f}' for t in words_ms] +
+            [f'{float_ms / best:.2f}x'] +
+            [f'{t / best:.2f}x' for t in baseline_ms] +
+            [f'{float_ms / t:.2f}x' for t in words_ms] + [
+                per_cycle, of_peak, f'{packed_bytes / float_bytes:.3f}'
             ])
 
 

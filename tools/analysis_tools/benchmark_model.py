@@ -362,7 +362,8 @@ def kernel_picked() -> str:
             f'OpenMP: {info["with_openmp"]}')
 
 
-def header_lines(args, cfg: Config, shape, ghz: Optional[float]) -> List[str]:
+def header_lines(args, cfg: Config, shape, ghz: Optional[float],
+                 peak: Optional[float]) -> List[str]:
     flag = bm.cpu_has_flag('avx512_vpopcntdq')
     flag_text = 'n/a' if flag is None else ('yes' if flag else 'no')
     ghz_text = (f'{ghz:.2f} GHz (measured)' if ghz else
@@ -372,7 +373,9 @@ def header_lines(args, cfg: Config, shape, ghz: Optional[float]) -> List[str]:
         f'{args.part}, input 1x3x{shape[0]}x{shape[1]}, batch 1', '',
         f'- CPU: {bm.cpu_model_name()}; avx512_vpopcntdq: {flag_text}; '
         f'core clock: {ghz_text}',
-        f'- packed kernel: {kernel_picked()}',
+        f'- packed kernel: {kernel_picked()}; peak of its instruction mix '
+        '(AND + POPCOUNT + ADD on registers, measured): ' +
+        (f'{peak:.0f} binary MACs per cycle' if peak else 'n/a'),
         f'- torch {torch.__version__}; median of {args.repeat} runs after '
         f'{args.warmup} warm-up runs, the models\' runs interleaved; '
         f'weights: {args.checkpoint or RANDOM_WEIGHTS}',
@@ -434,14 +437,21 @@ def breakdown_table(breakdowns: List[Tuple[str, int, bm.Breakdown]]
     return lines
 
 
+def _of_peak(per_cycle: Optional[float], peak: Optional[float]) -> str:
+    return 'n/a' if per_cycle is None or not peak else \
+        f'{100 * per_cycle / peak:.0f} %'
+
+
 def layer_table(bits: str, breakdown: bm.Breakdown, ghz: Optional[float],
-                threads: int) -> List[str]:
+                threads: int, peak: Optional[float] = None) -> List[str]:
     phases = list(bm.PHASES)
     header = (['layer', 'geometry', 'calls', 'ms', 'binary GMAC',
-               'bMAC/cycle'] + [f'{p} ms' for p in phases])
+               'bMAC/cycle', 'of peak'] + [f'{p} ms' for p in phases])
     lines = [f'Packed layers, {bits}, {threads} thread(s); bMAC/cycle = '
              'binary MACs (M*K*C_in/groups*kh*kw*C_out*H_out*W_out) per '
-             'cycle of the measured core clock, per thread:', '',
+             'cycle of the measured core clock, per thread, end to end '
+             '(packing and epilogue included); "of peak": against the '
+             'measured peak of the kernel\'s instruction mix:', '',
              '| ' + ' | '.join(header) + ' |',
              '|---|---|' + '---:|' * (len(header) - 2)]
     rows = bm.packed_layer_rows(breakdown, ghz, threads)
@@ -451,18 +461,19 @@ def layer_table(bits: str, breakdown: bm.Breakdown, ghz: Optional[float],
                  str(row['calls']), bm.format_ms(row['ms']),
                  'n/a' if macs is None else f'{macs / 1e9:.3f}',
                  'n/a' if row['per_cycle'] is None else
-                 f'{row["per_cycle"]:.0f}']
+                 f'{row["per_cycle"]:.0f}', _of_peak(row['per_cycle'], peak)]
         cells += [bm.format_ms(row['phases'][p]) if p in row['phases'] else
                   'n/a' for p in phases]
         lines.append('| ' + ' | '.join(cells) + ' |')
     total_macs = sum(row['binary_macs'] or 0 for row in rows)
     total_ms = sum(row['ms'] for row in rows)
-    per_cycle = (f'{total_macs / (total_ms * 1e-3 * ghz * 1e9 * threads):.0f}'
-                 if ghz and total_ms else 'n/a')
+    per_cycle = (total_macs / (total_ms * 1e-3 * ghz * 1e9 * threads)
+                 if ghz and total_ms else None)
     count = breakdown.packed_layer_count()
     lines.append(f'| **all {count} packed layers** | | | '
-                 f'{bm.format_ms(total_ms)} | {total_macs / 1e9:.3f} | '
-                 f'{per_cycle} |' + ' |' * len(phases))
+                 f'{bm.format_ms(total_ms)} | {total_macs / 1e9:.3f} | ' +
+                 ('n/a' if per_cycle is None else f'{per_cycle:.0f}') +
+                 f' | {_of_peak(per_cycle, peak)} |' + ' |' * len(phases))
     return lines
 
 
@@ -586,6 +597,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         log('torch int8: prepare_fx, calibrate, convert_fx')
         int8, int8_note = int8_model(float_model, image)
     ghz = bm.core_ghz()
+    peak = bm.peak_bmacs()
 
     times: Dict[int, Dict[str, float]] = {}
     float_forms: Dict[int, bm.FloatBest] = {}
@@ -627,7 +639,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             t: times[t][f'{name} packed channels-last'] for t in threads
         }))
 
-    lines = header_lines(args, cfg, shape, ghz)
+    lines = header_lines(args, cfg, shape, ghz, peak)
     lines += ['', '## Speed', '',
               'ms per forward; "vs X" = X\'s ms / this ms (above 1: '
               f'faster than X). Best float32 per thread count: ' + ', '.join(
@@ -708,7 +720,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         lines += breakdown_table(breakdowns)
         for name, t, breakdown in breakdowns:
             if t == threads[0]:
-                lines += [''] + layer_table(name, breakdown, ghz, t)
+                lines += [''] + layer_table(name, breakdown, ghz, t, peak)
     print('\n'.join(lines), flush=True)
     return 0 if all(a.layers_agree for a in agreements.values()) else 1
 
