@@ -27,6 +27,12 @@ from mmbinary.utils.logged_metrics import read_test_metrics
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIG = osp.join(ROOT, 'configs', 'retinanet_mnv2_mbb_w2a2_trees.py')
+#: The whole-model benchmark row the summary adds: RetinaNet R-50 backbone
+#: + FPN (random weights: speed does not depend on them), at the demo's
+#: bits; ``--quick`` runs it at a small input.
+R50_CONFIG = osp.join(ROOT, 'configs', 'retinanet_r50_mbb_w2a2_coco.py')
+R50_SHAPE = (512, 672)
+R50_QUICK_SHAPE = (96, 128)
 METRICS = ('coco/bbox_mAP', 'coco/bbox_mAP_50')
 #: Largest metric difference (1 AP point) for packed and unpacked to agree.
 #: Each packed layer equals its unpacked layer to float32 rounding (the
@@ -235,6 +241,37 @@ def measure_and_draw(args, cfg, checkpoint, packed, out_file) -> dict:
                 detections=kept)
 
 
+def r50_speed(args) -> dict:
+    """The RetinaNet R-50 backbone + FPN row of the whole-model benchmark
+    (tools/analysis_tools/benchmark_model.py) at the demo's bits: ms of the
+    best float32, torch int8 and the faster packed layout, and what is
+    encoded."""
+    shape = R50_QUICK_SHAPE if args.quick else R50_SHAPE
+    command = [
+        sys.executable, 'tools/analysis_tools/benchmark_model.py',
+        osp.relpath(R50_CONFIG, ROOT),
+        '--shape', *map(str, shape), '--part', 'backbone+neck', '--bits',
+        f'{args.bits},{args.bits}', '--threads',
+        str(torch.get_num_threads()), '--no-training-form', '--no-breakdown',
+        '--repeat', '1' if args.quick else '3'
+    ]
+    print('\n=== The RetinaNet R-50 backbone + FPN row of the whole-model '
+          f'benchmark\n$ {" ".join(command)}', flush=True)
+    out = subprocess.run(command, cwd=ROOT, check=True, capture_output=True,
+                         text=True).stdout
+    rows = {}
+    for line in out.split('## Speed', 1)[1].splitlines():
+        cells = [cell.strip().strip('*') for cell in line.strip('|').split('|')]
+        if len(cells) >= 2 and cells[1].replace('.', '', 1).isdigit():
+            rows[cells[0]] = float(cells[1])
+    packed = min(ms for name, ms in rows.items()
+                 if name.startswith('MBB ') and ' packed' in name)
+    float_ms = min(ms for name, ms in rows.items()
+                   if name.startswith('float32, BN folded'))
+    return dict(shape=shape, command=' '.join(command[1:]), packed=packed,
+                float=float_ms, int8=rows.get('torch int8 (x86, FX)'))
+
+
 def main() -> int:
     args = parse_args()
     work_dir = osp.abspath(args.work_dir)
@@ -274,6 +311,7 @@ def main() -> int:
     facts = measure_and_draw(args, load_config(args), checkpoint, packed,
                              picture)
     speed = facts['speed']
+    r50 = r50_speed(args)
     agree = all(
         abs(unpacked_metrics[key] - packed_metrics[key]) <= AGREEMENT
         for key in METRICS)
@@ -318,7 +356,19 @@ def main() -> int:
         f'({facts["depthwise_ms"]:.1f} of {facts["hooked_ms"]:.1f} ms): '
         'they bound what packing can gain on this model. Other models '
         '(RetinaNet R-50, DeepLabV3): '
-        'tools/analysis_tools/benchmark_model.py, docs/benchmarks.md.',
+        'tools/analysis_tools/benchmark_model.py, docs/benchmarks.md.', '',
+        f'RetinaNet R-50 backbone + FPN, 1x3x{r50["shape"][0]}x'
+        f'{r50["shape"][1]}, W{args.bits}A{args.bits} (every block conv and '
+        'FPN conv encoded; the stem and the 4 shortcut convs float), '
+        f'{torch.get_num_threads()} threads, side by side:', '',
+        '| R-50 + FPN | forward ms | packed vs it |', '|---|---:|---:|',
+        f'| float32, fastest (batch norms folded) | {r50["float"]:.1f} | '
+        f'{r50["float"] / r50["packed"]:.2f}x |',
+        (f'| torch int8 (x86, FX) | {r50["int8"]:.1f} | '
+         f'{r50["int8"] / r50["packed"]:.2f}x |' if r50['int8'] else
+         '| torch int8 (x86, FX) | n/a | n/a |'),
+        f'| MBB packed | {r50["packed"]:.1f} | |', '',
+        f'(python {r50["command"]})', '',
         f'Detections ({facts["detections"]} with score >= {SCORE_THR}) on the '
         f'held-out {osp.basename(facts["image"])}: {picture}'
     ]

@@ -37,6 +37,14 @@ def test_quick_demo_runs_and_packed_metrics_agree(demo_data, tmp_path):
     assert {(layer['config']['w_bits'], layer['config']['a_bits'])
             for layer in layers.values()} == {(3, 3)}
     assert 'W3A3' in summary
+    # The R-50 backbone + FPN row of the whole-model benchmark, measured.
+    assert 'RetinaNet R-50 backbone + FPN, 1x3x96x128, W3A3' in summary
+    r50 = dict(re.findall(r'^\| (float32, fastest \(batch norms folded\)|'
+                          r'torch int8 \(x86, FX\)|MBB packed) \| '
+                          r'([\d.]+|n/a) \|', summary, re.M))
+    assert set(r50) == {'float32, fastest (batch norms folded)',
+                        'torch int8 (x86, FX)', 'MBB packed'}, summary
+    assert float(r50['MBB packed']) > 0
     assert (work_dir / 'detections.jpg').stat().st_size > 0
     # Each step ran with the standard tools.
     for step in ('tools/train.py', 'tools/test.py', 'tools/pack_model.py',
