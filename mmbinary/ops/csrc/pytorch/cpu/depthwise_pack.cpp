@@ -1,0 +1,180 @@
+// Copyright (c) mmbinary contributors. All rights reserved.
+// torch.ops.mmbinary.depthwise_pack: fused channels-last float32 depthwise
+// conv + per-channel scale and bias + clamp, writing the float output and/or
+// the next packed MBB conv's activation words (common/depthwise_pack.h).
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
+#include <c10/util/Exception.h>
+#include <torch/library.h>
+
+#include <atomic>
+#include <cmath>
+#include <cstdlib>
+#include <string>
+#include <tuple>
+
+#include "../../common/cpu_features.h"
+#include "../../common/depthwise_pack.h"
+#include "../../common/depthwise_pack_avx512.h"
+#include "../../common/mbb_conv2d.h"
+#include "../../common/pytorch_cpp_helper.h"
+#include "../mbb_conv2d_checks.h"
+
+namespace mmbinary {
+namespace {
+
+// The AVX-512 variant where the CPU has AVX-512 F and MMBINARY_CPU_KERNEL
+// (see cpu/mbb_conv2d.cpp) is unset, "auto" or "avx512"; else portable.
+bool use_avx512() {
+#ifdef MMBINARY_HAVE_DEPTHWISE_PACK_AVX512
+  static const bool has = detect_cpu_features().avx512f;
+  const char* env = std::getenv("MMBINARY_CPU_KERNEL");
+  const std::string name = env == nullptr ? "" : env;
+  return has && (name.empty() || name == "auto" || name == "avx512");
+#else
+  return false;
+#endif
+}
+
+void check_pair(at::IntArrayRef values, const char* name, int64_t minimum) {
+  TORCH_CHECK(values.size() == 2, name, " must have 2 values (h, w), got ",
+              values);
+  TORCH_CHECK(values[0] >= minimum && values[1] >= minimum, name,
+              " must be >= ", minimum, ", got ", values);
+}
+
+// (C,) float32 -> (C16,) zero padded, contiguous.
+at::Tensor padded_channels(const at::Tensor& t, int64_t C, int64_t C16,
+                           const char* name) {
+  TORCH_CHECK(t.scalar_type() == at::kFloat && t.dim() == 1 &&
+                  t.size(0) == C,
+              name, " must be a float32 tensor of shape (", C, ",), got ",
+              t.scalar_type(), " ", t.sizes());
+  at::Tensor out = at::zeros({C16}, t.options());
+  out.narrow(0, 0, C).copy_(t);
+  return out;
+}
+
+}  // namespace
+
+// input (N, C, H, W) float32, weight (C, 1, kh, kw) float32, scale and
+// bias (C,) -> (out (N, C, Ho, Wo) channels-last float32 if float_out else
+// empty, words (N, Ho, Wo, 1, out_a_bits, ceil(C / 64)) int64 if
+// out_a_bits > 0 else empty). Words refuse NaN (it has no level).
+std::tuple<at::Tensor, at::Tensor> depthwise_pack_cpu(
+    const at::Tensor& input, const at::Tensor& weight, const at::Tensor& scale,
+    const at::Tensor& bias, at::IntArrayRef stride, at::IntArrayRef padding,
+    at::IntArrayRef dilation, double act_min, double act_max, bool float_out,
+    int64_t out_a_bits, double out_inv_step, bool out_signed) {
+  MMBINARY_CHECK_CPU(input);
+  MMBINARY_CHECK_CPU(weight);
+  MMBINARY_CHECK_CPU(scale);
+  MMBINARY_CHECK_CPU(bias);
+  TORCH_CHECK(input.scalar_type() == at::kFloat && input.dim() == 4,
+              "input must be a float32 tensor of shape (N, C, H, W), got ",
+              input.scalar_type(), " ", input.sizes());
+  const int64_t N = input.size(0), C = input.size(1), H = input.size(2),
+                W = input.size(3);
+  TORCH_CHECK(C >= 1, "input must have at least one channel");
+  TORCH_CHECK(weight.scalar_type() == at::kFloat && weight.dim() == 4 &&
+                  weight.size(0) == C && weight.size(1) == 1,
+              "weight must be a float32 depthwise kernel of shape (", C,
+              ", 1, kh, kw), got ", weight.scalar_type(), " ", weight.sizes());
+  check_pair(stride, "stride", 1);
+  check_pair(padding, "padding", 0);
+  check_pair(dilation, "dilation", 1);
+  TORCH_CHECK(!std::isnan(act_min) && !std::isnan(act_max) &&
+                  act_min <= act_max,
+              "act_min and act_max must satisfy act_min <= act_max, got ",
+              act_min, ", ", act_max);
+  TORCH_CHECK(out_a_bits >= 0 && out_a_bits <= kMBBMaxBits,
+              "out_a_bits must be 0 (no words) or in 1..8, got ", out_a_bits);
+  TORCH_CHECK(float_out || out_a_bits > 0,
+              "asks for no output: set float_out or out_a_bits > 0");
+  float inv = 1.f;
+  if (out_a_bits > 0) inv = mbb_check_inv_step(out_inv_step);
+
+  DepthwisePackArgs a;
+  a.N = N, a.C = C, a.H = H, a.W = W;
+  a.kh = weight.size(2), a.kw = weight.size(3);
+  a.sh = stride[0], a.sw = stride[1], a.ph = padding[0], a.pw = padding[1];
+  a.dh = dilation[0], a.dw = dilation[1];
+  a.Ho = mbb_out_size(H, a.kh, a.sh, a.ph, a.dh);
+  a.Wo = mbb_out_size(W, a.kw, a.sw, a.pw, a.dw);
+  TORCH_CHECK(a.Ho >= 1 && a.Wo >= 1, "the output would be empty: input ",
+              input.sizes(), ", kernel ", a.kh, "x", a.kw, ", stride ",
+              stride, ", padding ", padding, ", dilation ", dilation);
+  a.C16 = (C + 15) / 16 * 16;
+
+  const at::Tensor in = input.contiguous(at::MemoryFormat::ChannelsLast);
+  // (C, 1, kh, kw) -> (kh * kw, C16), tap-major, zero padded.
+  at::Tensor w = at::zeros({a.kh * a.kw, a.C16}, weight.options());
+  w.narrow(1, 0, C).copy_(weight.reshape({C, a.kh * a.kw}).t());
+  const at::Tensor sc = padded_channels(scale, C, a.C16, "scale");
+  const at::Tensor bi = padded_channels(bias, C, a.C16, "bias");
+  a.input = in.const_data_ptr<float>();
+  a.weight = w.const_data_ptr<float>();
+  a.scale = sc.const_data_ptr<float>();
+  a.bias = bi.const_data_ptr<float>();
+  a.act_min = static_cast<float>(act_min);
+  a.act_max = static_cast<float>(act_max);
+
+  at::Tensor out = at::empty({0}, input.options());
+  if (float_out)
+    out = at::empty({N, C, a.Ho, a.Wo}, input.options().memory_format(
+                                            at::MemoryFormat::ChannelsLast));
+  a.out = float_out ? out.data_ptr<float>() : nullptr;
+  a.K = out_a_bits > 0 ? out_a_bits : 1;
+  a.Wg = mbb_num_words(C);
+  at::Tensor words = at::empty({0}, input.options().dtype(at::kLong));
+  if (out_a_bits > 0)
+    words = at::zeros({N, a.Ho, a.Wo, 1, out_a_bits, a.Wg},
+                      input.options().dtype(at::kLong));
+  a.words = out_a_bits > 0
+                ? reinterpret_cast<uint64_t*>(words.data_ptr<int64_t>())
+                : nullptr;
+  a.inv_step = inv;
+  a.is_signed = out_signed;
+  at::Tensor kx_range = at::empty({a.Wo, 2}, words.options());
+  int64_t* kx = kx_range.data_ptr<int64_t>();
+  for (int64_t x = 0; x < a.Wo; ++x)
+    mbb_valid_taps(x, W, a.kw, a.sw, a.pw, a.dw, kx + 2 * x, kx + 2 * x + 1);
+  a.kx_range = kx;
+
+  const bool avx512 = use_avx512();
+  std::atomic<bool> nan{false};
+  const int64_t per_row = a.Wo * C * a.kh * a.kw;
+  const int64_t grain = per_row >= (1 << 16) ? 1 : (1 << 16) / per_row;
+  at::parallel_for(0, N * a.Ho, grain, [&](int64_t begin, int64_t end) {
+    bool seen;
+#ifdef MMBINARY_HAVE_DEPTHWISE_PACK_AVX512
+    if (avx512)
+      seen = depthwise_avx512::rows(a, begin, end);
+    else
+#endif
+      seen = depthwise_pack_rows_portable(a, begin, end);
+    if (seen) nan.store(true);
+  });
+  TORCH_CHECK(!nan.load(),
+              "depthwise_pack: the output holds NaN, which has no activation "
+              "level; packed words cannot represent it (ask for the float "
+              "output alone to propagate NaN)");
+  return {out, words};
+}
+
+}  // namespace mmbinary
+
+TORCH_LIBRARY_FRAGMENT(mmbinary, m) {
+  m.def(
+      "depthwise_pack(Tensor input, Tensor weight, Tensor scale, "
+      "Tensor bias, int[2] stride, int[2] padding, int[2] dilation, "
+      "float act_min, float act_max, bool float_out, int out_a_bits, "
+      "float out_inv_step, bool out_signed) -> (Tensor, Tensor)",
+      {at::Tag::pt2_compliant_tag});
+}
+
+TORCH_LIBRARY_IMPL(mmbinary, CPU, m) {
+  m.impl("depthwise_pack", &mmbinary::depthwise_pack_cpu);
+}

@@ -1,0 +1,49 @@
+# Copyright (c) mmbinary contributors. All rights reserved.
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mmbinary.ops import ext_loaded
+
+pytestmark = pytest.mark.skipif(not ext_loaded(),
+                                reason='needs the compiled extension')
+
+CASES = [(24, 13, 17, 1, 1), (40, 9, 11, 2, 1), (96, 20, 33, 2, 1),
+         (150, 7, 8, 1, 2), (5, 3, 4, 2, 1)]
+
+
+@pytest.mark.parametrize('kernel', ['auto', 'generic'])
+@pytest.mark.parametrize('channels,height,width,stride,dilation', CASES)
+@pytest.mark.parametrize('signed', [False, True])
+def test_depthwise_pack_matches_torch(monkeypatch, kernel, channels, height,
+                                      width, stride, dilation, signed):
+    monkeypatch.setenv('MMBINARY_CPU_KERNEL', kernel)
+    gen = torch.Generator().manual_seed(channels * 7 + stride)
+    x = torch.randn(2, channels, height, width, generator=gen).contiguous(
+        memory_format=torch.channels_last)
+    weight = torch.randn(channels, 1, 3, 3, generator=gen)
+    scale = torch.rand(channels, generator=gen) + 0.5
+    bias = torch.randn(channels, generator=gen)
+    ref = F.conv2d(x, weight, None, stride, dilation, dilation, channels)
+    ref = (ref * scale.view(1, -1, 1, 1) + bias.view(1, -1, 1, 1)).clamp(0, 6)
+    out, words = torch.ops.mmbinary.depthwise_pack(
+        x, weight, scale, bias, [stride] * 2, [dilation] * 2, [dilation] * 2,
+        0.0, 6.0, True, 2, 0.5, signed)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    packed = torch.ops.mmbinary.mbb_quantize_pack(out, 2, 0.5, signed, 1)
+    assert torch.equal(words, packed)
+
+
+def test_depthwise_pack_refuses_nan_words():
+    x = torch.randn(1, 16, 5, 5)
+    x[0, 3, 2, 2] = float('nan')
+    weight = torch.randn(16, 1, 3, 3)
+    ones, zeros = torch.ones(16), torch.zeros(16)
+    out, _ = torch.ops.mmbinary.depthwise_pack(x, weight, ones, zeros, [1, 1],
+                                               [1, 1], [1, 1], 0.0, 6.0, True,
+                                               0, 1.0, False)
+    assert bool(torch.isnan(out[0, 3, 1:4, 1:4]).all())
+    with pytest.raises(RuntimeError, match='NaN'):
+        torch.ops.mmbinary.depthwise_pack(x, weight, ones, zeros, [1, 1],
+                                          [1, 1], [1, 1], 0.0, 6.0, False, 2,
+                                          1.0, False)
