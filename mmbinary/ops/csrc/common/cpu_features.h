@@ -11,6 +11,8 @@ struct CpuFeatures {
   bool avx2 = false;
   bool avx512f = false;
   bool avx512_vpopcntdq = false;
+  bool avx512bw = false;
+  bool avx512_vnni = false;  // vpdpbusd (the integer kernel)
 };
 
 inline CpuFeatures detect_cpu_features() {
@@ -21,6 +23,8 @@ inline CpuFeatures detect_cpu_features() {
   features.avx2 = __builtin_cpu_supports("avx2");
   features.avx512f = __builtin_cpu_supports("avx512f");
   features.avx512_vpopcntdq = __builtin_cpu_supports("avx512vpopcntdq");
+  features.avx512bw = __builtin_cpu_supports("avx512bw");
+  features.avx512_vnni = __builtin_cpu_supports("avx512vnni");
 #endif
   return features;
 }
@@ -37,6 +41,8 @@ inline std::string cpu_features_string(const CpuFeatures& f) {
   add(f.avx2, "avx2");
   add(f.avx512f, "avx512f");
   add(f.avx512_vpopcntdq, "avx512vpopcntdq");
+  add(f.avx512bw, "avx512bw");
+  add(f.avx512_vnni, "avx512vnni");
   return names;
 }
 

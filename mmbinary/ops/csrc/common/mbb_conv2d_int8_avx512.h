@@ -1,0 +1,295 @@
+// Copyright (c) mmbinary contributors. All rights reserved.
+// The integer (AVX-512 VNNI) kernel of the packed MBB conv (groups == 1,
+// M <= 7, K <= 8): the same integer codes and accumulator as the bit-serial
+// popcount kernels, computed with vpdpbusd (u8 levels x s8 weight codes,
+// four channels per int32 lane, no saturation) instead of M * K AND +
+// popcount plane pairs.
+//
+//   * activations: the (N, H, W, 1, K, Wg) words are unpacked once per call
+//     into u8 levels q, channels last (64 * Wg bytes a pixel, pad channels
+//     0), inside a zero border of the padding: a padded tap then adds
+//     exactly 0 to sum w * q, and the inner loop has no branch;
+//   * weights: odd codes w as s8, prepared once per layer
+//     (mbb_int8_weight_layout) as (ceil(O / 16), kh * kw, C4, 16, 4): 16
+//     output channels per vector, 4 consecutive input channels per lane;
+//     plus the 2-D prefix sums of sum_c w over the taps, (kh + 1, kw + 1,
+//     O16) int32, for the signed correction over the valid taps;
+//   * a tile is NO <= 4 blocks of 16 output channels x NP <= 6 columns of
+//     one output row (24 accumulators);
+//   * the epilogue in registers, as the channel-lane kernel's:
+//     unsigned acc = sum w * q, signed acc = 2 * sum w * q - L * sum_valid w,
+//     then float(acc) * scale + bias (two roundings, no FMA), + residual,
+//     the clamp, the float output and/or the next layer's words.
+// Every output is bit-identical to the popcount kernels'.
+#pragma once
+
+#include <cmath>
+
+#include "mbb_conv2d.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define MMBINARY_MBB_HAVE_INT8_AVX512 1
+#include <immintrin.h>
+
+namespace mmbinary {
+
+// Output channels per int32 vector, input channels per int32 lane.
+constexpr int64_t kMBBInt8Lanes = 16;
+constexpr int64_t kMBBInt8Quad = 4;
+
+// Whether the integer kernel can run a conv (codes fit s8 / u8).
+inline bool mbb_int8_eligible(const MBBConvShape& s) {
+  return s.G == 1 && s.M <= 7 && s.K <= 8;
+}
+
+inline int64_t mbb_int8_blocks(int64_t O) {
+  return (O + kMBBInt8Lanes - 1) / kMBBInt8Lanes;
+}
+
+inline int64_t mbb_int8_quads(int64_t C) {
+  return (C + kMBBInt8Quad - 1) / kMBBInt8Quad;
+}
+
+// Weight words (O, M, kh, kw, Wg) -> s8 codes in the vpdpbusd layout
+// (ceil(O / 16), kh * kw, C4, 16, 4), zero for pad channels, for the output
+// channels [o_begin, o_end); `out` zero-filled by the caller.
+inline void mbb_int8_weight_layout(const MBBConvShape& s,
+                                   const uint64_t* weight, int8_t* out,
+                                   int64_t o_begin, int64_t o_end) {
+  const int64_t taps = s.kh * s.kw, C4 = mbb_int8_quads(s.C);
+  const int64_t mmax = (int64_t{1} << s.M) - 1;
+  for (int64_t o = o_begin; o < o_end; ++o) {
+    const int64_t ob = o / kMBBInt8Lanes, lane = o % kMBBInt8Lanes;
+    for (int64_t t = 0; t < taps; ++t) {
+      int8_t* dst = out + (ob * taps + t) * C4 * kMBBInt8Lanes * kMBBInt8Quad;
+      for (int64_t c = 0; c < s.C; ++c) {
+        const int64_t j = c / kMBBWordBits, bit = c % kMBBWordBits;
+        int64_t n = 0;
+        for (int64_t m = 0; m < s.M; ++m)
+          n |= static_cast<int64_t>(
+                   (weight[((o * s.M + m) * taps + t) * s.Wg + j] >> bit) &
+                   1ULL)
+               << m;
+        dst[((c / kMBBInt8Quad) * kMBBInt8Lanes + lane) * kMBBInt8Quad +
+            c % kMBBInt8Quad] = static_cast<int8_t>(2 * n - mmax);
+      }
+    }
+  }
+}
+
+// Everything the integer kernel reads and writes.
+struct MBBInt8Args {
+  MBBConvShape s;             // groups == 1, M <= 7, K <= 8
+  const uint8_t* levels;      // (N, H + 2 ph, W + 2 pw, 64 * Wg) u8 levels
+  int64_t Hp, Wp, pixel_bytes;
+  const int8_t* weight;       // (O16 / 16, kh * kw, C4, 16, 4) s8 codes
+  const int32_t* wsum_prefix;  // (kh + 1, kw + 1, O16), signed mode
+  const int64_t* ky_range;    // (Ho, 2) valid kernel rows [lo, hi)
+  const int64_t* kx_range;    // (Wo, 2)
+  const float* scale;         // (O16,) zero padded
+  const float* bias;          // (O16,) zero padded
+  int32_t* out_acc;           // (N, Ho, Wo, O) accumulators, or null
+  float* out;                 // (N, Ho, Wo, O) float, or null
+  const float* residual;      // (N, Ho, Wo, O) added, or null
+  float act_min, act_max;     // clamp (each side skipped where infinite)
+  uint16_t* out_words;        // (N, Ho, Wo, out_K, out_Wg) words, or null
+  int64_t out_K, out_Wg;
+  float out_inv_step;
+  bool out_signed;
+  int64_t o_blocks;           // blocks of 16 output channels per work item
+};
+
+}  // namespace mmbinary
+
+#if defined(__clang__)
+#pragma clang attribute push(                                               \
+    __attribute__((target("avx2,avx512f,avx512vl,avx512bw,avx512vnni"))),    \
+    apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx2,avx512f,avx512vl,avx512bw,avx512vnni")
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+namespace mmbinary {
+namespace mbb_int8_avx512 {
+
+// Unpacks the activation words of input rows [row_begin, row_end) of the
+// (N * H) axis into u8 levels inside the zero border: byte c of a pixel is
+// q = sum_k 2^k bit_k (pad channels have no bits, so 0). The border and
+// the pad bytes are zero-filled by the caller.
+inline void unpack_levels(const MBBInt8Args& a, const uint64_t* act,
+                          uint8_t* levels, int64_t row_begin,
+                          int64_t row_end) {
+  const MBBConvShape& s = a.s;
+  for (int64_t r = row_begin; r < row_end; ++r) {
+    const int64_t n = r / s.H, iy = r % s.H;
+    uint8_t* dst_row =
+        levels + ((n * a.Hp + iy + s.ph) * a.Wp + s.pw) * a.pixel_bytes;
+    for (int64_t ix = 0; ix < s.W; ++ix) {
+      const uint64_t* words = act + (r * s.W + ix) * s.K * s.Wg;
+      uint8_t* dst = dst_row + ix * a.pixel_bytes;
+      for (int64_t j = 0; j < s.Wg; ++j) {
+        __m512i q = _mm512_setzero_si512();
+        for (int64_t k = 0; k < s.K; ++k)
+          q = _mm512_mask_add_epi8(q, words[k * s.Wg + j], q,
+                                   _mm512_set1_epi8(static_cast<char>(1 << k)));
+        _mm512_storeu_si512(dst + j * kMBBWordBits, q);
+      }
+    }
+  }
+}
+
+// Writes the 16 channels [oc, oc + 16) of one output pixel from their
+// exact accumulators (lanes: the real channels).
+inline void store_outputs(const MBBInt8Args& a, int64_t pixel, int64_t oc,
+                          __mmask16 lanes, __m512i acc) {
+  const int64_t at = pixel * a.s.O + oc;
+  if (a.out_acc != nullptr) {
+    _mm512_mask_storeu_epi32(a.out_acc + at, lanes, acc);
+    return;
+  }
+  // float(acc) * scale + bias: two roundings (no FMA contraction).
+  const __m512 scaled =
+      _mm512_mul_ps(_mm512_cvtepi32_ps(acc), _mm512_loadu_ps(a.scale + oc));
+  __m512 value = _mm512_add_ps(scaled, _mm512_loadu_ps(a.bias + oc));
+  if (a.residual != nullptr)
+    value = _mm512_add_ps(value, _mm512_maskz_loadu_ps(lanes, a.residual + at));
+  if (a.act_min != -INFINITY)
+    value = _mm512_max_ps(value, _mm512_set1_ps(a.act_min));
+  if (a.act_max != INFINITY)
+    value = _mm512_min_ps(value, _mm512_set1_ps(a.act_max));
+  if (a.out != nullptr) _mm512_mask_storeu_ps(a.out + at, lanes, value);
+  if (a.out_words == nullptr) return;
+  // The next layer's levels (as mbb_quantize_level), then their bits: the
+  // 16 channels are one 16-bit quarter of a word.
+  const __m512 top = _mm512_set1_ps(static_cast<float>((1 << a.out_K) - 1));
+  __m512 level = _mm512_mul_ps(value, _mm512_set1_ps(a.out_inv_step));
+  if (a.out_signed)
+    level = _mm512_mul_ps(_mm512_add_ps(level, top), _mm512_set1_ps(0.5f));
+  level = _mm512_min_ps(_mm512_max_ps(level, _mm512_setzero_ps()), top);
+  const __m512i q = _mm512_cvtps_epi32(level);
+  uint16_t* dst = a.out_words + pixel * a.out_K * a.out_Wg * 4 + oc / 16;
+  for (int64_t k = 0; k < a.out_K; ++k)
+    dst[k * a.out_Wg * 4] = static_cast<uint16_t>(
+        _mm512_mask_test_epi32_mask(lanes, q, _mm512_set1_epi32(1 << k)));
+}
+
+// One tile: NO blocks of 16 output channels from block ob0 x NP output
+// columns x0 .. x0 + NP - 1 of output row (n, y).
+template <int NO, int NP>
+inline void tile(const MBBInt8Args& a, int64_t n, int64_t y, int64_t x0,
+                 int64_t ob0) {
+  const MBBConvShape& s = a.s;
+  const int64_t taps = s.kh * s.kw, C4 = mbb_int8_quads(s.C);
+  const int64_t block_bytes = taps * C4 * kMBBInt8Lanes * kMBBInt8Quad;
+  __m512i acc[NO][NP];
+  for (int v = 0; v < NO; ++v)
+    for (int p = 0; p < NP; ++p) acc[v][p] = _mm512_setzero_si512();
+  const int8_t* wbase = a.weight + ob0 * block_bytes;
+  const uint8_t* row = a.levels + n * a.Hp * a.Wp * a.pixel_bytes;
+  const int64_t col_step = s.sw * a.pixel_bytes;
+  for (int64_t ky = 0; ky < s.kh; ++ky) {
+    const uint8_t* src_row =
+        row + ((y * s.sh + ky * s.dh) * a.Wp + x0 * s.sw) * a.pixel_bytes;
+    for (int64_t kx = 0; kx < s.kw; ++kx) {
+      const uint8_t* src = src_row + kx * s.dw * a.pixel_bytes;
+      const int8_t* w =
+          wbase + (ky * s.kw + kx) * C4 * kMBBInt8Lanes * kMBBInt8Quad;
+      for (int64_t c4 = 0; c4 < C4; ++c4) {
+        __m512i wv[NO];
+        for (int v = 0; v < NO; ++v)
+          wv[v] = _mm512_loadu_si512(w + v * block_bytes + c4 * 64);
+        for (int p = 0; p < NP; ++p) {
+          int32_t quad;
+          std::memcpy(&quad, src + p * col_step + c4 * kMBBInt8Quad, 4);
+          const __m512i q = _mm512_set1_epi32(quad);
+          for (int v = 0; v < NO; ++v)
+            acc[v][p] = _mm512_dpbusd_epi32(acc[v][p], q, wv[v]);
+        }
+      }
+    }
+  }
+  // acc = sum w * q over every tap (padded taps add 0); signed: 2 * acc -
+  // L * (sum of w over the valid taps, from the prefix sums).
+  const int64_t L = (int64_t{1} << s.K) - 1;
+  const int64_t cols = s.kw + 1, O16 = mbb_int8_blocks(s.O) * kMBBInt8Lanes;
+  const int64_t ky0 = a.ky_range[2 * y], ky1 = a.ky_range[2 * y + 1];
+  for (int p = 0; p < NP; ++p) {
+    const int64_t x = x0 + p;
+    const int64_t pixel = (n * s.Ho + y) * s.Wo + x;
+    const int64_t kx0 = a.kx_range[2 * x], kx1 = a.kx_range[2 * x + 1];
+    for (int v = 0; v < NO; ++v) {
+      const int64_t oc = (ob0 + v) * kMBBInt8Lanes;
+      const int64_t rest = s.O - oc;
+      const __mmask16 lanes =
+          rest >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << rest) - 1u);
+      __m512i value = acc[v][p];
+      if (s.is_signed) {
+        const int32_t* pre = a.wsum_prefix + oc;
+        const __m512i wsum = _mm512_add_epi32(
+            _mm512_sub_epi32(
+                _mm512_loadu_si512(pre + (ky1 * cols + kx1) * O16),
+                _mm512_loadu_si512(pre + (ky0 * cols + kx1) * O16)),
+            _mm512_sub_epi32(
+                _mm512_loadu_si512(pre + (ky0 * cols + kx0) * O16),
+                _mm512_loadu_si512(pre + (ky1 * cols + kx0) * O16)));
+        value = _mm512_sub_epi32(
+            _mm512_add_epi32(value, value),
+            _mm512_mullo_epi32(wsum, _mm512_set1_epi32(static_cast<int>(L))));
+      }
+      store_outputs(a, pixel, oc, lanes, value);
+    }
+  }
+}
+
+template <int NO>
+inline void row_blocks(const MBBInt8Args& a, int64_t n, int64_t y,
+                       int64_t ob0) {
+  constexpr int kP = 6;
+  int64_t x = 0;
+  for (; x + kP <= a.s.Wo; x += kP) tile<NO, kP>(a, n, y, x, ob0);
+  switch (a.s.Wo - x) {
+    case 5: tile<NO, 5>(a, n, y, x, ob0); break;
+    case 4: tile<NO, 4>(a, n, y, x, ob0); break;
+    case 3: tile<NO, 3>(a, n, y, x, ob0); break;
+    case 2: tile<NO, 2>(a, n, y, x, ob0); break;
+    case 1: tile<NO, 1>(a, n, y, x, ob0); break;
+    default: break;
+  }
+}
+
+// Work items [begin, end) of (sample, output row, chunk of a.o_blocks
+// output-channel blocks).
+inline void conv_items(const MBBInt8Args& a, int64_t begin, int64_t end) {
+  const MBBConvShape& s = a.s;
+  const int64_t OB = mbb_int8_blocks(s.O);
+  const int64_t chunks = (OB + a.o_blocks - 1) / a.o_blocks;
+  for (int64_t item = begin; item < end; ++item) {
+    const int64_t chunk = item % chunks, r = item / chunks;
+    const int64_t n = r / s.Ho, y = r % s.Ho;
+    const int64_t ob_end = std::min(OB, (chunk + 1) * a.o_blocks);
+    for (int64_t ob = chunk * a.o_blocks; ob < ob_end; ob += 4) {
+      switch (std::min<int64_t>(4, ob_end - ob)) {
+        case 4: row_blocks<4>(a, n, y, ob); break;
+        case 3: row_blocks<3>(a, n, y, ob); break;
+        case 2: row_blocks<2>(a, n, y, ob); break;
+        default: row_blocks<1>(a, n, y, ob); break;
+      }
+    }
+  }
+}
+
+}  // namespace mbb_int8_avx512
+}  // namespace mmbinary
+
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC diagnostic pop
+#pragma GCC pop_options
+#endif
+
+#endif  // x86-64 with GCC or clang

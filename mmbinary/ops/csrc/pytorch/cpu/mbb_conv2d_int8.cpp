@@ -1,0 +1,292 @@
+// Copyright (c) mmbinary contributors. All rights reserved.
+// CPU launchers of the integer (AVX-512 VNNI) kernel of the packed MBB conv
+// (common/mbb_conv2d_int8_avx512.h): the weight preparation, done once per
+// layer, and mbb_conv2d_int8_words, the same op as mbb_conv2d_words (same
+// activation words in, same float output and next layer's words out,
+// bit-identical) for groups == 1, w_bits <= 7 on a CPU with AVX-512 VNNI.
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
+#include <torch/library.h>
+
+#include <cmath>
+#include <tuple>
+
+#include "../../common/cpu_features.h"
+#include "../../common/mbb_conv2d.h"
+#include "../../common/mbb_conv2d_int8_avx512.h"
+#include "../../common/mbb_phase_timer.h"
+#include "../../common/pytorch_cpp_helper.h"
+#include "../mbb_conv2d_checks.h"
+
+namespace mmbinary {
+
+namespace {
+
+// Whether this build and CPU run the integer kernel.
+bool int8_supported() {
+#ifdef MMBINARY_MBB_HAVE_INT8_AVX512
+  static const bool supported = [] {
+    const CpuFeatures f = detect_cpu_features();
+    return f.avx512f && f.avx512bw && f.avx512_vnni &&
+           __builtin_cpu_supports("avx512vl");
+  }();
+  return supported;
+#else
+  return false;
+#endif
+}
+
+void check_int8(const MBBConvShape& s) {
+  TORCH_CHECK(int8_supported(),
+              "mbb_conv2d_int8: this CPU or build has no AVX-512 VNNI "
+              "(avx512f, avx512bw, avx512vl, avx512vnni); use "
+              "mbb_conv2d_words (the popcount kernels)");
+  TORCH_CHECK(s.G == 1 && s.M <= 7 && s.K <= 8,
+              "mbb_conv2d_int8 needs groups == 1 and w_bits <= 7 (odd "
+              "weight codes in int8), got groups=", s.G, ", w_bits=", s.M);
+}
+
+// The geometry of weights alone (no input), for the preparation.
+MBBConvShape weight_shape(const at::Tensor& weight_words, int64_t in_channels,
+                          int64_t w_bits, at::IntArrayRef kernel_size) {
+  TORCH_CHECK(kernel_size.size() == 2 && kernel_size[0] >= 1 &&
+                  kernel_size[1] >= 1,
+              "kernel_size must have 2 values >= 1, got ", kernel_size);
+  TORCH_CHECK(in_channels >= 1, "in_channels must be >= 1, got ",
+              in_channels);
+  TORCH_CHECK(w_bits >= 1 && w_bits <= kMBBMaxBits,
+              "w_bits must be an integer in 1..8, got ", w_bits);
+  TORCH_CHECK(weight_words.scalar_type() == at::kLong &&
+                  weight_words.dim() == 5 && weight_words.is_contiguous() &&
+                  weight_words.size(1) == w_bits &&
+                  weight_words.size(2) == kernel_size[0] &&
+                  weight_words.size(3) == kernel_size[1] &&
+                  weight_words.size(4) == mbb_num_words(in_channels),
+              "weight_words must be a contiguous int64 tensor of shape "
+              "(out_channels, w_bits, kh, kw, ceil(in_channels / 64)) = (O, ",
+              w_bits, ", ", kernel_size[0], ", ", kernel_size[1], ", ",
+              mbb_num_words(in_channels), "), got ", weight_words.scalar_type(),
+              " ", weight_words.sizes());
+  return make_mbb_shape(0, in_channels, 1, 1, weight_words.size(0), 1,
+                        kernel_size[0], kernel_size[1], 1, 1, 0, 0, 1, 1,
+                        w_bits, 1, false);
+}
+
+}  // namespace
+
+// Whether mbb_conv2d_int8_words runs on this CPU.
+bool mbb_int8_supported_cpu() { return int8_supported(); }
+
+// Weight words (O, M, kh, kw, ceil(C / 64)) -> (s8 codes (ceil(O / 16),
+// kh * kw, ceil(C / 4), 16, 4), int32 prefix sums of sum_c w over the taps
+// (kh + 1, kw + 1, 16 * ceil(O / 16))). Once per layer.
+std::tuple<at::Tensor, at::Tensor> mbb_int8_prepare_weight_cpu(
+    const at::Tensor& weight_words, int64_t in_channels, int64_t w_bits,
+    at::IntArrayRef kernel_size) {
+  MMBINARY_CHECK_CPU(weight_words);
+  const MBBConvShape s =
+      weight_shape(weight_words, in_channels, w_bits, kernel_size);
+  TORCH_CHECK(s.M <= 7, "mbb_int8_prepare_weight: w_bits must be <= 7 (odd "
+              "codes in int8), got ", s.M);
+  const auto opts = weight_words.options();
+  const int64_t OB = mbb_int8_blocks(s.O), taps = s.kh * s.kw;
+  const int64_t O16 = OB * kMBBInt8Lanes;
+  const auto* weight = reinterpret_cast<const uint64_t*>(
+      weight_words.const_data_ptr<int64_t>());
+  at::Tensor codes = at::zeros(
+      {OB, taps, mbb_int8_quads(s.C), kMBBInt8Lanes, kMBBInt8Quad},
+      opts.dtype(at::kChar));
+  mbb_int8_weight_layout(s, weight, codes.data_ptr<int8_t>(), 0, s.O);
+  const int64_t cells = (s.kh + 1) * (s.kw + 1);
+  at::Tensor prefix = at::empty({s.O * cells}, opts.dtype(at::kLong));
+  mbb_weight_sum_prefix(s, weight, prefix.data_ptr<int64_t>(), 0, s.O);
+  at::Tensor lanes = at::zeros({s.kh + 1, s.kw + 1, O16}, opts.dtype(at::kInt));
+  const int64_t* p = prefix.const_data_ptr<int64_t>();
+  int32_t* l = lanes.data_ptr<int32_t>();
+  for (int64_t c = 0; c < cells; ++c)
+    for (int64_t o = 0; o < s.O; ++o)
+      l[c * O16 + o] = static_cast<int32_t>(p[o * cells + c]);
+  return {codes, lanes};
+}
+
+// mbb_conv2d_words with the integer kernel: act_words (N, H, W, 1, K,
+// ceil(C / 64)) and the prepared weight (mbb_int8_prepare_weight) -> the
+// float32 (N, O, Ho, Wo) output (channels-last; float_out) and/or the next
+// layer's (N, Ho, Wo, 1, out_a_bits, ceil(O / 64)) words; with
+// accumulate_only the int32 accumulators instead of the float output.
+std::tuple<at::Tensor, at::Tensor> mbb_conv2d_int8_words_cpu(
+    const at::Tensor& act_words, const at::Tensor& weight_words,
+    const at::Tensor& weight_int8, const at::Tensor& weight_sums,
+    const at::Tensor& out_scale, const at::Tensor& out_bias,
+    int64_t in_channels, int64_t w_bits, int64_t a_bits, bool is_signed,
+    at::IntArrayRef kernel_size, at::IntArrayRef stride,
+    at::IntArrayRef padding, at::IntArrayRef dilation,
+    const c10::optional<at::Tensor>& residual, double act_min,
+    double act_max, bool float_out, int64_t out_a_bits, double out_inv_step,
+    bool out_signed, bool accumulate_only) {
+  MMBINARY_CHECK_CPU(act_words);
+  MMBINARY_CHECK_CPU(weight_words);
+  MMBINARY_CHECK_CPU(weight_int8);
+  MMBINARY_CHECK_CPU(weight_sums);
+  MMBINARY_CHECK_CPU(out_scale);
+  MMBINARY_CHECK_CPU(out_bias);
+  mbb_check_epilogue(out_scale, out_bias);
+  const MBBConvShape s = mbb_conv2d_check(
+      act_words, true, weight_words, in_channels, out_scale.size(0), w_bits,
+      a_bits, is_signed, kernel_size, stride, padding, dilation, 1);
+  check_int8(s);
+  const int64_t OB = mbb_int8_blocks(s.O), C4 = mbb_int8_quads(s.C);
+  const int64_t O16 = OB * kMBBInt8Lanes;
+  TORCH_CHECK(weight_int8.scalar_type() == at::kChar &&
+                  weight_int8.is_contiguous() &&
+                  weight_int8.sizes() ==
+                      at::IntArrayRef({OB, s.kh * s.kw, C4, kMBBInt8Lanes,
+                                       kMBBInt8Quad}),
+              "weight_int8 must be the contiguous int8 tensor of "
+              "mbb_int8_prepare_weight, shape (", OB, ", ", s.kh * s.kw, ", ",
+              C4, ", 16, 4), got ", weight_int8.scalar_type(), " ",
+              weight_int8.sizes());
+  TORCH_CHECK(weight_sums.scalar_type() == at::kInt &&
+                  weight_sums.is_contiguous() &&
+                  weight_sums.sizes() ==
+                      at::IntArrayRef({s.kh + 1, s.kw + 1, O16}),
+              "weight_sums must be the contiguous int32 tensor of "
+              "mbb_int8_prepare_weight, shape (", s.kh + 1, ", ", s.kw + 1,
+              ", ", O16, "), got ", weight_sums.scalar_type(), " ",
+              weight_sums.sizes());
+  TORCH_CHECK(out_a_bits >= 0 && out_a_bits <= kMBBMaxBits,
+              "out_a_bits must be 0 (no words) or 1..8, got ", out_a_bits);
+  TORCH_CHECK(float_out || out_a_bits > 0 || accumulate_only,
+              "mbb_conv2d_int8_words: ask for float_out, words (out_a_bits "
+              "> 0) or both");
+  const float out_inv =
+      out_a_bits > 0 ? mbb_check_inv_step(out_inv_step) : 1.f;
+  const float amin = static_cast<float>(act_min);
+  const float amax = static_cast<float>(act_max);
+  TORCH_CHECK(!std::isnan(amin) && !std::isnan(amax) && amin <= amax,
+              "act_min and act_max must be numbers with act_min <= act_max "
+              "(-inf / inf: no clamp), got ", act_min, ", ", act_max);
+  const auto cl = at::MemoryFormat::ChannelsLast;
+  const auto float_options = out_scale.options();
+  at::Tensor res;
+  if (residual.has_value() && residual->defined()) {
+    MMBINARY_CHECK_CPU((*residual));
+    TORCH_CHECK(residual->scalar_type() == at::kFloat &&
+                    residual->dim() == 4 && residual->size(0) == s.N &&
+                    residual->size(1) == s.O && residual->size(2) == s.Ho &&
+                    residual->size(3) == s.Wo,
+                "residual must be a float32 tensor of the output's shape (",
+                s.N, ", ", s.O, ", ", s.Ho, ", ", s.Wo, "), got ",
+                residual->scalar_type(), " ", residual->sizes());
+    res = residual->contiguous(cl);
+  }
+  at::Tensor out = at::empty({0}, float_options);
+  at::Tensor words = at::empty({0}, act_words.options());
+#ifdef MMBINARY_MBB_HAVE_INT8_AVX512
+  mbb_count_call();
+  MBBPhaseTimer prepass_timer(kPhasePrepass);
+  MBBInt8Args a;
+  a.s = s;
+  a.Hp = s.H + 2 * s.ph, a.Wp = s.W + 2 * s.pw;
+  a.pixel_bytes = s.Wg * kMBBWordBits;
+  const auto opts = act_words.options();
+  at::Tensor levels =
+      at::empty({s.N * a.Hp * a.Wp * a.pixel_bytes}, opts.dtype(at::kByte));
+  uint8_t* level_ptr = levels.data_ptr<uint8_t>();
+  // Zero border rows and columns (the interior is overwritten).
+  at::parallel_for(0, s.N * a.Hp, 64, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      uint8_t* row = level_ptr + r * a.Wp * a.pixel_bytes;
+      const int64_t y = r % a.Hp;
+      if (y < s.ph || y >= s.ph + s.H) {
+        std::memset(row, 0, a.Wp * a.pixel_bytes);
+        continue;
+      }
+      std::memset(row, 0, s.pw * a.pixel_bytes);
+      std::memset(row + (s.pw + s.W) * a.pixel_bytes, 0,
+                  s.pw * a.pixel_bytes);
+    }
+  });
+  const auto* act =
+      reinterpret_cast<const uint64_t*>(act_words.const_data_ptr<int64_t>());
+  a.levels = level_ptr;
+  at::parallel_for(0, s.N * s.H, 16, [&](int64_t begin, int64_t end) {
+    mbb_int8_avx512::unpack_levels(a, act, level_ptr, begin, end);
+  });
+  at::Tensor tables = at::empty({2 * (s.Ho + s.Wo)}, opts.dtype(at::kLong));
+  int64_t* table_ptr = tables.data_ptr<int64_t>();
+  mbb_tap_ranges(s, table_ptr, table_ptr + 2 * s.Ho);
+  a.ky_range = table_ptr;
+  a.kx_range = table_ptr + 2 * s.Ho;
+  a.weight = weight_int8.const_data_ptr<int8_t>();
+  a.wsum_prefix = weight_sums.const_data_ptr<int32_t>();
+  at::Tensor scale16 = at::zeros({O16}, float_options);
+  at::Tensor bias16 = at::zeros({O16}, float_options);
+  scale16.narrow(0, 0, s.O).copy_(out_scale);
+  bias16.narrow(0, 0, s.O).copy_(out_bias);
+  a.scale = scale16.const_data_ptr<float>();
+  a.bias = bias16.const_data_ptr<float>();
+  a.out_acc = nullptr, a.out = nullptr, a.out_words = nullptr;
+  a.residual = res.defined() ? res.const_data_ptr<float>() : nullptr;
+  a.act_min = amin, a.act_max = amax;
+  a.out_K = 0, a.out_Wg = 0, a.out_inv_step = out_inv;
+  a.out_signed = out_signed;
+  if (accumulate_only) {
+    out = at::empty({s.N, s.O, s.Ho, s.Wo},
+                    opts.dtype(at::kInt).memory_format(cl));
+    a.out_acc = out.data_ptr<int32_t>();
+  } else {
+    if (float_out) {
+      out = at::empty({s.N, s.O, s.Ho, s.Wo}, float_options.memory_format(cl));
+      a.out = out.data_ptr<float>();
+    }
+    if (out_a_bits > 0) {
+      const int64_t out_wg = mbb_num_words(s.O);
+      words = at::zeros({s.N, s.Ho, s.Wo, 1, out_a_bits, out_wg}, opts);
+      a.out_words = reinterpret_cast<uint16_t*>(words.data_ptr<int64_t>());
+      a.out_K = out_a_bits, a.out_Wg = out_wg;
+    }
+  }
+  prepass_timer.stop();
+  MBBPhaseTimer conv_timer(kPhaseAccumulate);
+  // Work items: (sample, output row, chunk of 16-channel blocks); smaller
+  // chunks when there are few rows, so that every thread has work.
+  const int64_t threads = at::get_num_threads();
+  int64_t chunk = 4 * ((OB + 3) / 4);
+  while (chunk > 4 && s.N * s.Ho * ((OB + chunk - 1) / chunk) < 8 * threads)
+    chunk = 4 * ((chunk / 2 + 3) / 4);
+  a.o_blocks = chunk;
+  const int64_t items = s.N * s.Ho * ((OB + chunk - 1) / chunk);
+  at::parallel_for(0, items, 1, [&](int64_t begin, int64_t end) {
+    mbb_int8_avx512::conv_items(a, begin, end);
+  });
+#endif
+  return {out, words};
+}
+
+}  // namespace mmbinary
+
+TORCH_LIBRARY_FRAGMENT(mmbinary, m) {
+  m.def("mbb_int8_supported() -> bool", &mmbinary::mbb_int8_supported_cpu);
+  m.def(
+      "mbb_int8_prepare_weight(Tensor weight_words, int in_channels, "
+      "int w_bits, int[2] kernel_size) -> (Tensor, Tensor)",
+      {at::Tag::pt2_compliant_tag});
+  // mbb_conv2d_words with the integer (AVX-512 VNNI) kernel (CPU).
+  m.def(
+      "mbb_conv2d_int8_words(Tensor act_words, Tensor weight_words, "
+      "Tensor weight_int8, Tensor weight_sums, Tensor out_scale, "
+      "Tensor out_bias, int in_channels, int w_bits, int a_bits, "
+      "bool is_signed, int[2] kernel_size, int[2] stride, int[2] padding, "
+      "int[2] dilation, Tensor? residual, float act_min, float act_max, "
+      "bool float_out, int out_a_bits, float out_inv_step, bool out_signed, "
+      "bool accumulate_only=False) -> (Tensor, Tensor)",
+      {at::Tag::pt2_compliant_tag});
+}
+
+TORCH_LIBRARY_IMPL(mmbinary, CPU, m) {
+  m.impl("mbb_int8_prepare_weight", &mmbinary::mbb_int8_prepare_weight_cpu);
+  m.impl("mbb_conv2d_int8_words", &mmbinary::mbb_conv2d_int8_words_cpu);
+}
