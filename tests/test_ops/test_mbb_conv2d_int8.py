@@ -1,0 +1,82 @@
+# Copyright (c) mmbinary contributors. All rights reserved.
+"""The integer (AVX-512 VNNI) kernel: the same accumulators, float outputs
+and next-layer words as the popcount kernel, bit for bit."""
+import random
+
+import pytest
+import torch
+
+from mmbinary.ops import ext_loaded, pack_weight_codes, quantize_pack
+
+pytestmark = pytest.mark.ext
+
+
+def _supported() -> bool:
+    return ext_loaded() and hasattr(torch.ops.mmbinary, 'mbb_int8_supported') \
+        and bool(torch.ops.mmbinary.mbb_int8_supported())
+
+
+needs_vnni = pytest.mark.skipif(not _supported(),
+                                reason='no AVX-512 VNNI or no extension')
+
+#: C, O, kernel, stride, padding, dilation, w_bits, a_bits, signed
+CASES = [(64, 64, 3, 1, 1, 1, 4, 4, False), (37, 21, 3, 2, 1, 1, 3, 5, True),
+         (130, 70, 5, 1, 2, 2, 7, 8, True), (5, 3, 1, 1, 0, 1, 1, 1, False),
+         (20, 33, 3, 1, 4, 3, 2, 2, True)]
+
+
+def _random_cases(count: int):
+    rng = random.Random(0)
+    for _ in range(count):
+        k = rng.choice([1, 3, 5])
+        yield (rng.randint(1, 140), rng.randint(1, 70), k, rng.randint(1, 2),
+               rng.randint(0, 3), rng.randint(1, 3), rng.randint(1, 7),
+               rng.randint(1, 8), rng.random() < 0.5)
+
+
+@needs_vnni
+@pytest.mark.parametrize('case', CASES + list(_random_cases(12)))
+@pytest.mark.parametrize('residual', [False, True])
+def test_int8_kernel_equals_popcount_kernel(case, residual):
+    c, o, k, s, p, d, m, a, signed = case
+    gen = torch.Generator().manual_seed(c * 1000 + o)
+    h, w = 9, 11
+    if (h + 2 * p - d * (k - 1) - 1) < 0 or (w + 2 * p - d * (k - 1) - 1) < 0:
+        pytest.skip('no output for this geometry')
+    x = torch.randn(2, c, h, w, generator=gen)
+    codes = (torch.randint(0, 2**m, (o, c, k, k), generator=gen) * 2 -
+             (2**m - 1)).int()
+    weight_words = pack_weight_codes(codes, m)
+    act = quantize_pack(x, a, 3.0, signed)
+    scale = torch.randn(o, generator=gen)
+    bias = torch.randn(o, generator=gen)
+    geometry = (c, m, a, signed, [k, k], [s, s], [p, p], [d, d])
+    out_h = (h + 2 * p - d * (k - 1) - 1) // s + 1
+    out_w = (w + 2 * p - d * (k - 1) - 1) // s + 1
+    res = (torch.randn(2, o, out_h, out_w, generator=gen).contiguous(
+        memory_format=torch.channels_last) if residual else None)
+    ops = torch.ops.mmbinary
+    ref = ops.mbb_conv2d_words(act, weight_words, scale, bias, *geometry, 1,
+                               res, 0.0, float('inf'), True, 3, 1.7, False)
+    w8, wsum = ops.mbb_int8_prepare_weight(weight_words, c, m, [k, k])
+    out = ops.mbb_conv2d_int8_words(act, weight_words, w8, wsum, scale, bias,
+                                    *geometry, res, 0.0, float('inf'), True,
+                                    3, 1.7, False)
+    assert torch.equal(ref[0], out[0])  # float output
+    assert torch.equal(ref[1], out[1])  # the next layer's words
+    acc_ref = ops.mbb_conv2d_accumulate(act, weight_words, c, o, m, a,
+                                        signed, [k, k], [s, s], [p, p],
+                                        [d, d], 1)
+    acc = ops.mbb_conv2d_int8_words(act, weight_words, w8, wsum, scale, bias,
+                                    *geometry, None, -float('inf'),
+                                    float('inf'), False, 0, 1.0, False,
+                                    True)[0]
+    assert torch.equal(acc, acc_ref)
+
+
+@needs_vnni
+def test_int8_kernel_refuses_eight_bit_weights():
+    codes = torch.ones(4, 8, 1, 1, dtype=torch.int32)
+    words = pack_weight_codes(codes, 8)
+    with pytest.raises(RuntimeError, match='w_bits'):
+        torch.ops.mmbinary.mbb_int8_prepare_weight(words, 8, 8, [1, 1])
