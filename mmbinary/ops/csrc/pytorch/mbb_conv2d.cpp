@@ -28,6 +28,27 @@ float mbb_check_inv_step(double inv_step) {
   return value;
 }
 
+void mbb_check_act_clamp(double act_min, double act_max) {
+  TORCH_CHECK(!std::isnan(act_min) && !std::isnan(act_max) &&
+                  static_cast<float>(act_min) <= static_cast<float>(act_max),
+              "act_min and act_max must be numbers with act_min <= act_max "
+              "(-inf / inf: no clamp), got ", act_min, ", ", act_max);
+}
+
+at::Tensor mbb_channels_last_residual(
+    const c10::optional<at::Tensor>& residual, const MBBConvShape& s) {
+  if (!residual.has_value() || !residual->defined()) return at::Tensor();
+  TORCH_CHECK(residual->device().is_cpu(),
+              "residual must be a CPU tensor, got ", residual->device());
+  TORCH_CHECK(residual->scalar_type() == at::kFloat && residual->dim() == 4 &&
+                  residual->size(0) == s.N && residual->size(1) == s.O &&
+                  residual->size(2) == s.Ho && residual->size(3) == s.Wo,
+              "residual must be a float32 tensor of the output's shape (",
+              s.N, ", ", s.O, ", ", s.Ho, ", ", s.Wo, "), got ",
+              residual->scalar_type(), " ", residual->sizes());
+  return residual->contiguous(at::MemoryFormat::ChannelsLast);
+}
+
 // Checks a float32 (N, C, H, W) input (device checked by the caller).
 void mbb_check_float_input(const at::Tensor& input, int64_t in_channels) {
   TORCH_CHECK(input.scalar_type() == at::kFloat,

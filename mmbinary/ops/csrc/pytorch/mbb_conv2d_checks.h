@@ -4,6 +4,7 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <c10/util/Optional.h>
 
 #include "../common/mbb_conv2d.h"
 
@@ -24,6 +25,12 @@ void mbb_check_epilogue(const at::Tensor& out_scale,
 // Sets to NaN the outputs whose receptive field holds a NaN input.
 void mbb_propagate_nan(const at::Tensor& input, at::Tensor& out,
                        const MBBConvShape& s);
+// The epilogue's activation clamp: numbers with act_min <= act_max.
+void mbb_check_act_clamp(double act_min, double act_max);
+// A residual of the output's shape (N, O, Ho, Wo), float32, on the CPU, as
+// a channels-last tensor; undefined when none is given.
+at::Tensor mbb_channels_last_residual(
+    const c10::optional<at::Tensor>& residual, const MBBConvShape& s);
 // Refuses an input that holds NaN (for the pack-only op).
 void mbb_check_no_nan(const at::Tensor& input);
 

@@ -85,10 +85,7 @@ std::tuple<at::Tensor, at::Tensor> depthwise_pack_cpu(
   check_pair(stride, "stride", 1);
   check_pair(padding, "padding", 0);
   check_pair(dilation, "dilation", 1);
-  TORCH_CHECK(!std::isnan(act_min) && !std::isnan(act_max) &&
-                  act_min <= act_max,
-              "act_min and act_max must satisfy act_min <= act_max, got ",
-              act_min, ", ", act_max);
+  mbb_check_act_clamp(act_min, act_max);
   TORCH_CHECK(out_a_bits >= 0 && out_a_bits <= kMBBMaxBits,
               "out_a_bits must be 0 (no words) or in 1..8, got ", out_a_bits);
   TORCH_CHECK(float_out || out_a_bits > 0,

@@ -165,23 +165,10 @@ std::tuple<at::Tensor, at::Tensor> mbb_conv2d_int8_words_cpu(
       out_a_bits > 0 ? mbb_check_inv_step(out_inv_step) : 1.f;
   const float amin = static_cast<float>(act_min);
   const float amax = static_cast<float>(act_max);
-  TORCH_CHECK(!std::isnan(amin) && !std::isnan(amax) && amin <= amax,
-              "act_min and act_max must be numbers with act_min <= act_max "
-              "(-inf / inf: no clamp), got ", act_min, ", ", act_max);
+  mbb_check_act_clamp(act_min, act_max);
   const auto cl = at::MemoryFormat::ChannelsLast;
   const auto float_options = out_scale.options();
-  at::Tensor res;
-  if (residual.has_value() && residual->defined()) {
-    MMBINARY_CHECK_CPU((*residual));
-    TORCH_CHECK(residual->scalar_type() == at::kFloat &&
-                    residual->dim() == 4 && residual->size(0) == s.N &&
-                    residual->size(1) == s.O && residual->size(2) == s.Ho &&
-                    residual->size(3) == s.Wo,
-                "residual must be a float32 tensor of the output's shape (",
-                s.N, ", ", s.O, ", ", s.Ho, ", ", s.Wo, "), got ",
-                residual->scalar_type(), " ", residual->sizes());
-    res = residual->contiguous(cl);
-  }
+  const at::Tensor res = mbb_channels_last_residual(residual, s);
   at::Tensor out = at::empty({0}, float_options);
   at::Tensor words = at::empty({0}, act_words.options());
 #ifdef MMBINARY_MBB_HAVE_INT8_AVX512
