@@ -286,6 +286,42 @@ def _register_fake() -> None:
                 dtype=torch.int64)
         return out, words
 
+    if not hasattr(torch.ops.mmbinary, 'mbb_conv2d_int8_words'):
+        return
+
+    @torch.library.register_fake('mmbinary::mbb_int8_prepare_weight')
+    def _(weight_words, in_channels, w_bits, kernel_size):
+        blocks = -(-weight_words.shape[0] // 16)
+        taps = kernel_size[0] * kernel_size[1]
+        codes = weight_words.new_empty(
+            (blocks, taps, -(-in_channels // 4), 16, 4), dtype=torch.int8)
+        sums = weight_words.new_empty(
+            (kernel_size[0] + 1, kernel_size[1] + 1, 16 * blocks),
+            dtype=torch.int32)
+        return codes, sums
+
+    @torch.library.register_fake('mmbinary::mbb_conv2d_int8_words')
+    def _(act_words, weight_words, weight_int8, weight_sums, out_scale,
+          out_bias, in_channels, w_bits, a_bits, is_signed, kernel_size,
+          stride, padding, dilation, residual, act_min, act_max, float_out,
+          out_a_bits, out_inv_step, out_signed, accumulate_only=False):
+        shape = out_shape(act_words.shape[0], out_scale.shape[0],
+                          act_words.shape[1:3], kernel_size, stride, padding,
+                          dilation)
+        if accumulate_only:
+            return (_new_output(act_words, shape, torch.int32),
+                    act_words.new_empty((0, )))
+        out = (_new_output(act_words, shape, torch.float32) if float_out
+               else out_scale.new_empty((0, )))
+        words = act_words.new_empty((0, ))
+        if out_a_bits > 0:
+            n, channels, height, width = shape
+            words = act_words.new_zeros(
+                (n, height, width, 1, out_a_bits,
+                 fmt.num_group_words(channels)),
+                dtype=torch.int64)
+        return out, words
+
 
 def _contiguous(input: Tensor) -> Tensor:
     """``input`` NCHW- or channels-last-contiguous (the CPU op packs either

@@ -893,6 +893,8 @@ def _geometry(module: nn.Module) -> str:
         text += f' d{dilation[0]}'
     if getattr(module, 'groups', 1) != 1:
         text += f' g{module.groups}'
+    if getattr(module, 'kernel', 'popcount') != 'popcount':
+        text += f' [{module.kernel}]'
     return text
 
 

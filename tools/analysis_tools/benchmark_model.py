@@ -34,7 +34,8 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmbinary.models.layers import MBBConv2d, MBBLinear
-from mmbinary.models.packing import LAYOUT_KEY, convert_to_packed
+from mmbinary.models.packing import (LAYOUT_KEY, PackedMBBConv2d,
+                                     choose_kernels, convert_to_packed)
 from mmbinary.ops import build_info, ext_loaded
 from mmbinary.utils import benchmark as bm
 from mmbinary.utils.memory import (forward_peak_memory, keep_freed_memory,
@@ -48,6 +49,8 @@ TOOL = 'tools/analysis_tools/benchmark_model.py'
 #: Kernel variants of the packed CPU op, best first (as the op picks them).
 CPU_KERNELS = ('avx512', 'avx2', 'popcnt', 'generic')
 INT8_BACKEND = 'x86'
+#: --packed-kernel: per-layer choice by timing, or one kernel everywhere.
+KERNEL_MODES = ('choose', 'popcount', 'int8')
 RANDOM_WEIGHTS = ('random (seed 0); quantizer clips and batch norm '
                   'statistics from one forward of a random image')
 
@@ -79,6 +82,12 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         'large inputs)')
     parser.add_argument('--no-int8', action='store_true',
                         help='do not build and time the torch int8 model')
+    parser.add_argument('--packed-kernel', choices=KERNEL_MODES,
+                        default='choose',
+                        help='the packed convs\' CPU kernel: choose the '
+                        'faster exact one per layer by timing both at '
+                        'conversion (default), or popcount / int8 for all '
+                        '(int8 where the layer allows it)')
     parser.add_argument('--no-breakdown', action='store_true',
                         help='skip the per-layer breakdown')
     parser.add_argument('--no-keep-freed-memory', action='store_true',
@@ -332,6 +341,36 @@ def int8_model(float_model: nn.Module,
                    '; '.join(reasons))
 
 
+def set_packed_kernels(mode: str, timed: nn.Module, twin: nn.Module,
+                       run: Callable[[], Any]) -> str:
+    """Give the packed convs of ``timed`` (and the same layers of ``twin``)
+    their kernel per ``mode``; returns a line saying what was chosen."""
+    layers = {name: m for name, m in timed.named_modules()
+              if isinstance(m, PackedMBBConv2d)}
+    if mode == 'choose':
+        choices = choose_kernels(timed, run)
+        chosen = {c.name: c.kernel for c in choices}
+        saved = sum(c.ms['popcount'] - c.ms[c.kernel] for c in choices)
+        int8 = [c for c in choices if c.kernel == 'int8']
+        note = (f'per-layer choice by timing both kernels at conversion: '
+                f'{len(int8)} of {len(choices)} layers on the integer '
+                f'(VNNI) kernel, {saved:.1f} ms less than popcount '
+                'everywhere (sum of the per-layer timings)')
+        if choices and not any('int8' in c.ms for c in choices):
+            note += f' ({choices[0].reason})'
+    else:
+        chosen = {}
+        for name, layer in layers.items():
+            ok = mode == 'popcount' or layer.int8_unsupported() is None
+            chosen[name] = mode if ok else 'popcount'
+        count = sum(kernel == mode for kernel in chosen.values())
+        note = f'--packed-kernel {mode}: {count} of {len(layers)} layers'
+    for name, kernel in chosen.items():
+        layers[name].set_kernel(kernel)
+        twin.get_submodule(name).set_kernel(kernel)
+    return note
+
+
 def _first_line(error: Exception) -> str:
     text = str(error).strip().splitlines()
     return text[0][:160] if text else ''
@@ -574,6 +613,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     packed_cl = {}
     agreements = {}
     layouts_agree = {}
+    kernel_notes = {}
     image_cl = image.contiguous(memory_format=torch.channels_last)
     for w_bits, a_bits in bits_list:
         name = f'W{w_bits}A{a_bits}'
@@ -588,6 +628,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         agreements[name] = bm.packed_agreement(mbb[name], packed[name], image,
                                                run)
         packed_cl[name] = bm.to_channels_last(copy.deepcopy(packed[name]))
+        kernel_notes[name] = set_packed_kernels(
+            args.packed_kernel, packed_cl[name], packed[name],
+            lambda model=packed_cl[name]: run(model, image_cl))
         with torch.no_grad():
             layouts_agree[name] = bm.relative_l2(
                 run(packed_cl[name], image_cl), run(packed[name], image))
@@ -677,6 +720,8 @@ def main(argv: Optional[List[str]] = None) -> int:
               'not counted. "total vs first": against the best float32.',
               '']
     lines += memory_table(memory_models)
+    lines += ['', '## Packed kernels', '']
+    lines += [f'- {name}: {note}' for name, note in kernel_notes.items()]
     lines += ['', '## Packed against the training form', '']
     lines += [
         agreement_line(name, a, args.checkpoint is None)

@@ -4,13 +4,16 @@ from .convert import (LAYOUT_KEY, FoldedNorm, apply_packed_layout,
                       checkpoint_layout, convert_to_packed,
                       is_packed_checkpoint, load_packed_checkpoint,
                       packed_layout, state_dict_bytes)
+from .kernel_choice import KernelChoice, choose_kernels, time_kernels
 from .norm_folding import find_layer_norm_pairs, fold_norm
-from .packed_layers import PackedMBBConv2d, PackedMBBLinear
+from .packed_layers import (KERNELS, PackedMBBConv2d, PackedMBBLinear,
+                            int8_kernel_available)
 
 __all__ = [
     'LAYOUT_KEY', 'FoldedNorm', 'apply_packed_layout', 'checkpoint_layout',
     'convert_to_packed', 'is_packed_checkpoint',
     'load_packed_checkpoint', 'packed_layout', 'state_dict_bytes',
     'find_layer_norm_pairs', 'fold_norm', 'PackedMBBConv2d',
-    'PackedMBBLinear'
+    'PackedMBBLinear', 'KERNELS', 'int8_kernel_available', 'KernelChoice',
+    'choose_kernels', 'time_kernels'
 ]

@@ -140,17 +140,8 @@ def conv_words(conv: PackedMBBConv2d,
         tuple[Tensor, Tensor]: the float output (N, O, Ho, Wo) (empty if
         not asked for) and ``next_conv``'s words (empty without it).
     """
-    out_bits, out_inv, out_signed = 0, 1.0, False
-    if next_conv is not None:
-        out_bits = next_conv.a_bits
-        out_inv = float(next_conv.inv_step)
-        out_signed = next_conv.signed
-    return torch.ops.mmbinary.mbb_conv2d_words(
-        act_words, conv.weight_words, conv.out_scale, conv.out_bias,
-        conv.in_channels, conv.w_bits, conv.a_bits, conv.signed,
-        conv.kernel_size, conv.stride, conv.padding, conv.dilation,
-        conv.groups, residual, act[0], act[1], float_out, out_bits, out_inv,
-        out_signed)
+    return conv.run_words(act_words, act[0], act[1], float_out, next_conv,
+                          residual)
 
 
 def _input_words(block: nn.Module, first: PackedMBBConv2d,
@@ -271,6 +262,14 @@ def enable_packed_flow(model: nn.Module) -> List[str]:
                 # state_dict and module traversal.
                 unit.__dict__['_mmbinary_next_block'] = following
     return names
+
+
+def packed_flow_enabled(model: nn.Module) -> bool:
+    """Whether :func:`enable_packed_flow` is in effect on ``model``."""
+    return any(
+        getattr(module.__dict__.get('forward'), '__func__', None) in (
+            _flow_block_forward, _flow_conv_module_forward)
+        for module in model.modules())
 
 
 def disable_packed_flow(model: nn.Module) -> None:

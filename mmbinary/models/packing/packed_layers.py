@@ -8,7 +8,8 @@ epilogue, no float weight.
 the activation step and a folded batch norm, ``out_bias`` the bias and the
 folded norm's shift.
 """
-from typing import Optional, Tuple
+import math
+from typing import Dict, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -36,6 +37,20 @@ def _compiled_op_runs(input: Tensor) -> bool:
     if input.device.type == 'cuda':
         return bool(build_info()['with_cuda'])
     return input.device.type == 'cpu'
+
+
+#: The exact CPU kernels a packed conv can run (bit-identical results):
+#: ``'popcount'``, AND + popcount over bit planes (every CPU), and
+#: ``'int8'``, an integer dot product of the same codes (AVX-512 VNNI;
+#: wins where M * K is large or few channels waste the 64-bit words).
+KERNELS = ('popcount', 'int8')
+
+
+def int8_kernel_available() -> bool:
+    """Whether this build and CPU run the integer (VNNI) kernel."""
+    ops = torch.ops.mmbinary
+    return (ext_loaded() and hasattr(ops, 'mbb_int8_supported')
+            and bool(ops.mbb_int8_supported()))
 
 
 #: The string paddings ``nn.Conv2d`` takes.
@@ -109,6 +124,13 @@ class PackedMBBConv2d(nn.Module):
         self.register_buffer('out_scale', torch.zeros(self.out_channels))
         self.register_buffer('out_bias', torch.zeros(self.out_channels))
         self.register_buffer('inv_step', torch.tensor(1.0))
+        #: The CPU kernel :meth:`run_words` uses (see :data:`KERNELS`);
+        #: picked per machine by :func:`~.kernel_choice.choose_kernels`,
+        #: not saved with the weights.
+        self.kernel = 'popcount'
+        #: What the choice measured: ms per kernel on the layer's input.
+        self.kernel_ms: Dict[str, float] = {}
+        self._int8_cache: Optional[tuple] = None
 
     @classmethod
     def from_mbb(cls,
@@ -153,12 +175,99 @@ class PackedMBBConv2d(nn.Module):
         self.out_bias.copy_(bias.float())
         self.inv_step.copy_(layer.act_quantizer.inv_step())
 
+    def int8_unsupported(self) -> Optional[str]:
+        """Why the integer kernel cannot run this layer here, or None."""
+        if not int8_kernel_available():
+            return 'this CPU or build has no AVX-512 VNNI'
+        if self.groups != 1:
+            return f'groups={self.groups} (the integer kernel needs 1)'
+        if self.w_bits > 7:
+            return f'w_bits={self.w_bits} (the integer kernel needs <= 7)'
+        return None
+
+    def set_kernel(self, kernel: str) -> None:
+        """Run on ``kernel`` (one of :data:`KERNELS`); same results."""
+        if kernel not in KERNELS:
+            raise ValueError(f'kernel must be one of {KERNELS}, got '
+                             f'{kernel!r}')
+        if kernel == 'int8' and self.int8_unsupported() is not None:
+            raise ValueError(f'kernel=\'int8\' cannot run this layer: '
+                             f'{self.int8_unsupported()}')
+        self.kernel = kernel
+
+    def _int8_weight(self) -> Tuple[Tensor, Tensor]:
+        """The integer kernel's weight layout, built on first use and again
+        only when ``weight_words`` changes (not saved: it is derived)."""
+        words = self.weight_words
+        key = (words.data_ptr(), words._version, words.device)
+        if self._int8_cache is None or self._int8_cache[0] != key:
+            weight = torch.ops.mmbinary.mbb_int8_prepare_weight(
+                words, self.in_channels, self.w_bits, list(self.kernel_size))
+            self._int8_cache = (key, weight)
+        return self._int8_cache[1]
+
+    def run_words(self,
+                  act_words: Tensor,
+                  act_min: float = -math.inf,
+                  act_max: float = math.inf,
+                  float_out: bool = True,
+                  next_conv: Optional['PackedMBBConv2d'] = None,
+                  residual: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+        """This conv on its activation words (CPU, one group) with the
+        chosen kernel: ``clamp(acc * scale + bias (+ residual), act_min,
+        act_max)``.
+
+        Args:
+            act_words (Tensor): (N, H, W, 1, K, Wg) int64.
+            act_min, act_max (float): the activation as a clamp.
+            float_out (bool): return the float output.
+            next_conv (PackedMBBConv2d, optional): also quantize the output
+                into this layer's activation words.
+            residual (Tensor, optional): (N, O, Ho, Wo) float32, added
+                before the clamp.
+
+        Returns:
+            tuple[Tensor, Tensor]: the float output (N, O, Ho, Wo),
+            channels-last (empty without ``float_out``), and
+            ``next_conv``'s words (empty without it).
+        """
+        out_bits, out_inv, out_signed = 0, 1.0, False
+        if next_conv is not None:
+            out_bits = next_conv.a_bits
+            out_inv = float(next_conv.inv_step)
+            out_signed = next_conv.signed
+        geometry = (self.in_channels, self.w_bits, self.a_bits, self.signed,
+                    self.kernel_size, self.stride, self.padding,
+                    self.dilation)
+        ops = torch.ops.mmbinary
+        if self.kernel == 'int8':
+            w8, wsum = self._int8_weight()
+            return ops.mbb_conv2d_int8_words(
+                act_words, self.weight_words, w8, wsum, self.out_scale,
+                self.out_bias, *geometry, residual, act_min, act_max,
+                float_out, out_bits, out_inv, out_signed)
+        return ops.mbb_conv2d_words(act_words, self.weight_words,
+                                    self.out_scale, self.out_bias, *geometry,
+                                    self.groups, residual, act_min, act_max,
+                                    float_out, out_bits, out_inv, out_signed)
+
     def forward(self, input: Tensor) -> Tensor:
         """(N, C_in, H, W) float32 -> (N, C_out, H_out, W_out) float32.
 
         On the CPU with AVX-512 the output is channels-last in memory (the
         kernel writes it so); any layout of the input is accepted.
         """
+        if (self.kernel == 'int8' and _compiled_op_runs(input)
+                and input.device.type == 'cpu'):
+            try:
+                words = torch.ops.mmbinary.mbb_quantize_pack(
+                    input, self.a_bits, float(self.inv_step), self.signed, 1)
+            except RuntimeError:
+                if not bool(torch.isnan(input).any()):
+                    raise
+                words = None  # NaN: the popcount op propagates it
+            if words is not None:
+                return self.run_words(words)[0]
         if _compiled_op_runs(input):
             # The op checks its arguments (and names them) in C++.
             return torch.ops.mmbinary.mbb_conv2d(
@@ -208,7 +317,9 @@ class PackedMBBConv2d(nn.Module):
                 f'kernel_size={self.kernel_size}, stride={self.stride}, '
                 f'padding={self.padding}, dilation={self.dilation}, '
                 f'groups={self.groups}, w_bits={self.w_bits}, '
-                f'a_bits={self.a_bits}, signed={self.signed}')
+                f'a_bits={self.a_bits}, signed={self.signed}' +
+                ('' if self.kernel == 'popcount' else
+                 f', kernel={self.kernel!r}'))
 
 
 class PackedMBBLinear(PackedMBBConv2d):

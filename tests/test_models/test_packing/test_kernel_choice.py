@@ -1,0 +1,139 @@
+# Copyright (c) mmbinary contributors. All rights reserved.
+"""The per-layer kernel choice: the integer (VNNI) kernel gives exactly the
+popcount kernel's outputs inside whole packed models, the choice is timed
+per layer, and it is not saved with the weights."""
+import copy
+
+import pytest
+import torch
+
+from mmbinary.models.backbones import MBBResNet
+from mmbinary.models.packing import (KERNELS, PackedMBBConv2d,
+                                     choose_kernels, convert_to_packed,
+                                     int8_kernel_available)
+from mmbinary.models.packing.packed_flow import (disable_packed_flow,
+                                                 packed_flow_enabled)
+
+pytestmark = pytest.mark.ext
+
+needs_vnni = pytest.mark.skipif(not int8_kernel_available(),
+                                reason='no AVX-512 VNNI or no extension')
+
+
+def packed_backbone(bits: int, depth: int = 18) -> torch.nn.Module:
+    torch.manual_seed(bits)
+    model = MBBResNet(depth=depth, w_bits=bits, a_bits=bits, base_channels=16)
+    model.train()
+    with torch.no_grad():
+        model(torch.randn(2, 3, 64, 64))
+    model.eval()
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(-1.0, 1.0)
+    return convert_to_packed(model)
+
+
+def packed_layers(model):
+    return [m for m in model.modules() if isinstance(m, PackedMBBConv2d)]
+
+
+def set_all(model, kernel: str) -> None:
+    for layer in packed_layers(model):
+        layer.set_kernel(kernel)
+
+
+@needs_vnni
+@pytest.mark.parametrize('bits', [1, 2, 4])
+@pytest.mark.parametrize('flow', [True, False])
+def test_int8_kernel_gives_the_popcount_outputs(bits, flow):
+    model = packed_backbone(bits, depth=50 if bits == 2 else 18)
+    if not flow:
+        disable_packed_flow(model)
+    x = torch.randn(2, 3, 40, 56)
+    with torch.no_grad():
+        popcount = model(x)
+        set_all(model, 'int8')
+        int8 = model(x)
+    assert all(layer.kernel == 'int8' for layer in packed_layers(model))
+    for a, b in zip(popcount, int8):
+        assert torch.equal(a, b)
+
+
+@needs_vnni
+def test_choose_kernels_times_both_and_keeps_the_faster():
+    model = packed_backbone(4)
+    x = torch.randn(1, 3, 32, 48)
+    with torch.no_grad():
+        before = model(x)
+    lines = []
+    choices = choose_kernels(model, lambda: model(x), repeat=1,
+                             log=lines.append)
+    assert len(choices) == len(packed_layers(model)) == len(lines)
+    for choice in choices:
+        assert set(choice.ms) == set(KERNELS)
+        assert choice.kernel == min(choice.ms, key=choice.ms.get)
+        layer = model.get_submodule(choice.name)
+        assert layer.kernel == choice.kernel
+        assert layer.kernel_ms == choice.ms
+        assert choice.input_shape[0] == 1
+        assert choice.input_shape[1] == layer.in_channels
+    assert packed_flow_enabled(model)  # the flow is back on
+    with torch.no_grad():
+        after = model(x)
+    for a, b in zip(before, after):
+        assert torch.equal(a, b)
+
+
+@needs_vnni
+def test_the_integer_weights_follow_new_weight_words():
+    model = packed_backbone(2)
+    other = packed_backbone(3 - 1)
+    for layer in packed_layers(other):
+        layer.weight_words.copy_(torch.roll(layer.weight_words, 1, 0))
+    x = torch.randn(1, 3, 32, 32)
+    set_all(model, 'int8')
+    with torch.no_grad():
+        model(x)  # builds the integer layouts
+        model.load_state_dict(other.state_dict())
+        int8 = model(x)
+        expected = other(x)  # popcount, the same weights
+    for a, b in zip(int8, expected):
+        assert torch.equal(a, b)
+
+
+def test_the_kernel_is_not_saved():
+    model = packed_backbone(2)
+    if int8_kernel_available():
+        set_all(model, 'int8')
+    state = model.state_dict()
+    assert not any('kernel' in key or 'int8' in key for key in state)
+    fresh = copy.deepcopy(packed_backbone(2))
+    fresh.load_state_dict(state)
+    assert all(layer.kernel == 'popcount' for layer in packed_layers(fresh))
+
+
+def test_bad_kernels_are_refused_with_the_reason():
+    layer = PackedMBBConv2d(8, 8, 3, padding=1, groups=2, w_bits=2,
+                            a_bits=2, signed=False)
+    with pytest.raises(ValueError, match=r"kernel must be one of \("):
+        layer.set_kernel('vnni')
+    with pytest.raises(ValueError, match="kernel='int8' cannot run"):
+        layer.set_kernel('int8')
+    assert layer.kernel == 'popcount'
+
+
+@needs_vnni
+def test_int8_layer_propagates_nan_like_the_popcount_layer():
+    model = packed_backbone(2)
+    disable_packed_flow(model)
+    layer = model.layer1[0].conv2
+    x = torch.randn(1, layer.in_channels, 9, 9)
+    x[0, 0, 4, 4] = float('nan')
+    with torch.no_grad():
+        popcount = layer(x)
+        layer.set_kernel('int8')
+        int8 = layer(x)
+    assert popcount.isnan().any()
+    assert torch.equal(popcount.isnan(), int8.isnan())
