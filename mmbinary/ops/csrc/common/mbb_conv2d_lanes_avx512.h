@@ -298,13 +298,25 @@ inline void make_lane_row(const MBBLaneArgs& a, int64_t n, int64_t y,
   }
 }
 
+// What a call writes, fixed for the whole call (a template argument, so
+// the epilogue has no mode branches): next-layer words from integer
+// thresholds, int32 accumulators, or the float epilogue (with optional
+// residual, clamp and next-layer words).
+enum LaneEpilogue { kLaneThresholds = 0, kLaneAcc = 1, kLaneFloat = 2 };
+
+inline LaneEpilogue lane_epilogue(const MBBLaneArgs& a) {
+  if (a.thresholds != nullptr) return kLaneThresholds;
+  return a.out_acc != nullptr ? kLaneAcc : kLaneFloat;
+}
+
 // Writes the outputs of channels [o, o + 8 * OV) at column x from the S_wa
-// vectors sum[v] (one 64-bit lane per channel). `interior`: the column
-// reads every kernel column (the row's tap rectangle).
-template <int OV>
+// vectors sum0, sum1 (one 64-bit lane per channel; sum1 unused for OV 1).
+// `interior`: the column reads every kernel column (the row's tap
+// rectangle).
+template <int OV, int E>
 __attribute__((always_inline)) inline void finish_column(
     const MBBLaneArgs& a, const LaneRow& r, int64_t x, int64_t o,
-    bool interior, const __m512i (&sum)[OV]) {
+    bool interior, __m512i sum0, __m512i sum1) {
   const MBBConvShape& s = a.s;
   const int64_t pixel = r.pixel + x;
   // Mmax * S_a, once per column; the product fits 32 x 32 -> 64 bits.
@@ -321,12 +333,13 @@ __attribute__((always_inline)) inline void finish_column(
     c10 = a.wsum_prefix + (ky1 * cols + kx0) * O8;
     c00 = a.wsum_prefix + (ky0 * cols + kx0) * O8;
   }
+  __mmask8 level_bits[2][2] = {{0, 0}, {0, 0}};  // thresholds: [k][v]
   for (int v = 0; v < OV; ++v) {
     const int64_t oc = o + v * kMBBChannelLanes;
-    if (oc >= s.O) break;
+    if (OV == 1 && oc >= s.O) break;  // (OV 2: both vectors hold channels)
+    const __m512i sum = v == 0 ? sum0 : sum1;
     // wq = 2 * S_wa - Mmax * S_a.
-    __m512i acc = _mm512_sub_epi64(_mm512_add_epi64(sum[v], sum[v]),
-                                   window_term);
+    __m512i acc = _mm512_sub_epi64(_mm512_add_epi64(sum, sum), window_term);
     if (s.is_signed) {
       const __m256i rect = _mm256_add_epi32(
           _mm256_sub_epi32(
@@ -347,7 +360,7 @@ __attribute__((always_inline)) inline void finish_column(
                                      : static_cast<__mmask8>((1u << rest) - 1u);
     const int64_t at = pixel * s.O + oc;
     // (Whole vectors with plain stores: masked ones are slow on Zen 4.)
-    if (a.thresholds != nullptr) {  // words from integer thresholds
+    if constexpr (E == kLaneThresholds) {  // words from integer thresholds
       const __mmask8 down =
           static_cast<__mmask8>(a.descending[oc / kMBBChannelLanes]);
       const __m512i t = _mm512_mask_sub_epi64(acc, down,
@@ -355,20 +368,19 @@ __attribute__((always_inline)) inline void finish_column(
       const int64_t O8 = mbb_lane_channels(s.O);
       const __mmask8 m1 = _mm512_mask_cmpge_epi64_mask(
           lanes, t, _mm512_loadu_si512(a.thresholds + oc));
-      uint8_t* dst = a.out_words + pixel * a.out_K * a.out_Wg * 8 + oc / 8;
       if (a.out_K == 1) {
-        dst[0] = static_cast<uint8_t>(m1);
+        level_bits[0][v] = m1;
       } else {  // K = 2: q = m1 + m2 + m3 (nested masks)
         const __mmask8 m2 = _mm512_mask_cmpge_epi64_mask(
             lanes, t, _mm512_loadu_si512(a.thresholds + O8 + oc));
         const __mmask8 m3 = _mm512_mask_cmpge_epi64_mask(
             lanes, t, _mm512_loadu_si512(a.thresholds + 2 * O8 + oc));
-        dst[0] = static_cast<uint8_t>(m1 ^ m2 ^ m3);
-        dst[a.out_Wg * 8] = static_cast<uint8_t>(m2);
+        level_bits[0][v] = static_cast<__mmask8>(m1 ^ m2 ^ m3);
+        level_bits[1][v] = m2;
       }
       continue;
     }
-    if (a.out_acc != nullptr) {
+    if constexpr (E == kLaneAcc) {
       if (rest >= 8)
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(a.out_acc + at), acc32);
       else
@@ -408,6 +420,21 @@ __attribute__((always_inline)) inline void finish_column(
       dst[k * a.out_Wg * 8] = static_cast<uint8_t>(
           _mm256_test_epi32_mask(q, _mm256_set1_epi32(1 << k)) & lanes);
   }
+  if constexpr (E == kLaneThresholds) {
+    // The channel bytes of the column, one store per plane (two bytes for
+    // 16 channels).
+    uint8_t* dst = a.out_words + pixel * a.out_K * a.out_Wg * 8 + o / 8;
+    for (int64_t k = 0; k < a.out_K; ++k) {
+      uint8_t* plane = dst + k * a.out_Wg * 8;
+      if (OV == 2) {
+        const uint16_t both = static_cast<uint16_t>(
+            level_bits[k][0] | (static_cast<unsigned>(level_bits[k][1]) << 8));
+        __builtin_memcpy(plane, &both, sizeof(both));
+      } else {
+        plane[0] = static_cast<uint8_t>(level_bits[k][0]);
+      }
+    }
+  }
 }
 
 // AND + popcount of one weight plane against one activation plane, over
@@ -442,7 +469,7 @@ __attribute__((always_inline)) inline void count_planes(
 // activation bits known at compile time (one pass over the taps, every
 // plane pair's counts shifted into place as they come: the words are read
 // once), or 0, 0: any bits, one pass per plane pair.
-template <int OV, int P, int FM, int FK>
+template <int OV, int P, int FM, int FK, int E>
 __attribute__((always_inline)) inline void lane_tile(const MBBLaneArgs& a,
                                                      const LaneRow& r,
                                                      int64_t x0, int64_t o) {
@@ -508,16 +535,14 @@ __attribute__((always_inline)) inline void lane_tile(const MBBLaneArgs& a,
       }
     }
   }
-  for (int p = 0; p < P; ++p) {
-    __m512i column[OV];
-    for (int v = 0; v < OV; ++v) column[v] = total[v][p];
-    finish_column<OV>(a, r, x0 + p, o, true, column);
-  }
+  for (int p = 0; p < P; ++p)
+    finish_column<OV, E>(a, r, x0 + p, o, true, total[0][p],
+                         total[OV - 1][p]);
 }
 
 // One border column x (some kernel columns fall in the padding) of
 // channels [o, o + 8 * OV): the taps outside the input are skipped.
-template <int OV>
+template <int OV, int E>
 __attribute__((always_inline)) inline void lane_border_column(const MBBLaneArgs& a, const LaneRow& r,
                                int64_t x, int64_t o) {
   const MBBConvShape& s = a.s;
@@ -552,7 +577,7 @@ __attribute__((always_inline)) inline void lane_border_column(const MBBLaneArgs&
                                     _mm512_sll_epi64(count[v], shift));
     }
   }
-  finish_column<OV>(a, r, x, o, false, total);
+  finish_column<OV, E>(a, r, x, o, false, total[0], total[OV - 1]);
 }
 
 // Columns per interior tile: 16 channels x 8 columns of counters for
@@ -564,22 +589,22 @@ constexpr int lane_columns_per_tile() {
 }
 
 // Interior columns [x0, x0 + count), count <= P.
-template <int OV, int P, int FM, int FK>
+template <int OV, int P, int FM, int FK, int E>
 __attribute__((always_inline)) inline void lane_interior(const MBBLaneArgs& a, const LaneRow& r,
                           int64_t x0, int64_t count, int64_t o) {
   if constexpr (P > 1) {
     if (count < P) {
-      lane_interior<OV, P - 1, FM, FK>(a, r, x0, count, o);
+      lane_interior<OV, P - 1, FM, FK, E>(a, r, x0, count, o);
       return;
     }
   }
-  lane_tile<OV, P, FM, FK>(a, r, x0, o);
+  lane_tile<OV, P, FM, FK, E>(a, r, x0, o);
 }
 
 // Channels [o_begin, o_end) at columns [x0, x0 + count) of one row, 16
 // channels at a time (8 for the last odd block): the outputs of a pixel
 // are written together, so the stores stream.
-template <int FM, int FK>
+template <int FM, int FK, int E>
 __attribute__((always_inline)) inline void lane_columns(const MBBLaneArgs& a, const LaneRow& r, int64_t x0,
                          int64_t count, bool interior, int64_t o_begin,
                          int64_t o_end) {
@@ -588,15 +613,15 @@ __attribute__((always_inline)) inline void lane_columns(const MBBLaneArgs& a, co
     const bool two = o + kMBBChannelLanes < o_end;
     if (interior) {
       if (two)
-        lane_interior<2, P, FM, FK>(a, r, x0, count, o);
+        lane_interior<2, P, FM, FK, E>(a, r, x0, count, o);
       else
-        lane_interior<1, P, FM, FK>(a, r, x0, count, o);
+        lane_interior<1, P, FM, FK, E>(a, r, x0, count, o);
     } else {
       for (int64_t x = x0; x < x0 + count; ++x) {
         if (two)
-          lane_border_column<2>(a, r, x, o);
+          lane_border_column<2, E>(a, r, x, o);
         else
-          lane_border_column<1>(a, r, x, o);
+          lane_border_column<1, E>(a, r, x, o);
       }
     }
   }
@@ -604,20 +629,27 @@ __attribute__((always_inline)) inline void lane_columns(const MBBLaneArgs& a, co
 
 // One output row of channels [o_begin, o_end): border columns one by one,
 // the interior ones (contiguous, between them) tile by tile.
-template <int FM, int FK>
-__attribute__((always_inline)) inline void lane_row(const MBBLaneArgs& a, const LaneRow& r, int64_t o_begin,
-                     int64_t o_end, int64_t interior_begin,
-                     int64_t interior_end) {
+// (Not inlined: one function per bits and epilogue keeps each small
+// enough for its counters and pointers to stay in registers. The local
+// copies tell the compiler that stores through the output pointers cannot
+// change them.)
+template <int FM, int FK, int E>
+__attribute__((noinline)) void lane_row(const MBBLaneArgs& args,
+                                        const LaneRow& row, int64_t o_begin,
+                                        int64_t o_end, int64_t interior_begin,
+                                        int64_t interior_end) {
+  const MBBLaneArgs a = args;
+  const LaneRow r = row;
   constexpr int P = lane_columns_per_tile<FM, FK>();
   if (interior_begin > 0)
-    lane_columns<FM, FK>(a, r, 0, interior_begin, false, o_begin, o_end);
+    lane_columns<FM, FK, E>(a, r, 0, interior_begin, false, o_begin, o_end);
   for (int64_t x0 = interior_begin; x0 < interior_end; x0 += P) {
     const int64_t count = interior_end - x0 < P ? interior_end - x0 : P;
-    lane_columns<FM, FK>(a, r, x0, count, true, o_begin, o_end);
+    lane_columns<FM, FK, E>(a, r, x0, count, true, o_begin, o_end);
   }
   if (interior_end < a.s.Wo)
-    lane_columns<FM, FK>(a, r, interior_end, a.s.Wo - interior_end, false,
-                         o_begin, o_end);
+    lane_columns<FM, FK, E>(a, r, interior_end, a.s.Wo - interior_end, false,
+                            o_begin, o_end);
 }
 
 // The interior columns [begin, end): those reading every kernel column
@@ -634,6 +666,43 @@ inline void lane_interior_columns(const MBBLaneArgs& a, int64_t* begin,
   }
   if (first >= last) first = last = 0;
   *begin = first, *end = last;
+}
+
+// One row of channels [o_begin, o_end) with the bits and the epilogue as
+// template arguments (1 and 2 bits unrolled; others generic).
+template <int E>
+__attribute__((always_inline)) inline void lane_row_bits(
+    const MBBLaneArgs& a, const LaneRow& r, int64_t o_begin, int64_t o_end,
+    int64_t interior_begin, int64_t interior_end) {
+  const int64_t bits = a.s.M * 10 + a.s.K;
+  if (bits == 11)
+    lane_row<1, 1, E>(a, r, o_begin, o_end, interior_begin, interior_end);
+  else if (bits == 22)
+    lane_row<2, 2, E>(a, r, o_begin, o_end, interior_begin, interior_end);
+  else if (bits == 12)
+    lane_row<1, 2, E>(a, r, o_begin, o_end, interior_begin, interior_end);
+  else if (bits == 21)
+    lane_row<2, 1, E>(a, r, o_begin, o_end, interior_begin, interior_end);
+  else
+    lane_row<0, 0, E>(a, r, o_begin, o_end, interior_begin, interior_end);
+}
+
+inline void lane_dispatch(const MBBLaneArgs& a, const LaneRow& r,
+                          int64_t o_begin, int64_t o_end,
+                          int64_t interior_begin, int64_t interior_end) {
+  switch (lane_epilogue(a)) {
+    case kLaneThresholds:
+      lane_row_bits<kLaneThresholds>(a, r, o_begin, o_end, interior_begin,
+                                     interior_end);
+      break;
+    case kLaneAcc:
+      lane_row_bits<kLaneAcc>(a, r, o_begin, o_end, interior_begin,
+                              interior_end);
+      break;
+    default:
+      lane_row_bits<kLaneFloat>(a, r, o_begin, o_end, interior_begin,
+                                interior_end);
+  }
 }
 
 // Work items [begin, end) of N * Ho * ceil(O / o_chunk): one output row
@@ -658,17 +727,7 @@ inline void lane_conv_items(const MBBLaneArgs& args, int64_t begin,
     }
     const int64_t o_begin = chunk * a.o_chunk;
     const int64_t o_end = s.O < o_begin + a.o_chunk ? s.O : o_begin + a.o_chunk;
-    const int64_t bits = s.M * 10 + s.K;
-    if (bits == 11)
-      lane_row<1, 1>(a, r, o_begin, o_end, interior_begin, interior_end);
-    else if (bits == 22)
-      lane_row<2, 2>(a, r, o_begin, o_end, interior_begin, interior_end);
-    else if (bits == 12)
-      lane_row<1, 2>(a, r, o_begin, o_end, interior_begin, interior_end);
-    else if (bits == 21)
-      lane_row<2, 1>(a, r, o_begin, o_end, interior_begin, interior_end);
-    else
-      lane_row<0, 0>(a, r, o_begin, o_end, interior_begin, interior_end);
+    lane_dispatch(a, r, o_begin, o_end, interior_begin, interior_end);
   }
 }
 
