@@ -258,3 +258,49 @@ def test_channels_last_packing_equals_nchw(kernel, groups, channels, signed,
             2, 2, 1.3, signed, (3, 3), (1, 1), (1, 1), (1, 1), groups)
     assert torch.equal(torch.ops.mmbinary.mbb_conv2d(x_cl, *args),
                        torch.ops.mmbinary.mbb_conv2d(x, *args))
+
+
+@pytest.mark.skipif('avx512' not in KERNELS, reason='no AVX-512 kernel')
+@pytest.mark.parametrize('cin', [64, 100, 128, 256])
+@pytest.mark.parametrize('bits', [(1, 1), (1, 2), (2, 1), (2, 2)])
+@pytest.mark.parametrize('kernel_size', [1, 3])
+@pytest.mark.parametrize('stride', [(1, 1), (2, 1)])
+def test_lane_kernel_word_count_specialisations(cin, bits, kernel_size,
+                                                stride, monkeypatch):
+    """Layers with 1, 2 or 4 words per plane at row stride 1 run code with
+    the word count fixed at compile time: accumulators, float outputs and
+    threshold-made words equal the references."""
+    monkeypatch.setenv('MMBINARY_CPU_KERNEL', 'avx512')
+    w_bits, a_bits = bits
+    case = dict(n=1, cin=cin, cout=40, size=(5, 19), kernel=(kernel_size, ) *
+                2, stride=stride, padding=(kernel_size // 2, ) * 2,
+                dilation=(1, 1), w_bits=w_bits, a_bits=a_bits, signed=False,
+                channels_last=True, seed=cin + 10 * kernel_size + w_bits)
+    x, weight, scale, bias, inv = make_case(case)
+    geometry = (case['kernel'], stride, case['padding'], (1, 1), 1)
+    words = pack_weight_codes(weight, w_bits)
+    codes = activation_codes_reference(x, a_bits, inv, False)
+    act = pack_activation_codes(codes, a_bits, False)
+    ops = torch.ops.mmbinary
+    acc = ops.mbb_conv2d_accumulate(act, words, cin, 40, w_bits, a_bits,
+                                    False, *geometry)
+    expected_acc = mbb_conv2d_accumulate_reference(codes, weight, stride,
+                                                   case['padding'], (1, 1))
+    assert torch.equal(acc, expected_acc)
+    expected = torch.relu(
+        mbb_conv2d_reference(x, weight, scale, bias, a_bits=a_bits,
+                             inv_step=inv, signed=False, stride=stride,
+                             padding=case['padding'], dilation=(1, 1)))
+    for next_bits in (1, 2):
+        out, next_words = ops.mbb_conv2d_words(
+            act, words, scale, bias, cin, w_bits, a_bits, False,
+            *geometry[:-1], 1, None, 0.0, math.inf, False, next_bits, 1.3,
+            False)
+        assert out.numel() == 0
+        assert torch.equal(next_words,
+                           ops.mbb_quantize_pack(expected, next_bits, 1.3,
+                                                 False, 1))
+    out, _ = ops.mbb_conv2d_words(act, words, scale, bias, cin, w_bits,
+                                  a_bits, False, *geometry[:-1], 1, None,
+                                  0.0, math.inf, True, 0, 1.0, False)
+    assert torch.equal(out, expected)

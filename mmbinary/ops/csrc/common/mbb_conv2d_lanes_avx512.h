@@ -469,7 +469,11 @@ __attribute__((always_inline)) inline void count_planes(
 // activation bits known at compile time (one pass over the taps, every
 // plane pair's counts shifted into place as they come: the words are read
 // once), or 0, 0: any bits, one pass per plane pair.
-template <int OV, int P, int FM, int FK, int E>
+//
+// WG > 0: the layer has WG words per plane and stride 1 along the row (so
+// the column step is FK * WG words), known at compile time: every
+// activation word of the tile is at a constant offset from one pointer.
+template <int OV, int P, int FM, int FK, int E, int WG>
 __attribute__((always_inline)) inline void lane_tile(const MBBLaneArgs& a,
                                                      const LaneRow& r,
                                                      int64_t x0, int64_t o) {
@@ -487,11 +491,13 @@ __attribute__((always_inline)) inline void lane_tile(const MBBLaneArgs& a,
     for (int v = 0; v < OV; ++v)
       for (int p = 0; p < P; ++p)
         for (int q = 0; q < S; ++q) part[v][p][q] = _mm512_setzero_si512();
-    for (int p = 0; p < P; ++p) col[p] = r.act_n + (x0 + p) * r.col_step;
+    const int64_t Wg = WG > 0 ? WG : s.Wg;
+    const int64_t col_step = WG > 0 ? FK * WG : r.col_step;
+    const uint64_t* act0 = r.act_n + x0 * r.col_step;
     for (int64_t t = 0; t < r.taps; ++t) {
       const uint64_t* wp = block + r.weight_tap[t];
-      const int64_t at = r.act_tap[t];
-      for (int64_t j = 0; j < s.Wg; ++j) {
+      const uint64_t* at = act0 + r.act_tap[t];
+      for (int64_t j = 0; j < Wg; ++j) {
         __m512i w[OV][FM];
         for (int v = 0; v < OV; ++v)
           for (int m = 0; m < FM; ++m)
@@ -501,7 +507,7 @@ __attribute__((always_inline)) inline void lane_tile(const MBBLaneArgs& a,
         for (int p = 0; p < P; ++p) {
           for (int k = 0; k < FK; ++k) {
             const __m512i act_word = _mm512_set1_epi64(
-                static_cast<long long>(col[p][at + k * s.Wg + j]));
+                static_cast<long long>(at[p * col_step + k * Wg + j]));
             for (int v = 0; v < OV; ++v)
               for (int m = 0; m < FM; ++m)
                 part[v][p][m + k] = _mm512_add_epi64(
@@ -589,22 +595,22 @@ constexpr int lane_columns_per_tile() {
 }
 
 // Interior columns [x0, x0 + count), count <= P.
-template <int OV, int P, int FM, int FK, int E>
+template <int OV, int P, int FM, int FK, int E, int WG>
 __attribute__((always_inline)) inline void lane_interior(const MBBLaneArgs& a, const LaneRow& r,
                           int64_t x0, int64_t count, int64_t o) {
   if constexpr (P > 1) {
     if (count < P) {
-      lane_interior<OV, P - 1, FM, FK, E>(a, r, x0, count, o);
+      lane_interior<OV, P - 1, FM, FK, E, WG>(a, r, x0, count, o);
       return;
     }
   }
-  lane_tile<OV, P, FM, FK, E>(a, r, x0, o);
+  lane_tile<OV, P, FM, FK, E, WG>(a, r, x0, o);
 }
 
 // Channels [o_begin, o_end) at columns [x0, x0 + count) of one row, 16
 // channels at a time (8 for the last odd block): the outputs of a pixel
 // are written together, so the stores stream.
-template <int FM, int FK, int E>
+template <int FM, int FK, int E, int WG>
 __attribute__((always_inline)) inline void lane_columns(const MBBLaneArgs& a, const LaneRow& r, int64_t x0,
                          int64_t count, bool interior, int64_t o_begin,
                          int64_t o_end) {
@@ -613,9 +619,9 @@ __attribute__((always_inline)) inline void lane_columns(const MBBLaneArgs& a, co
     const bool two = o + kMBBChannelLanes < o_end;
     if (interior) {
       if (two)
-        lane_interior<2, P, FM, FK, E>(a, r, x0, count, o);
+        lane_interior<2, P, FM, FK, E, WG>(a, r, x0, count, o);
       else
-        lane_interior<1, P, FM, FK, E>(a, r, x0, count, o);
+        lane_interior<1, P, FM, FK, E, WG>(a, r, x0, count, o);
     } else {
       for (int64_t x = x0; x < x0 + count; ++x) {
         if (two)
@@ -633,7 +639,7 @@ __attribute__((always_inline)) inline void lane_columns(const MBBLaneArgs& a, co
 // enough for its counters and pointers to stay in registers. The local
 // copies tell the compiler that stores through the output pointers cannot
 // change them.)
-template <int FM, int FK, int E>
+template <int FM, int FK, int E, int WG>
 __attribute__((noinline)) void lane_row(const MBBLaneArgs& args,
                                         const LaneRow& row, int64_t o_begin,
                                         int64_t o_end, int64_t interior_begin,
@@ -642,14 +648,15 @@ __attribute__((noinline)) void lane_row(const MBBLaneArgs& args,
   const LaneRow r = row;
   constexpr int P = lane_columns_per_tile<FM, FK>();
   if (interior_begin > 0)
-    lane_columns<FM, FK, E>(a, r, 0, interior_begin, false, o_begin, o_end);
+    lane_columns<FM, FK, E, WG>(a, r, 0, interior_begin, false, o_begin,
+                                o_end);
   for (int64_t x0 = interior_begin; x0 < interior_end; x0 += P) {
     const int64_t count = interior_end - x0 < P ? interior_end - x0 : P;
-    lane_columns<FM, FK, E>(a, r, x0, count, true, o_begin, o_end);
+    lane_columns<FM, FK, E, WG>(a, r, x0, count, true, o_begin, o_end);
   }
   if (interior_end < a.s.Wo)
-    lane_columns<FM, FK, E>(a, r, interior_end, a.s.Wo - interior_end, false,
-                            o_begin, o_end);
+    lane_columns<FM, FK, E, WG>(a, r, interior_end, a.s.Wo - interior_end,
+                                false, o_begin, o_end);
 }
 
 // The interior columns [begin, end): those reading every kernel column
@@ -670,21 +677,48 @@ inline void lane_interior_columns(const MBBLaneArgs& a, int64_t* begin,
 
 // One row of channels [o_begin, o_end) with the bits and the epilogue as
 // template arguments (1 and 2 bits unrolled; others generic).
+// Few words per pixel (64, 128, 256 channels) at stride 1: the word count
+// as a template argument too (see lane_tile).
+template <int FM, int FK, int E>
+__attribute__((always_inline)) inline void lane_row_words(
+    const MBBLaneArgs& a, const LaneRow& r, int64_t o_begin, int64_t o_end,
+    int64_t interior_begin, int64_t interior_end) {
+  // (Not for the float epilogue: its extra pointers and branches then no
+  // longer fit in registers, and it measured slower.)
+  const int64_t Wg = a.s.sw == 1 && E != kLaneFloat ? a.s.Wg : 0;
+  if (Wg == 1)
+    lane_row<FM, FK, E, 1>(a, r, o_begin, o_end, interior_begin,
+                           interior_end);
+  else if (Wg == 2)
+    lane_row<FM, FK, E, 2>(a, r, o_begin, o_end, interior_begin,
+                           interior_end);
+  else if (Wg == 4)
+    lane_row<FM, FK, E, 4>(a, r, o_begin, o_end, interior_begin,
+                           interior_end);
+  else
+    lane_row<FM, FK, E, 0>(a, r, o_begin, o_end, interior_begin,
+                           interior_end);
+}
+
 template <int E>
 __attribute__((always_inline)) inline void lane_row_bits(
     const MBBLaneArgs& a, const LaneRow& r, int64_t o_begin, int64_t o_end,
     int64_t interior_begin, int64_t interior_end) {
   const int64_t bits = a.s.M * 10 + a.s.K;
   if (bits == 11)
-    lane_row<1, 1, E>(a, r, o_begin, o_end, interior_begin, interior_end);
+    lane_row_words<1, 1, E>(a, r, o_begin, o_end, interior_begin,
+                            interior_end);
   else if (bits == 22)
-    lane_row<2, 2, E>(a, r, o_begin, o_end, interior_begin, interior_end);
+    lane_row_words<2, 2, E>(a, r, o_begin, o_end, interior_begin,
+                            interior_end);
   else if (bits == 12)
-    lane_row<1, 2, E>(a, r, o_begin, o_end, interior_begin, interior_end);
+    lane_row_words<1, 2, E>(a, r, o_begin, o_end, interior_begin,
+                            interior_end);
   else if (bits == 21)
-    lane_row<2, 1, E>(a, r, o_begin, o_end, interior_begin, interior_end);
+    lane_row_words<2, 1, E>(a, r, o_begin, o_end, interior_begin,
+                            interior_end);
   else
-    lane_row<0, 0, E>(a, r, o_begin, o_end, interior_begin, interior_end);
+    lane_row<0, 0, E, 0>(a, r, o_begin, o_end, interior_begin, interior_end);
 }
 
 inline void lane_dispatch(const MBBLaneArgs& a, const LaneRow& r,
