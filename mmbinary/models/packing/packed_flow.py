@@ -405,6 +405,23 @@ def depthwise_pack(parts: DepthwiseParts,
         out_bits, out_inv, out_signed)
 
 
+def packing_clamps(act: Tuple[float, float], conv: PackedMBBConv2d) -> bool:
+    """Whether packing into ``conv``'s words gives every value the level
+    it would have after the activation clamp ``act`` (so the clamp can be
+    skipped): unsigned words take level 0 for every value <= 0 and the top
+    level for every value whose ``value * inv_step`` (float32) reaches it,
+    so a ReLU, or a ReLU6 when ``6 * inv_step`` reaches the top level,
+    changes no level."""
+    low, high = act
+    if conv.signed or low != 0.0:
+        return False
+    if high == math.inf:
+        return True
+    top = float((1 << conv.a_bits) - 1)
+    scaled = torch.tensor(high, dtype=torch.float32) * conv.inv_step.cpu()
+    return bool(scaled >= top)
+
+
 def _flow_inverted_residual(block: nn.Module, parts: BlockParts,
                             x: Tensor) -> Tensor:
     """expand (words in, float out) -> depthwise -> linear conv (words in,
@@ -418,8 +435,9 @@ def _flow_inverted_residual(block: nn.Module, parts: BlockParts,
     if block.__dict__.get(_FUSE_DEPTHWISE, FUSE_DEPTHWISE):
         _, words = depthwise_pack(parts.depthwise, hidden, next_conv=linear)
     else:  # torch's depthwise, then packed
+        activate = not packing_clamps(parts.depthwise[2], linear)
         words = torch.ops.mmbinary.mbb_quantize_pack(
-            parts.depthwise_module(hidden), linear.a_bits,
+            parts.depthwise_module(hidden, activate=activate), linear.a_bits,
             float(linear.inv_step), linear.signed, 1)
     out, next_words = conv_words(linear, words, linear_act,
                                  next_conv=_next_conv(block), float_out=True,

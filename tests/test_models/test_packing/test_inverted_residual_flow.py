@@ -264,3 +264,27 @@ def test_disable_gives_blocks_back_their_forward_and_keeps_the_choice():
     assert '_mmbinary_next_block' not in block.__dict__
     enable_packed_flow(model)  # as kernel_choice does after measuring
     assert block.__dict__[pf._FUSE_DEPTHWISE] is True
+
+
+@pytest.mark.parametrize('bits', [1, 2, 4])
+def test_packing_clamps_only_where_no_level_changes(bits):
+    model = packed_backbone('mmdet', bits)
+    linear = model.layer4[1].linear_conv.conv
+    relu6, relu = (0.0, 6.0), (0.0, float('inf'))
+    top = (1 << bits) - 1
+    values = torch.randn(1, linear.in_channels, 5, 7) * 8
+    values[0, :3, 0, 0] = torch.tensor([6.0, float('inf'), -float('inf')])
+
+    def words(x):
+        return torch.ops.mmbinary.mbb_quantize_pack(
+            x, linear.a_bits, float(linear.inv_step), linear.signed, 1)
+
+    for clip, clamps in ((6.0, True), (5.0, True), (6.5, False)):
+        linear.inv_step.fill_(top / clip)
+        assert pf.packing_clamps(relu6, linear) is clamps
+        assert torch.equal(words(values.clamp(0, 6)), words(values)) or \
+            not clamps
+        assert pf.packing_clamps(relu, linear)
+    assert not pf.packing_clamps(pf.NO_ACTIVATION, linear)
+    linear.signed = True
+    assert not pf.packing_clamps(relu, linear)
