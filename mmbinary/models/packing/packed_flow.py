@@ -343,9 +343,9 @@ def _flow_block_forward(self: nn.Module, x: Tensor) -> Tensor:
 
 def depthwise_epilogue(conv: nn.Conv2d,
                        norm: Optional[_BatchNorm]) -> Tuple[Tensor, Tensor]:
-    """Per-channel float32 ``(scale, bias)`` with ``norm(conv(x)) ==
-    acc * scale + bias``, ``acc`` the bias-free conv sum, read from the
-    modules now (a changed model stays correct).
+    """Per-channel float32 ``(scale, bias)`` with ``norm(conv(x)) =
+    acc * scale + bias`` (in exact arithmetic), ``acc`` the bias-free conv
+    sum, read from the modules now (a changed model stays correct).
 
     Args:
         conv (nn.Conv2d): the depthwise conv (C channels).
