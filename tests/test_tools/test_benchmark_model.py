@@ -133,7 +133,11 @@ def test_demo_detector_table_and_agreement(tool, capsys):
     layer_rows = re.findall(r'^\| (backbone\.\S+|neck\.\S+|bbox_head\.\S+) '
                             r'\| (?:flow: )?(\d+)->(\d+) (\d)x(\d)',
                             breakdown, re.M)
-    assert len(layer_rows) > 2 * 40
+    # (an inverted-residual block is one row: its expand and linear convs)
+    assert len(layer_rows) > 2 * 25
+    assert re.search(
+        r'^\| backbone\.layer2\.1 \| flow: 24->144 1x1 W2A2[^|+]* '
+        r'\+ 144->24 1x1 W2A2', breakdown, re.M)
     if peak[1] != 'n/a':  # every timed layer has its share of the peak
         shares = re.findall(r'^\| (?:backbone|neck|bbox_head)\.\S+ \|.*\| '
                             r'(\d+) % \|', breakdown, re.M)

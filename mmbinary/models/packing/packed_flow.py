@@ -20,19 +20,31 @@ modules run. Handled: mmdet's and mmseg's ResNet ``Bottleneck`` and
 with one group and whose norms are folded, and mmcv ``ConvModule`` s
 (conv -> folded norm -> ReLU / ReLU6) around such a conv, which apply
 their activation in the epilogue and hand words on inside a stage or a
-dense head's tower (FPN convs, RetinaNet heads, MobileNetV2 blocks).
+dense head's tower (FPN convs, RetinaNet heads).
+
+MobileNetV2's ``InvertedResidual`` blocks (mmdet's and mmseg's; no SE, no
+checkpointing) flow as a whole: the packed expand conv takes words and
+writes its float output, the float depthwise ConvModule (conv -> batch
+norm or folded -> ReLU / ReLU6) runs, its output goes to the packed linear
+conv as words, and the linear conv adds the block's input in its epilogue
+and hands the next block its words. The depthwise runs in torch (the
+layer-by-layer floats exactly), or, with ``fuse_depthwise``, as one pass
+of ``torch.ops.mmbinary.depthwise_pack`` writing the words only; its
+floats are the op's (see :func:`depthwise_pack`).
 Anything else keeps its own forward.
 """
 import math
 import types
-from typing import List, Optional, Sequence, Tuple
+from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmbinary.ops import ext_loaded
 
 from .convert import FoldedNorm
+from .norm_folding import is_foldable_norm
 from .packed_layers import PackedMBBConv2d
 
 #: ModuleLists whose entries run one after the other on one tensor: the
@@ -42,6 +54,22 @@ SEQUENTIAL_LISTS = ('cls_convs', 'reg_convs')
 #: Attribute of a block's float output holding the next block's words:
 #: (consumer block, the output's version counter, words).
 _WORDS = '_mmbinary_next_words'
+
+
+#: A flowing ConvModule's packed conv and activation clamp.
+PackedParts = Tuple[PackedMBBConv2d, Tuple[float, float]]
+#: A depthwise ConvModule's float parts: the conv, its batch norm (None
+#: when absent or already folded into the conv) and the activation clamp.
+DepthwiseParts = Tuple[nn.Conv2d, Optional[_BatchNorm], Tuple[float, float]]
+
+
+class BlockParts(NamedTuple):
+    """What an inverted-residual block's flow runs."""
+    expand: Optional[PackedParts]  # None without expand conv
+    depthwise_module: nn.Module  # the ConvModule (torch's depthwise)
+    depthwise: DepthwiseParts  # its parts (the fused op)
+    linear: PackedParts
+    shortcut: bool  # adds the block's input
 
 
 def _flow_layer(module: nn.Module) -> bool:
@@ -70,9 +98,7 @@ def _block_convs(block: nn.Module) -> Optional[List[PackedMBBConv2d]]:
     return convs
 
 
-def _conv_module_parts(
-        module: nn.Module
-) -> Optional[Tuple[PackedMBBConv2d, Tuple[float, float]]]:
+def _conv_module_parts(module: nn.Module) -> Optional[PackedParts]:
     """The packed conv and activation clamp of an mmcv ``ConvModule``
     (conv -> folded norm -> ReLU / ReLU6 / none), or None if it can't run
     fused."""
@@ -95,13 +121,105 @@ def _conv_module_parts(
     return conv, act
 
 
+def _from_mm(module: nn.Module, name: str, packages: Tuple[str, ...]) -> bool:
+    """``module`` is the class ``name`` of one of ``packages``."""
+    return type(module).__name__ == name and type(
+        module).__module__.startswith(packages)
+
+
+def _depthwise_parts(module: nn.Module) -> Optional[DepthwiseParts]:
+    """The parts of an mmcv ``ConvModule`` running a float depthwise conv
+    (zero padding) -> batch norm in eval (or folded) -> ReLU / ReLU6 /
+    none, or None if :func:`depthwise_pack` can't run it."""
+    if not _from_mm(module, 'ConvModule', ('mmcv.', )):
+        return None
+    conv = getattr(module, 'conv', None)
+    if type(conv) is not nn.Conv2d or conv.padding_mode != 'zeros' or \
+            isinstance(conv.padding, str):
+        return None
+    if not (conv.groups == conv.in_channels == conv.out_channels) or \
+            conv.weight.dtype != torch.float32:
+        return None
+    if getattr(module, 'with_explicit_padding', False) or tuple(
+            getattr(module, 'order', ())) != ('conv', 'norm', 'act'):
+        return None
+    if getattr(module, 'efficient_conv_bn_eval_forward', None) is not None:
+        return None
+    norm = module.norm if module.with_norm else None
+    if isinstance(norm, nn.Identity):  # FoldedNorm, or folded into conv
+        norm = None
+    if norm is not None and not (type(norm) is nn.BatchNorm2d
+                                 and is_foldable_norm(norm)
+                                 and not norm.training):
+        return None
+    act = NO_ACTIVATION
+    if module.with_activation:
+        act = ACTIVATIONS.get(type(module.activate))
+        if act is None:
+            return None
+    return conv, norm, act
+
+
+def _block_conv_modules(
+        block: nn.Module
+) -> Optional[Tuple[Optional[nn.Module], nn.Module, nn.Module, bool]]:
+    """mmdet's or mmseg's ``InvertedResidual`` as ([expand], depthwise,
+    linear ConvModule, adds its input), or None for another module or a
+    block with SE, checkpointing or a training drop path."""
+    if _from_mm(block, 'InvertedResidual', ('mmdet.', )):
+        if block.with_se or block.with_cp:
+            return None
+        if not isinstance(block.drop_path, nn.Identity) and \
+                block.drop_path.training:
+            return None
+        expand = block.expand_conv if block.with_expand_conv else None
+        return (expand, block.depthwise_conv, block.linear_conv,
+                bool(block.with_res_shortcut))
+    if _from_mm(block, 'InvertedResidual', ('mmseg.', )):
+        if block.with_cp or len(block.conv) not in (2, 3):
+            return None
+        expand = block.conv[0] if len(block.conv) == 3 else None
+        return (expand, block.conv[-2], block.conv[-1],
+                bool(block.use_res_connect))
+    return None
+
+
+def _inverted_residual_parts(block: nn.Module) -> Optional[BlockParts]:
+    """The parts of an inverted-residual block that flows: expand (if any)
+    and linear ConvModules around a packed conv, a float depthwise one
+    :func:`depthwise_pack` runs; None if it can't flow."""
+    modules = _block_conv_modules(block)
+    if modules is None:
+        return None
+    expand_module, depthwise_module, linear_module, shortcut = modules
+    expand = None
+    if expand_module is not None:
+        expand = _conv_module_parts(expand_module)
+        if expand is None:
+            return None
+    depthwise = _depthwise_parts(depthwise_module)
+    linear = _conv_module_parts(linear_module)
+    if depthwise is None or linear is None:
+        return None
+    if shortcut and linear[1] != NO_ACTIVATION:
+        return None  # the shortcut is added after the linear activation
+    return BlockParts(expand, depthwise_module, depthwise, linear, shortcut)
+
+
 def _flow_unit(module: nn.Module) -> Optional[PackedMBBConv2d]:
-    """The first packed conv of a block or ConvModule that flows."""
+    """The first packed conv of a block or ConvModule that flows (it takes
+    the unit's input as words)."""
     convs = _block_convs(module)
     if convs is not None:
         return convs[0]
     parts = _conv_module_parts(module)
-    return None if parts is None else parts[0]
+    if parts is not None:
+        return parts[0]
+    block = _inverted_residual_parts(module)
+    if block is not None and block.expand is not None:
+        # Without an expand conv the float depthwise reads the input.
+        return block.expand[0]
+    return None
 
 
 def _runs_here(x: Tensor) -> bool:
@@ -223,31 +341,189 @@ def _flow_block_forward(self: nn.Module, x: Tensor) -> Tensor:
         raise
 
 
-def enable_packed_flow(model: nn.Module) -> List[str]:
+def depthwise_epilogue(conv: nn.Conv2d,
+                       norm: Optional[_BatchNorm]) -> Tuple[Tensor, Tensor]:
+    """Per-channel float32 ``(scale, bias)`` with ``norm(conv(x)) =
+    acc * scale + bias`` (in exact arithmetic), ``acc`` the bias-free conv
+    sum, read from the modules now (a changed model stays correct).
+
+    Args:
+        conv (nn.Conv2d): the depthwise conv (C channels).
+        norm (_BatchNorm, optional): its batch norm in eval mode.
+
+    Returns:
+        tuple[Tensor, Tensor]: (C,) float32 each.
+    """
+    channels = conv.out_channels
+    weight = conv.weight
+    bias = (conv.bias.detach() if conv.bias is not None else
+            weight.new_zeros(channels))
+    if norm is None:
+        return weight.new_ones(channels), bias
+    scale = torch.rsqrt(norm.running_var + norm.eps)
+    if norm.affine:
+        scale = scale * norm.weight.detach()
+    shift = (bias - norm.running_mean) * scale
+    if norm.affine:
+        shift = shift + norm.bias.detach()
+    return scale, shift
+
+
+def depthwise_pack(parts: DepthwiseParts,
+                   x: Tensor,
+                   next_conv: Optional[PackedMBBConv2d] = None,
+                   float_out: bool = False) -> Tuple[Tensor, Tensor]:
+    """A depthwise ConvModule (conv -> norm -> activation) in one pass of
+    ``torch.ops.mmbinary.depthwise_pack``.
+
+    Its floats are the op's (products and sums in float32 without fused
+    multiply-adds, then ``acc * scale + bias``); torch's conv and batch
+    norm fuse multiply-adds, so they can differ in the last bit.
+
+    Args:
+        parts (DepthwiseParts): from :func:`_depthwise_parts`.
+        x (Tensor): (N, C, H, W) float32.
+        next_conv (PackedMBBConv2d, optional): quantize the output into
+            this layer's activation words.
+        float_out (bool): return the float output.
+
+    Returns:
+        tuple[Tensor, Tensor]: the float output (N, C, Ho, Wo),
+        channels-last (empty if not asked for), and ``next_conv``'s words
+        (N, Ho, Wo, 1, K, Wg) (empty without it).
+    """
+    conv, norm, act = parts
+    scale, bias = depthwise_epilogue(conv, norm)
+    out_bits, out_inv, out_signed = 0, 1.0, False
+    if next_conv is not None:
+        out_bits = next_conv.a_bits
+        out_inv = float(next_conv.inv_step)
+        out_signed = next_conv.signed
+    return torch.ops.mmbinary.depthwise_pack(
+        x, conv.weight.detach(), scale, bias, list(conv.stride),
+        list(conv.padding), list(conv.dilation), act[0], act[1], float_out,
+        out_bits, out_inv, out_signed)
+
+
+def packing_clamps(act: Tuple[float, float], conv: PackedMBBConv2d) -> bool:
+    """Whether packing into ``conv``'s words gives every value the level
+    it would have after the activation clamp ``act`` (so the clamp can be
+    skipped): unsigned words take level 0 for every value <= 0 and the top
+    level for every value whose ``value * inv_step`` (float32) reaches it,
+    so a ReLU, or a ReLU6 when ``6 * inv_step`` reaches the top level,
+    changes no level."""
+    low, high = act
+    if conv.signed or low != 0.0:
+        return False
+    if high == math.inf:
+        return True
+    top = float((1 << conv.a_bits) - 1)
+    scaled = torch.tensor(high, dtype=torch.float32) * conv.inv_step.cpu()
+    return bool(scaled >= top)
+
+
+def _flow_inverted_residual(block: nn.Module, parts: BlockParts,
+                            x: Tensor) -> Tensor:
+    """expand (words in, float out) -> depthwise -> linear conv (words in,
+    + x in its epilogue) -> float out, the next block's words handed on."""
+    hidden = x
+    if parts.expand is not None:
+        conv, act = parts.expand
+        hidden, _ = conv_words(conv, _input_words(block, conv, x), act,
+                               float_out=True)
+    linear, linear_act = parts.linear
+    if block.__dict__.get(_FUSE_DEPTHWISE, FUSE_DEPTHWISE):
+        _, words = depthwise_pack(parts.depthwise, hidden, next_conv=linear)
+    else:  # torch's depthwise, then packed
+        activate = not packing_clamps(parts.depthwise[2], linear)
+        words = torch.ops.mmbinary.mbb_quantize_pack(
+            parts.depthwise_module(hidden, activate=activate), linear.a_bits,
+            float(linear.inv_step), linear.signed, 1)
+    out, next_words = conv_words(linear, words, linear_act,
+                                 next_conv=_next_conv(block), float_out=True,
+                                 residual=x if parts.shortcut else None)
+    _hand_on(block, out, next_words)
+    return out
+
+
+def _flow_inverted_residual_forward(self: nn.Module, x: Tensor) -> Tensor:
+    """An inverted-residual block's forward with packed activations into
+    its packed convs and the shortcut in the linear conv's epilogue (see
+    :func:`enable_packed_flow` for what it equals)."""
+    parts = _inverted_residual_parts(self)
+    if parts is None or not _runs_here(x):
+        return type(self).forward(self, x)
+    try:
+        return _flow_inverted_residual(self, parts, x)
+    except RuntimeError:
+        if bool(torch.isnan(x).any()):  # NaN: the layer-by-layer path
+            return type(self).forward(self, x)
+        raise
+
+
+#: The flow forwards, as installed on instances.
+FLOW_FORWARDS = (_flow_block_forward, _flow_conv_module_forward,
+                 _flow_inverted_residual_forward)
+#: Instance attribute of an inverted-residual block: run its depthwise
+#: ConvModule with the fused op (True) or with torch (False). Kept by
+#: :func:`disable_packed_flow`, so enabling again keeps the choice.
+_FUSE_DEPTHWISE = '_mmbinary_fuse_depthwise'
+#: Whether a block's depthwise ConvModule runs as :func:`depthwise_pack`
+#: unless :func:`enable_packed_flow` is told otherwise. Off: torch's conv
+#: and norm give the layer-by-layer floats exactly, and on AVX-512 CPUs
+#: they run faster than the op (oneDNN's depthwise conv).
+FUSE_DEPTHWISE = False
+
+
+def _flow_forward(module: nn.Module):
+    """The flow forward ``module`` takes, or None if it can't flow."""
+    if _block_convs(module) is not None:
+        return _flow_block_forward
+    if _conv_module_parts(module) is not None:
+        return _flow_conv_module_forward
+    if _inverted_residual_parts(module) is not None:
+        return _flow_inverted_residual_forward
+    return None
+
+
+def enable_packed_flow(model: nn.Module,
+                       fuse_depthwise: Optional[bool] = None) -> List[str]:
     """Let every eligible residual block of a packed model pass packed
     activations between its convs, and to the next block of its stage (in
     place; idempotent).
 
+    ResNet blocks and ConvModules give exactly their layer-by-layer
+    outputs. An inverted-residual block (MobileNetV2) does too with
+    ``fuse_depthwise=False``; with ``fuse_depthwise`` its float depthwise
+    ConvModule runs as :func:`depthwise_pack`, whose floats are the op's
+    (no fused multiply-adds) where torch's conv and batch norm fuse them:
+    a float can differ in its last bit, and the linear conv's activation
+    level where that float sits on a level boundary. The block then equals
+    the layer-by-layer path with the op's depthwise floats, bit for bit.
+
     Args:
         model (nn.Module): after :func:`convert_to_packed` or
             :func:`apply_packed_layout`.
+        fuse_depthwise (bool, optional): run inverted-residual blocks'
+            depthwise ConvModules with the fused op; None: as the block
+            was last set, else :data:`FUSE_DEPTHWISE`.
 
     Returns:
-        list[str]: names of the blocks that now flow.
+        list[str]: names of the blocks and ConvModules that now flow.
     """
     names = []
     for name, module in model.named_modules():
-        if _block_convs(module) is not None:
-            forward = _flow_block_forward
-        elif _conv_module_parts(module) is not None:
-            forward = _flow_conv_module_forward
-        else:
+        forward = _flow_forward(module)
+        if forward is None:
             continue
         # An instance attribute: the class's forward stays the fallback.
         module.forward = types.MethodType(forward, module)
+        if forward is _flow_inverted_residual_forward and \
+                fuse_depthwise is not None:
+            module.__dict__[_FUSE_DEPTHWISE] = bool(fuse_depthwise)
         names.append(name)
     # A unit whose successor in a Sequential (a stage) or a head tower
-    # flows too hands it its activation words.
+    # takes words hands it its activation words.
     for container_name, module in model.named_modules():
         in_sequence = isinstance(module, nn.Sequential) or (
             isinstance(module, nn.ModuleList)
@@ -256,7 +532,7 @@ def enable_packed_flow(model: nn.Module) -> List[str]:
             continue
         units = list(module.children())
         for unit, following in zip(units, units[1:]):
-            if _flow_unit(unit) is not None and _flow_unit(
+            if _flow_forward(unit) is not None and _flow_unit(
                     following) is not None:
                 # Not a submodule: a plain reference, kept out of
                 # state_dict and module traversal.
@@ -267,16 +543,14 @@ def enable_packed_flow(model: nn.Module) -> List[str]:
 def packed_flow_enabled(model: nn.Module) -> bool:
     """Whether :func:`enable_packed_flow` is in effect on ``model``."""
     return any(
-        getattr(module.__dict__.get('forward'), '__func__', None) in (
-            _flow_block_forward, _flow_conv_module_forward)
-        for module in model.modules())
+        getattr(module.__dict__.get('forward'), '__func__', None) in
+        FLOW_FORWARDS for module in model.modules())
 
 
 def disable_packed_flow(model: nn.Module) -> None:
     """Give every block and ConvModule back its layer-by-layer forward."""
     for module in model.modules():
         forward = module.__dict__.get('forward')
-        if getattr(forward, '__func__', None) in (_flow_block_forward,
-                                                  _flow_conv_module_forward):
+        if getattr(forward, '__func__', None) in FLOW_FORWARDS:
             del module.forward
         module.__dict__.pop('_mmbinary_next_block', None)

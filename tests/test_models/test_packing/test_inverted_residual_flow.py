@@ -1,0 +1,290 @@
+# Copyright (c) mmbinary contributors. All rights reserved.
+"""Packed activations through MobileNetV2's inverted-residual blocks:
+expand conv (words in) -> depthwise -> linear conv (+ shortcut in its
+epilogue), words handed from block to block."""
+import types
+
+import pytest
+import torch
+from torch import nn
+
+from mmbinary.models.backbones import MBBDilatedMobileNetV2, MBBMobileNetV2
+from mmbinary.models.packing import convert_to_packed
+from mmbinary.models.packing import packed_flow as pf
+from mmbinary.models.packing.packed_flow import (disable_packed_flow,
+                                                 enable_packed_flow,
+                                                 packed_flow_enabled)
+from mmbinary.utils.benchmark import fold_batch_norms
+
+pytestmark = pytest.mark.ext
+
+#: backbone class and its arguments.
+BACKBONES = {
+    'mmdet': (MBBMobileNetV2, dict(out_indices=(2, 4, 6))),
+    'mmseg': (MBBDilatedMobileNetV2,
+              dict(strides=(1, 2, 2, 1, 1, 1, 1),
+                   dilations=(1, 1, 1, 2, 2, 4, 4),
+                   out_indices=(1, 2, 4, 6))),
+}
+#: Blocks per stage of MobileNetV2 (layer1 .. layer7).
+BLOCKS = (1, 2, 3, 4, 3, 3, 1)
+
+
+def randomize_norms(model: nn.Module, seed: int = 0) -> None:
+    """Batch norms with non-trivial scales and shifts (some negative)."""
+    gen = torch.Generator().manual_seed(seed)
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            shape = module.running_mean.shape
+            module.running_mean.copy_(torch.rand(shape, generator=gen) - 0.5)
+            module.running_var.copy_(torch.rand(shape, generator=gen) * 1.5 +
+                                     0.5)
+            module.weight.data.copy_(torch.rand(shape, generator=gen) * 2 - 1)
+            module.bias.data.copy_(torch.rand(shape, generator=gen) - 0.5)
+
+
+def packed_backbone(kind: str, bits: int, fold: bool = False) -> nn.Module:
+    """A calibrated MBB MobileNetV2, packed (the depthwise norms folded
+    into their float convs too with ``fold``, as benchmark_model does)."""
+    cls, kwargs = BACKBONES[kind]
+    torch.manual_seed(bits)
+    model = cls(w_bits=bits, a_bits=bits, **kwargs)
+    model.train()
+    with torch.no_grad():
+        model(torch.randn(2, 3, 64, 64))
+    model.eval()
+    randomize_norms(model, bits)
+    convert_to_packed(model)
+    if fold:
+        fold_batch_norms(model)
+    return model
+
+
+def blocks(model: nn.Module) -> list:
+    return [(name, module) for name, module in model.named_modules()
+            if type(module).__name__ == 'InvertedResidual']
+
+
+def depthwise_with_the_op(model: nn.Module) -> None:
+    """The layer-by-layer path with every block's depthwise ConvModule run
+    by ``depthwise_pack`` (float out): the fused flow's reference."""
+    for _, block in blocks(model):
+        parts = pf._inverted_residual_parts(block)
+
+        def forward(self, x, parts=parts.depthwise):
+            return pf.depthwise_pack(parts, x, float_out=True)[0]
+
+        parts.depthwise_module.forward = types.MethodType(
+            forward, parts.depthwise_module)
+
+
+def run(model: nn.Module, x: torch.Tensor) -> tuple:
+    with torch.no_grad():
+        return tuple(model(x))
+
+
+@pytest.mark.parametrize('kind', ['mmdet', 'mmseg'])
+@pytest.mark.parametrize('bits', [1, 2, 4])
+def test_flow_equals_layer_by_layer(monkeypatch, kind, bits):
+    model = packed_backbone(kind, bits)
+    flowing = enable_packed_flow(model, fuse_depthwise=False)
+    names = [name for name, _ in blocks(model)]
+    assert len(names) == sum(BLOCKS)
+    assert set(names) <= set(flowing)
+    calls = []
+    flow_block = pf._flow_inverted_residual
+
+    def counted(block, *args):
+        calls.append(block)
+        return flow_block(block, *args)
+
+    monkeypatch.setattr(pf, '_flow_inverted_residual', counted)
+    x = torch.randn(1, 3, 64, 64)
+    flow = run(model, x)
+    monkeypatch.undo()
+    assert calls == [block for _, block in blocks(model)]
+    disable_packed_flow(model)
+    assert not packed_flow_enabled(model)
+    layerwise = run(model, x)
+    assert len(flow) == len(layerwise)
+    for a, b in zip(flow, layerwise):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize('kind', ['mmdet', 'mmseg'])
+@pytest.mark.parametrize('bits,fold', [(1, False), (2, False), (4, False),
+                                       (2, True)])
+def test_fused_depthwise_equals_the_layers_with_the_op(
+        monkeypatch, kind, bits, fold):
+    model = packed_backbone(kind, bits, fold)
+    calls = []
+    fused = pf.depthwise_pack
+
+    def counted(*args, **kwargs):
+        calls.append(kwargs.get('float_out', False))
+        return fused(*args, **kwargs)
+
+    x = torch.randn(1, 3, 64, 64)
+    monkeypatch.setattr(pf, 'depthwise_pack', counted)
+    enable_packed_flow(model, fuse_depthwise=True)
+    flow = run(model, x)
+    monkeypatch.undo()
+    assert calls == [False] * sum(BLOCKS)  # words only, every block
+    disable_packed_flow(model)
+    layerwise = run(model, x)
+    depthwise_with_the_op(model)
+    reference = run(model, x)
+    for a, b, c in zip(flow, reference, layerwise):
+        assert torch.equal(a, b)
+        # torch's conv and norm round a few depthwise floats differently.
+        assert float((a - c).norm() / c.norm()) < 1e-3
+
+
+def test_fold_batch_norms_keeps_the_blocks_flowing():
+    model = packed_backbone('mmdet', 2, fold=True)
+    flowing = enable_packed_flow(model, fuse_depthwise=False)
+    assert {name for name, _ in blocks(model)} <= set(flowing)
+    x = torch.randn(1, 3, 48, 64)
+    flow = run(model, x)
+    disable_packed_flow(model)
+    for a, b in zip(flow, run(model, x)):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize('kind', ['mmdet', 'mmseg'])
+def test_blocks_hand_the_next_block_its_words(kind):
+    model = packed_backbone(kind, 2)
+    enable_packed_flow(model)
+    stage = model.layer3
+    expand = pf._flow_unit(stage[1])
+    assert expand is (stage[1].expand_conv.conv
+                      if kind == 'mmdet' else stage[1].conv[0].conv)
+    x = torch.randn(1, 24, 16, 16)
+    with torch.no_grad():
+        out = stage[0](x)
+        handed = out._mmbinary_next_words
+        assert handed[0] is stage[1]
+        assert torch.equal(
+            handed[2],
+            torch.ops.mmbinary.mbb_quantize_pack(out, expand.a_bits,
+                                                 float(expand.inv_step),
+                                                 expand.signed, 1))
+        # The last block of a stage has no successor to hand words to.
+        assert not hasattr(stage[2](stage[1](out)), '_mmbinary_next_words')
+
+
+def test_a_block_without_expand_conv_takes_float():
+    model = packed_backbone('mmdet', 2)
+    flowing = enable_packed_flow(model)
+    first = model.layer1[0]
+    assert not first.with_expand_conv and 'layer1.0' in flowing
+    assert pf._flow_unit(first) is None  # the float depthwise reads x
+    assert pf._flow_forward(first) is pf._flow_inverted_residual_forward
+
+
+@pytest.mark.parametrize('fuse', [False, True])
+def test_changed_norm_is_read_at_call_time(fuse):
+    model = packed_backbone('mmseg', 2)
+    enable_packed_flow(model, fuse_depthwise=fuse)
+    run(model, torch.randn(1, 3, 32, 32))
+    randomize_norms(model, seed=7)  # the depthwise norms are still there
+    x = torch.randn(1, 3, 64, 64)
+    flow = run(model, x)
+    disable_packed_flow(model)
+    if fuse:
+        depthwise_with_the_op(model)
+    for a, b in zip(flow, run(model, x)):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize('fuse', [False, True])
+def test_flow_propagates_nan_through_the_layer_path(fuse):
+    model = packed_backbone('mmdet', 2)
+    enable_packed_flow(model, fuse_depthwise=fuse)
+    x = torch.randn(1, 3, 64, 64)
+    x[0, 0, 20, 20] = float('nan')
+    flow = run(model, x)
+    disable_packed_flow(model)
+    for a, b in zip(flow, run(model, x)):
+        assert a.isnan().any()
+        assert torch.equal(a.isnan(), b.isnan())
+
+
+def test_input_that_requires_grad_takes_the_layer_path(monkeypatch):
+    model = packed_backbone('mmdet', 2)
+    enable_packed_flow(model)
+
+    def refuse(*args):
+        raise AssertionError('the flow ran on a tensor requiring grad')
+
+    monkeypatch.setattr(pf, '_flow_inverted_residual', refuse)
+    x = torch.randn(1, 24, 16, 16, requires_grad=True)
+    out = model.layer3[0](x)
+    assert out.requires_grad
+
+
+def se_or_checkpointed_block(**kwargs) -> nn.Module:
+    from mmdet.models.layers import InvertedResidual
+    torch.manual_seed(0)
+    block = InvertedResidual(16, 16, 64,
+                             conv_cfg=dict(type='MBBConv', w_bits=2,
+                                           a_bits=2),
+                             act_cfg=dict(type='ReLU6'), **kwargs)
+    block.train()
+    with torch.no_grad():
+        block(torch.randn(2, 16, 8, 8))
+    return convert_to_packed(block)
+
+
+@pytest.mark.parametrize('kwargs', [
+    dict(se_cfg=dict(channels=64, ratio=4)),
+    dict(with_cp=True),
+])
+def test_blocks_with_se_or_checkpointing_keep_their_forward(kwargs):
+    block = se_or_checkpointed_block(**kwargs)
+    # Only its packed ConvModules flow, each on its own.
+    assert enable_packed_flow(block) == ['expand_conv', 'linear_conv']
+    assert 'forward' not in block.__dict__
+    x = torch.randn(1, 16, 8, 8)
+    with torch.no_grad():
+        flow = block(x)
+        disable_packed_flow(block)
+        assert torch.equal(flow, block(x))
+
+
+def test_disable_gives_blocks_back_their_forward_and_keeps_the_choice():
+    model = packed_backbone('mmseg', 1)
+    block = model.layer4[1]
+    assert block.__dict__.get(pf._FUSE_DEPTHWISE, pf.FUSE_DEPTHWISE) is False
+    enable_packed_flow(model, fuse_depthwise=True)
+    assert packed_flow_enabled(model)
+    assert block.__dict__[pf._FUSE_DEPTHWISE] is True
+    disable_packed_flow(model)
+    assert 'forward' not in block.__dict__
+    assert '_mmbinary_next_block' not in block.__dict__
+    enable_packed_flow(model)  # as kernel_choice does after measuring
+    assert block.__dict__[pf._FUSE_DEPTHWISE] is True
+
+
+@pytest.mark.parametrize('bits', [1, 2, 4])
+def test_packing_clamps_only_where_no_level_changes(bits):
+    model = packed_backbone('mmdet', bits)
+    linear = model.layer4[1].linear_conv.conv
+    relu6, relu = (0.0, 6.0), (0.0, float('inf'))
+    top = (1 << bits) - 1
+    values = torch.randn(1, linear.in_channels, 5, 7) * 8
+    values[0, :3, 0, 0] = torch.tensor([6.0, float('inf'), -float('inf')])
+
+    def words(x):
+        return torch.ops.mmbinary.mbb_quantize_pack(
+            x, linear.a_bits, float(linear.inv_step), linear.signed, 1)
+
+    for clip, clamps in ((6.0, True), (5.0, True), (6.5, False)):
+        linear.inv_step.fill_(top / clip)
+        assert pf.packing_clamps(relu6, linear) is clamps
+        assert torch.equal(words(values.clamp(0, 6)), words(values)) or \
+            not clamps
+        assert pf.packing_clamps(relu, linear)
+    assert not pf.packing_clamps(pf.NO_ACTIVATION, linear)
+    linear.signed = True
+    assert not pf.packing_clamps(relu, linear)
