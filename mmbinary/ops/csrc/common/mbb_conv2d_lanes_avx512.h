@@ -683,9 +683,7 @@ template <int FM, int FK, int E>
 __attribute__((always_inline)) inline void lane_row_words(
     const MBBLaneArgs& a, const LaneRow& r, int64_t o_begin, int64_t o_end,
     int64_t interior_begin, int64_t interior_end) {
-  // (Not for the float epilogue: its extra pointers and branches then no
-  // longer fit in registers, and it measured slower.)
-  const int64_t Wg = a.s.sw == 1 && E != kLaneFloat ? a.s.Wg : 0;
+  const int64_t Wg = a.s.sw == 1 ? a.s.Wg : 0;
   if (Wg == 1)
     lane_row<FM, FK, E, 1>(a, r, o_begin, o_end, interior_begin,
                            interior_end);
