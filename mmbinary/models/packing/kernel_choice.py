@@ -6,11 +6,13 @@ Every packed conv can run on the popcount kernel (AND + popcount over its
 (a dot product of the same integer codes); both give the same integer
 accumulator, so the outputs are bit-identical and the choice is about
 speed alone. Which is faster depends on the layer (bits, channels, kernel
-size, image size) and the CPU, so it is measured: each layer, on an input
-of the shape it sees in the model, is timed on both kernels and keeps the
-faster one. The choice is not saved with the weights (another machine
+size, image size, what the call writes) and the CPU, so it is measured:
+one forward records each layer's call (its activation words, residual and
+outputs as the packed flow passes them, or its float input), each layer
+replays it on both kernels and keeps the faster one. The choice is not saved with the weights (another machine
 chooses again).
 """
+import inspect
 import time
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Tuple
@@ -18,8 +20,6 @@ from typing import Callable, Dict, List, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from .packed_flow import (RELU, disable_packed_flow, enable_packed_flow,
-                          packed_flow_enabled)
 from .packed_layers import PackedMBBConv2d, int8_kernel_available
 
 
@@ -31,36 +31,70 @@ class KernelChoice:
     ms: Dict[str, float]
     kernel: str
     reason: str = ''  # why the integer kernel was not timed
+    call: str = ''  # the call that was timed (see _Call.describe)
 
 
-def _input_shapes(model: nn.Module,
-                  run: Callable[[], object]) -> Dict[str, Tuple[int, ...]]:
-    """(N, C, H, W) of every packed conv's input in one forward (the
-    layer-by-layer path, where each conv gets its own input)."""
-    flowing = packed_flow_enabled(model)
-    disable_packed_flow(model)
-    shapes: Dict[str, Tuple[int, ...]] = {}
-    handles = []
-    for name, module in model.named_modules():
-        if isinstance(module, PackedMBBConv2d):
+@dataclass
+class _Call:
+    """How a layer was called in one forward: ``run_words`` arguments
+    (the packed flow) or the float input of its own forward."""
+    run_words: Optional[tuple] = None
+    input: Optional[Tensor] = None
 
-            def hook(module, args, name=name):
-                if args and isinstance(args[0], Tensor):
-                    x = args[0]
-                    if x.dim() != 4:  # a linear layer: (*, C)
-                        x = x.reshape(-1, module.in_channels, 1, 1)
-                    shapes.setdefault(name, tuple(x.shape))
+    def describe(self) -> str:
+        """e.g. ``'words in; float + residual + words out'``."""
+        if self.run_words is None:
+            return 'float in; float out'
+        _, _, _, float_out, next_conv, residual = self.run_words
+        outs = (['float'] if float_out else []) + (
+            ['residual'] if residual is not None else []) + (
+                ['words'] if next_conv is not None else [])
+        return 'words in; ' + ' + '.join(outs) + ' out'
 
-            handles.append(module.register_forward_pre_hook(hook))
+    def shape(self, layer: PackedMBBConv2d) -> Tuple[int, ...]:
+        if self.run_words is not None:
+            n, h, w = self.run_words[0].shape[:3]
+            return (n, layer.in_channels, h, w)
+        return tuple(self.input.shape)
+
+
+def _record_calls(model: nn.Module,
+                  run: Callable[[], object]) -> Dict[str, _Call]:
+    """The first call of every packed conv in one forward of ``run``, with
+    the tensors it got (as the packed flow calls it, or through its own
+    forward where nothing flows)."""
+    names = {id(m): name for name, m in model.named_modules()
+             if isinstance(m, PackedMBBConv2d)}
+    calls: Dict[str, _Call] = {}
+    original = PackedMBBConv2d.run_words
+
+    def recording_run_words(layer, *args, **kwargs):
+        name = names.get(id(layer))
+        if name is not None and name not in calls:
+            bound = inspect.signature(original).bind(layer, *args, **kwargs)
+            bound.apply_defaults()
+            calls[name] = _Call(run_words=tuple(bound.arguments.values())[1:])
+        return original(layer, *args, **kwargs)
+
+    def pre_hook(layer, args):
+        name = names[id(layer)]
+        if name not in calls and args and isinstance(args[0], Tensor):
+            x = args[0]
+            if x.dim() != 4:  # a linear layer: (*, C)
+                x = x.reshape(-1, layer.in_channels, 1, 1)
+            calls[name] = _Call(input=x)
+
+    handles = [m.register_forward_pre_hook(pre_hook)
+               for m in model.modules() if id(m) in names]
+    PackedMBBConv2d.run_words = recording_run_words
     try:
         with torch.no_grad():
             run()
     finally:
+        PackedMBBConv2d.run_words = original
         for handle in handles:
             handle.remove()
-        if flowing:
-            enable_packed_flow(model)
-    return shapes
+    return calls
 
 
 def _best_ms(forward: Callable[[], object], repeat: int) -> float:
@@ -73,29 +107,25 @@ def _best_ms(forward: Callable[[], object], repeat: int) -> float:
     return best * 1e3
 
 
-def time_kernels(layer: PackedMBBConv2d, input_shape: Tuple[int, ...],
+def time_kernels(layer: PackedMBBConv2d, call: _Call,
                  repeat: int = 3) -> Dict[str, float]:
-    """ms of ``layer`` on each kernel that runs it, on packed activations of
-    ``input_shape`` (N, C, H, W), float output with a ReLU (what a flowing
-    layer writes). The layer's kernel is left as it was."""
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(input_shape, generator=gen) / float(layer.inv_step)
-    if not layer.signed:
-        x = x.abs()
-    words = torch.ops.mmbinary.mbb_quantize_pack(
-        x.contiguous(memory_format=torch.channels_last), layer.a_bits,
-        float(layer.inv_step), layer.signed, 1)
+    """ms of ``layer`` on each kernel that runs it, replaying ``call`` (the
+    same inputs, residual and outputs as in the model). The layer's kernel
+    is left as it was."""
     kernels = ['popcount']
     if layer.int8_unsupported() is None:
         kernels.append('int8')
+    if call.run_words is not None:
+        forward = lambda: layer.run_words(*call.run_words)  # noqa: E731
+    else:
+        forward = lambda: layer(call.input)  # noqa: E731
     kept = layer.kernel
     ms = {}
     try:
         with torch.no_grad():
             for kernel in kernels:
                 layer.kernel = kernel
-                ms[kernel] = _best_ms(
-                    lambda: layer.run_words(words, *RELU), repeat)
+                ms[kernel] = _best_ms(forward, repeat)
     finally:
         layer.kernel = kept
     return ms
@@ -122,21 +152,25 @@ def choose_kernels(model: nn.Module,
     """
     if repeat < 1:
         raise ValueError(f'repeat must be >= 1, got {repeat}')
-    shapes = _input_shapes(model, run)
+    for layer in model.modules():  # record what the popcount kernel gets
+        if isinstance(layer, PackedMBBConv2d):
+            layer.kernel = 'popcount'
+    calls = _record_calls(model, run)
     choices = []
     reason = ('' if int8_kernel_available() else
               'this CPU or build has no AVX-512 VNNI')
     for name, module in model.named_modules():
-        if not isinstance(module, PackedMBBConv2d) or name not in shapes:
+        if not isinstance(module, PackedMBBConv2d) or name not in calls:
             continue
         if module.groups != 1 or module.weight_words.device.type != 'cpu':
             continue  # the popcount kernel's own layouts
-        ms = time_kernels(module, shapes[name], repeat)
+        ms = time_kernels(module, calls[name], repeat)
         kernel = min(ms, key=ms.get)
         module.set_kernel(kernel)
         module.kernel_ms = dict(ms)
-        choice = KernelChoice(name, shapes[name], ms, kernel,
-                              reason or (module.int8_unsupported() or ''))
+        choice = KernelChoice(name, calls[name].shape(module), ms, kernel,
+                              reason or (module.int8_unsupported() or ''),
+                              calls[name].describe())
         choices.append(choice)
         if log is not None:
             log(f'{name}: ' + ', '.join(f'{k} {v:.2f} ms'

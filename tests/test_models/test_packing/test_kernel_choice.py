@@ -79,7 +79,12 @@ def test_choose_kernels_times_both_and_keeps_the_faster():
         assert layer.kernel_ms == choice.ms
         assert choice.input_shape[0] == 1
         assert choice.input_shape[1] == layer.in_channels
-    assert packed_flow_enabled(model)  # the flow is back on
+    # Each layer was timed on the call the packed flow makes.
+    calls = {choice.name: choice.call for choice in choices}
+    assert calls['layer1.0.conv1'] == 'words in; words out'
+    assert calls['layer1.0.conv2'] == 'words in; float + residual + words out'
+    assert calls['layer4.1.conv2'] == 'words in; float + residual out'
+    assert packed_flow_enabled(model)  # the flow is still on
     with torch.no_grad():
         after = model(x)
     for a, b in zip(before, after):
