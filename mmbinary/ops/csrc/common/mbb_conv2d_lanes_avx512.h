@@ -46,6 +46,10 @@ struct MBBLaneArgs {
   const int64_t* kx_range;       // (Wo, 2)
   const uint64_t* zero_words;    // K * Wg zero words (padded taps)
   float* out;                    // (N, Ho, Wo, O) float, or null
+  // Write whole 64-byte lines of `out` around the caches (an output much
+  // larger than the caches is not read back soon; O % 16 == 0 and `out`
+  // 64-byte aligned).
+  bool stream_out = false;
   int32_t* out_acc;              // (N, Ho, Wo, O) accumulators, or null
   const float* scale;            // (O8,) zero padded, with `out`
   const float* bias;             // (O8,) zero padded, with `out`
@@ -334,6 +338,7 @@ __attribute__((always_inline)) inline void finish_column(
     c00 = a.wsum_prefix + (ky0 * cols + kx0) * O8;
   }
   __mmask8 level_bits[2][2] = {{0, 0}, {0, 0}};  // thresholds: [k][v]
+  __m256i acc_half[2];  // float epilogue of 16 channels: both halves
   for (int v = 0; v < OV; ++v) {
     const int64_t oc = o + v * kMBBChannelLanes;
     if (OV == 1 && oc >= s.O) break;  // (OV 2: both vectors hold channels)
@@ -355,6 +360,10 @@ __attribute__((always_inline)) inline void finish_column(
                            _mm512_set1_epi64((int64_t{1} << s.K) - 1)));
     }
     const __m256i acc32 = _mm512_cvtepi64_epi32(acc);
+    if constexpr (E == kLaneFloat && OV == 2) {
+      acc_half[v] = acc32;  // (below, 16 channels a vector)
+      continue;
+    }
     const int64_t rest = s.O - oc;
     const __mmask8 lanes = rest >= 8 ? static_cast<__mmask8>(0xFF)
                                      : static_cast<__mmask8>((1u << rest) - 1u);
@@ -419,6 +428,62 @@ __attribute__((always_inline)) inline void finish_column(
     for (int64_t k = 0; k < a.out_K; ++k)
       dst[k * a.out_Wg * 8] = static_cast<uint8_t>(
           _mm256_test_epi32_mask(q, _mm256_set1_epi32(1 << k)) & lanes);
+  }
+  if constexpr (E == kLaneFloat && OV == 2) {
+    // The same operations as the 8-channel code, 16 channels a vector.
+    const int64_t rest = s.O - o;  // > 8
+    const bool full = rest >= 16;
+    const __mmask16 lanes =
+        full ? static_cast<__mmask16>(0xFFFF)
+             : static_cast<__mmask16>((1u << rest) - 1u);
+    const __m512i acc16 = _mm512_inserti64x4(
+        _mm512_castsi256_si512(acc_half[0]), acc_half[1], 1);
+    const int64_t at = pixel * s.O + o;
+    // float(acc) * scale + bias: two roundings (no FMA contraction); the
+    // padded scale and bias hold 16 channels from o.
+    const __m512 scaled = _mm512_mul_ps(_mm512_cvtepi32_ps(acc16),
+                                        _mm512_loadu_ps(a.scale + o));
+    __m512 value = _mm512_add_ps(scaled, _mm512_loadu_ps(a.bias + o));
+    if (a.residual != nullptr) {
+      // The same channels two tiles on: the residual streams from memory
+      // (pixels are 4 * O bytes apart, too far for the hardware
+      // prefetcher to follow).
+      _mm_prefetch(reinterpret_cast<const char*>(a.residual + at + 16 * s.O),
+                   _MM_HINT_T0);
+    }
+    if (a.residual != nullptr)
+      value = _mm512_add_ps(value,
+                            full ? _mm512_loadu_ps(a.residual + at)
+                                 : _mm512_maskz_loadu_ps(lanes,
+                                                         a.residual + at));
+    if (a.act_min != -INFINITY)
+      value = _mm512_max_ps(value, _mm512_set1_ps(a.act_min));
+    if (a.act_max != INFINITY)
+      value = _mm512_min_ps(value, _mm512_set1_ps(a.act_max));
+    if (a.out != nullptr) {
+      if (a.stream_out)
+        _mm512_stream_ps(a.out + at, value);
+      else if (full)
+        _mm512_storeu_ps(a.out + at, value);
+      else
+        _mm512_mask_storeu_ps(a.out + at, lanes, value);
+    }
+    if (a.out_words != nullptr) {
+      const __m512 top =
+          _mm512_set1_ps(static_cast<float>((1 << a.out_K) - 1));
+      __m512 level = _mm512_mul_ps(value, _mm512_set1_ps(a.out_inv_step));
+      if (a.out_signed)
+        level =
+            _mm512_mul_ps(_mm512_add_ps(level, top), _mm512_set1_ps(0.5f));
+      level = _mm512_min_ps(_mm512_max_ps(level, _mm512_setzero_ps()), top);
+      const __m512i q = _mm512_cvtps_epi32(level);
+      uint8_t* dst = a.out_words + pixel * a.out_K * a.out_Wg * 8 + o / 8;
+      for (int64_t k = 0; k < a.out_K; ++k) {
+        const uint16_t bits = static_cast<uint16_t>(
+            _mm512_test_epi32_mask(q, _mm512_set1_epi32(1 << k)) & lanes);
+        __builtin_memcpy(dst + k * a.out_Wg * 8, &bits, sizeof(bits));
+      }
+    }
   }
   if constexpr (E == kLaneThresholds) {
     // The channel bytes of the column, one store per plane (two bytes for

@@ -324,6 +324,11 @@ void run_lane_conv(const MBBConvShape& s, const uint64_t* act,
   a.zero_words =
       reinterpret_cast<const uint64_t*>(zero_words.const_data_ptr<int64_t>());
   a.out = to.out;
+  // Outputs above 8 MB bypass the caches (see MBBLaneArgs::stream_out).
+  constexpr int64_t kStreamBytes = int64_t{8} << 20;
+  a.stream_out = to.out != nullptr && s.O % 16 == 0 &&
+                 reinterpret_cast<uintptr_t>(to.out) % 64 == 0 &&
+                 s.N * s.Ho * s.Wo * s.O * 4 > kStreamBytes;
   a.out_acc = to.acc;
   a.residual = to.residual;
   a.act_min = to.act_min;
@@ -414,6 +419,7 @@ void run_lane_conv(const MBBConvShape& s, const uint64_t* act,
   const int64_t items = s.N * s.Ho * ((s.O + chunk - 1) / chunk);
   at::parallel_for(0, items, 1, [&](int64_t begin, int64_t end) {
     mbb_lanes_avx512::lane_conv_items(a, begin, end);
+    if (a.stream_out) _mm_sfence();  // the streamed lines, before returning
   });
 }
 #endif
