@@ -90,6 +90,7 @@ struct MBBInt8Args {
   const float* bias;          // (O16,) zero padded
   int32_t* out_acc;           // (N, Ho, Wo, O) accumulators, or null
   float* out;                 // (N, Ho, Wo, O) float, or null
+  bool stream_out = false;    // as MBBLaneArgs::stream_out
   const float* residual;      // (N, Ho, Wo, O) added, or null
   float act_min, act_max;     // clamp (each side skipped where infinite)
   uint16_t* out_words;        // (N, Ho, Wo, out_K, out_Wg) words, or null
@@ -155,13 +156,24 @@ inline void store_outputs(const MBBInt8Args& a, int64_t pixel, int64_t oc,
   const __m512 scaled =
       _mm512_mul_ps(_mm512_cvtepi32_ps(acc), _mm512_loadu_ps(a.scale + oc));
   __m512 value = _mm512_add_ps(scaled, _mm512_loadu_ps(a.bias + oc));
-  if (a.residual != nullptr)
+  if (a.residual != nullptr) {
+    // Two tiles on (see the channel-lane kernel's epilogue).
+    _mm_prefetch(reinterpret_cast<const char*>(a.residual + at + 12 * a.s.O),
+                 _MM_HINT_T0);
     value = _mm512_add_ps(value, _mm512_maskz_loadu_ps(lanes, a.residual + at));
+  }
   if (a.act_min != -INFINITY)
     value = _mm512_max_ps(value, _mm512_set1_ps(a.act_min));
   if (a.act_max != INFINITY)
     value = _mm512_min_ps(value, _mm512_set1_ps(a.act_max));
-  if (a.out != nullptr) _mm512_mask_storeu_ps(a.out + at, lanes, value);
+  if (a.out != nullptr) {
+    if (a.stream_out)
+      _mm512_stream_ps(a.out + at, value);
+    else if (lanes == static_cast<__mmask16>(0xFFFF))
+      _mm512_storeu_ps(a.out + at, value);
+    else
+      _mm512_mask_storeu_ps(a.out + at, lanes, value);
+  }
   if (a.out_words == nullptr) return;
   // The next layer's levels (as mbb_quantize_level), then their bits: the
   // 16 channels are one 16-bit quarter of a word.

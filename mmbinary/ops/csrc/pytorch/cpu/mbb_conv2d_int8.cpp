@@ -228,6 +228,11 @@ std::tuple<at::Tensor, at::Tensor> mbb_conv2d_int8_words_cpu(
     if (float_out) {
       out = at::empty({s.N, s.O, s.Ho, s.Wo}, float_options.memory_format(cl));
       a.out = out.data_ptr<float>();
+      // Outputs above 8 MB bypass the caches (see MBBLaneArgs::stream_out).
+      constexpr int64_t kStreamBytes = int64_t{8} << 20;
+      a.stream_out = s.O % 16 == 0 &&
+                     reinterpret_cast<uintptr_t>(a.out) % 64 == 0 &&
+                     s.N * s.Ho * s.Wo * s.O * 4 > kStreamBytes;
     }
     if (out_a_bits > 0) {
       const int64_t out_wg = mbb_num_words(s.O);
@@ -248,6 +253,7 @@ std::tuple<at::Tensor, at::Tensor> mbb_conv2d_int8_words_cpu(
   const int64_t items = s.N * s.Ho * ((OB + chunk - 1) / chunk);
   at::parallel_for(0, items, 1, [&](int64_t begin, int64_t end) {
     mbb_int8_avx512::conv_items(a, begin, end);
+    if (a.stream_out) _mm_sfence();  // the streamed lines, before returning
   });
 #endif
   return {out, words};
