@@ -197,6 +197,12 @@ def measure_and_draw(args, cfg, checkpoint, packed, out_file) -> dict:
     fast_packed = copy.deepcopy(packed_model)
     benchmark.fold_batch_norms(fast_packed)
     packed_cl = benchmark.to_channels_last(copy.deepcopy(fast_packed))
+    # Each packed conv on its faster exact kernel (popcount or integer),
+    # measured here, as at conversion.
+    from mmbinary.models.packing import choose_kernels
+    for choice in choose_kernels(
+            packed_cl, lambda: tensor_forward(packed_cl, images_cl), 1):
+        fast_packed.get_submodule(choice.name).set_kernel(choice.kernel)
     float_best, speed = benchmark.fastest_float(
         benchmark.float_twin(unpacked_model), images, tensor_forward,
         repeats, 1,

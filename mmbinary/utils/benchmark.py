@@ -31,7 +31,8 @@ from torch.nn.modules.batchnorm import _BatchNorm, _NormBase
 
 from mmbinary.models.layers import MBBConv2d, MBBLinear
 from mmbinary.models.packing import (FoldedNorm, PackedMBBConv2d,
-                                     find_layer_norm_pairs, fold_norm)
+                                     find_layer_norm_pairs, fold_norm,
+                                     use_onednn_convs)
 
 try:  # the packed ops' phase timers and the core clock, where built
     from mmbinary.ops import profiling
@@ -250,8 +251,10 @@ def fastest_float(float_model: nn.Module,
                   warmup: int = 1,
                   extra: Optional[Dict[str, Callable[[], Any]]] = None
                   ) -> Tuple[FloatBest, Dict[str, float]]:
-    """Time ``float_model`` as it is, with its batch norms folded, and
-    folded and channels-last, side by side with ``extra`` forwards.
+    """Time ``float_model`` as it is, with its batch norms folded, folded
+    and channels-last, and that with its 1x1 convs on oneDNN
+    (:func:`~mmbinary.models.packing.use_onednn_convs`), side by side with
+    ``extra`` forwards.
 
     Args:
         float_model (nn.Module): the float model (left unchanged).
@@ -266,21 +269,28 @@ def fastest_float(float_model: nn.Module,
     folded = copy.deepcopy(float_model)
     folded_norms = fold_batch_norms(folded)
     folded_cl = to_channels_last(copy.deepcopy(folded))
+    # The 1x1 convs on oneDNN too (torch's own choice at batch 1 on one
+    # thread is its slower im2col path), as in the packed models.
+    folded_cl_onednn = copy.deepcopy(folded_cl)
+    use_onednn_convs(folded_cl_onednn)
     image_cl = image.contiguous(memory_format=torch.channels_last)
     forms = {
         'unfolded NCHW': lambda: run(float_model, image),
         'folded NCHW': lambda: run(folded, image),
         'folded channels-last': lambda: run(folded_cl, image_cl),
+        'folded channels-last, 1x1 on oneDNN':
+        lambda: run(folded_cl_onednn, image_cl),
     }
     extra = extra or {}
     clash = set(forms) & set(extra)
     if clash:
         raise ValueError(f'extra forwards may not be named {sorted(clash)}')
     times = time_side_by_side({**forms, **extra}, repeat, warmup)
-    best = min(('folded NCHW', 'folded channels-last'), key=times.get)
+    models = {'folded NCHW': folded, 'folded channels-last': folded_cl,
+              'folded channels-last, 1x1 on oneDNN': folded_cl_onednn}
+    best = min(models, key=times.get)
     result = FloatBest({name: times[name] for name in forms}, best,
-                       folded if best == 'folded NCHW' else folded_cl,
-                       folded_norms)
+                       models[best], folded_norms)
     return result, {name: times[name] for name in extra}
 
 

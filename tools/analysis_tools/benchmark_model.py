@@ -671,6 +671,10 @@ def main(argv: Optional[List[str]] = None) -> int:
              {t: float_forms[t].ms['folded NCHW'] for t in threads}),
             ('float32, BN folded, channels-last',
              {t: float_forms[t].ms['folded channels-last'] for t in threads}),
+            ('float32, BN folded, channels-last, 1x1 convs on oneDNN', {
+                t: float_forms[t].ms['folded channels-last, 1x1 on oneDNN']
+                for t in threads
+            }),
             (f'torch int8 ({INT8_BACKEND}, FX)', int8_ms)]
     for name in mbb:
         if not args.no_training_form:
@@ -700,7 +704,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     torch.set_num_threads(threads[0])
     log('peak memory of one forward per model')
     float_best = first.model
-    float_input = image_cl if first.best == 'folded channels-last' else image
+    float_input = image if first.best == 'folded NCHW' else image_cl
     memory_models = [(f'float32 best ({first.best})', float_best,
                       lambda: run(float_best, float_input))]
     if int8 is not None:

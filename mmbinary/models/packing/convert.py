@@ -19,6 +19,7 @@ from mmbinary.quant import (ALLOW_BIT_CHANGE_KEY, BitWidthMismatchError,
 from mmbinary.utils import safe_torch_load
 
 from ..layers import MBBConv2d, MBBLinear
+from .float_convs import use_onednn_convs
 from .norm_folding import find_layer_norm_pairs
 from .packed_layers import PackedMBBConv2d, PackedMBBLinear
 
@@ -64,7 +65,8 @@ def _check_packable(name: str, module: nn.Module) -> None:
 
 def convert_to_packed(model: nn.Module, fold_norms: bool = True) -> nn.Module:
     """Replace every MBBConv2d / MBBLinear of a trained model, in place, by
-    its packed layer, folding the batch norm that directly follows it.
+    its packed layer, folding the batch norm that directly follows it; the
+    float 1x1 convs left run on oneDNN (:mod:`.float_convs`).
 
     Every layer is checked before any is replaced: a quantizer that has not
     seen data, a clip that is not finite and > 0, or non-finite weights
@@ -98,6 +100,8 @@ def convert_to_packed(model: nn.Module, fold_norms: bool = True) -> nn.Module:
         _replace(model, name, packed.to(module.weight.device))
         if norm_name:
             _replace(model, norm_name, FoldedNorm())
+    # The float 1x1 convs left (shortcuts) on oneDNN, as every other conv.
+    use_onednn_convs(model)
     _enable_packed_flow(model)
     return model
 
