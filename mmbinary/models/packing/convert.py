@@ -194,6 +194,7 @@ def apply_packed_layout(model: nn.Module, layout: dict) -> nn.Module:
     for name in folded:
         _replace(model, name, FoldedNorm())
     model.eval()  # (some backbones' train() returns None)
+    use_onednn_convs(model)  # as convert_to_packed
     _enable_packed_flow(model)
     return model
 
