@@ -275,16 +275,8 @@ def _register_fake() -> None:
         shape = out_shape(act_words.shape[0], out_scale.shape[0],
                           act_words.shape[1:3], kernel_size, stride, padding,
                           dilation)
-        out = (_new_output(act_words, shape, torch.float32) if float_out
-               else out_scale.new_empty((0, )))
-        words = act_words.new_empty((0, ))
-        if out_a_bits > 0:
-            n, channels, height, width = shape
-            words = act_words.new_zeros(
-                (n, height, width, 1, out_a_bits,
-                 fmt.num_group_words(channels)),
-                dtype=torch.int64)
-        return out, words
+        return _words_op_outputs(act_words, out_scale, shape, float_out,
+                                 out_a_bits)
 
     if not hasattr(torch.ops.mmbinary, 'mbb_conv2d_int8_words'):
         return
@@ -311,16 +303,23 @@ def _register_fake() -> None:
         if accumulate_only:
             return (_new_output(act_words, shape, torch.int32),
                     act_words.new_empty((0, )))
-        out = (_new_output(act_words, shape, torch.float32) if float_out
-               else out_scale.new_empty((0, )))
-        words = act_words.new_empty((0, ))
-        if out_a_bits > 0:
-            n, channels, height, width = shape
-            words = act_words.new_zeros(
-                (n, height, width, 1, out_a_bits,
-                 fmt.num_group_words(channels)),
-                dtype=torch.int64)
-        return out, words
+        return _words_op_outputs(act_words, out_scale, shape, float_out,
+                                 out_a_bits)
+
+
+def _words_op_outputs(act_words: Tensor, out_scale: Tensor, shape,
+                      float_out: bool, out_a_bits: int):
+    """The (float output, next layer's words) pair of the words ops, each
+    empty where not asked for; ``shape``: (N, O, Ho, Wo)."""
+    out = (_new_output(act_words, shape, torch.float32) if float_out else
+           out_scale.new_empty((0, )))
+    words = act_words.new_empty((0, ))
+    if out_a_bits > 0:
+        n, channels, height, width = shape
+        words = act_words.new_zeros(
+            (n, height, width, 1, out_a_bits, fmt.num_group_words(channels)),
+            dtype=torch.int64)
+    return out, words
 
 
 def _contiguous(input: Tensor) -> Tensor:

@@ -80,3 +80,25 @@ def test_int8_kernel_refuses_eight_bit_weights():
     words = pack_weight_codes(codes, 8)
     with pytest.raises(RuntimeError, match='w_bits'):
         torch.ops.mmbinary.mbb_int8_prepare_weight(words, 8, 8, [1, 1])
+
+
+@needs_vnni
+@pytest.mark.parametrize('accumulate_only', [False, True])
+def test_int8_ops_fake_kernels_match_the_real_ones(accumulate_only):
+    """The shapes, dtypes and strides torch.compile gets from the fake
+    kernels are those of the real outputs."""
+    gen = torch.Generator().manual_seed(0)
+    codes = (torch.randint(0, 4, (20, 37, 3, 3), generator=gen) * 2 - 3).int()
+    weight_words = pack_weight_codes(codes, 2)
+    act = quantize_pack(torch.randn(1, 37, 7, 9, generator=gen), 2, 3.0,
+                        False)
+    ops = torch.ops.mmbinary
+    prepare_args = (weight_words, 37, 2, [3, 3])
+    torch.library.opcheck(ops.mbb_int8_prepare_weight.default, prepare_args,
+                          test_utils=('test_faketensor', ))
+    w8, wsum = ops.mbb_int8_prepare_weight(*prepare_args)
+    args = (act, weight_words, w8, wsum, torch.ones(20), torch.zeros(20), 37,
+            2, 2, False, [3, 3], [2, 2], [1, 1], [1, 1], None, 0.0,
+            float('inf'), True, 2, 1.0, False, accumulate_only)
+    torch.library.opcheck(ops.mbb_conv2d_int8_words.default, args,
+                          test_utils=('test_faketensor', ))

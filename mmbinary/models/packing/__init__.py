@@ -5,7 +5,7 @@ from .convert import (LAYOUT_KEY, FoldedNorm, apply_packed_layout,
                       is_packed_checkpoint, load_packed_checkpoint,
                       packed_layout, state_dict_bytes)
 from .float_convs import OneDNNConv2d, use_onednn_convs
-from .kernel_choice import KernelChoice, choose_kernels, time_kernels
+from .kernel_choice import KernelChoice, choose_kernels
 from .norm_folding import find_layer_norm_pairs, fold_norm
 from .packed_layers import (KERNELS, PackedMBBConv2d, PackedMBBLinear,
                             int8_kernel_available)
@@ -16,5 +16,5 @@ __all__ = [
     'load_packed_checkpoint', 'packed_layout', 'state_dict_bytes',
     'find_layer_norm_pairs', 'fold_norm', 'PackedMBBConv2d',
     'PackedMBBLinear', 'KERNELS', 'int8_kernel_available', 'KernelChoice',
-    'choose_kernels', 'time_kernels', 'OneDNNConv2d', 'use_onednn_convs'
+    'choose_kernels', 'OneDNNConv2d', 'use_onednn_convs'
 ]

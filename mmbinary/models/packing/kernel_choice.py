@@ -107,7 +107,7 @@ def _best_ms(forward: Callable[[], object], repeat: int) -> float:
     return best * 1e3
 
 
-def time_kernels(layer: PackedMBBConv2d, call: _Call,
+def _time_kernels(layer: PackedMBBConv2d, call: _Call,
                  repeat: int = 3) -> Dict[str, float]:
     """ms of ``layer`` on each kernel that runs it, replaying ``call`` (the
     same inputs, residual and outputs as in the model). The layer's kernel
@@ -164,7 +164,7 @@ def choose_kernels(model: nn.Module,
             continue
         if module.groups != 1 or module.weight_words.device.type != 'cpu':
             continue  # the popcount kernel's own layouts
-        ms = time_kernels(module, calls[name], repeat)
+        ms = _time_kernels(module, calls[name], repeat)
         kernel = min(ms, key=ms.get)
         module.set_kernel(kernel)
         module.kernel_ms = dict(ms)

@@ -77,6 +77,20 @@ def _flow_layer(module: nn.Module) -> bool:
     return type(module) is PackedMBBConv2d and module.groups == 1
 
 
+def _from_mm(module: nn.Module, name: str, packages: Tuple[str, ...]) -> bool:
+    """``module`` is the class ``name`` of one of ``packages``."""
+    return type(module).__name__ == name and type(
+        module).__module__.startswith(packages)
+
+
+def _activation(module: nn.Module) -> Optional[Tuple[float, float]]:
+    """A ConvModule's activation as a clamp (:data:`NO_ACTIVATION` without
+    one), or None where the epilogue cannot apply it."""
+    if not module.with_activation:
+        return NO_ACTIVATION
+    return ACTIVATIONS.get(type(module.activate))
+
+
 def _block_convs(block: nn.Module) -> Optional[List[PackedMBBConv2d]]:
     """The chained convs of a ResNet block, or None if it can't flow."""
     name = type(block).__name__
@@ -102,8 +116,7 @@ def _conv_module_parts(module: nn.Module) -> Optional[PackedParts]:
     """The packed conv and activation clamp of an mmcv ``ConvModule``
     (conv -> folded norm -> ReLU / ReLU6 / none), or None if it can't run
     fused."""
-    if type(module).__name__ != 'ConvModule' or not type(
-            module).__module__.startswith('mmcv.'):
+    if not _from_mm(module, 'ConvModule', ('mmcv.', )):
         return None
     conv = getattr(module, 'conv', None)
     if not _flow_layer(conv) or getattr(module, 'with_explicit_padding',
@@ -113,18 +126,8 @@ def _conv_module_parts(module: nn.Module) -> Optional[PackedParts]:
         return None
     if module.with_norm and not isinstance(module.norm, FoldedNorm):
         return None
-    act = NO_ACTIVATION
-    if module.with_activation:
-        act = ACTIVATIONS.get(type(module.activate))
-        if act is None:
-            return None
-    return conv, act
-
-
-def _from_mm(module: nn.Module, name: str, packages: Tuple[str, ...]) -> bool:
-    """``module`` is the class ``name`` of one of ``packages``."""
-    return type(module).__name__ == name and type(
-        module).__module__.startswith(packages)
+    act = _activation(module)
+    return None if act is None else (conv, act)
 
 
 def _depthwise_parts(module: nn.Module) -> Optional[DepthwiseParts]:
@@ -152,12 +155,8 @@ def _depthwise_parts(module: nn.Module) -> Optional[DepthwiseParts]:
                                  and is_foldable_norm(norm)
                                  and not norm.training):
         return None
-    act = NO_ACTIVATION
-    if module.with_activation:
-        act = ACTIVATIONS.get(type(module.activate))
-        if act is None:
-            return None
-    return conv, norm, act
+    act = _activation(module)
+    return None if act is None else (conv, norm, act)
 
 
 def _block_conv_modules(
