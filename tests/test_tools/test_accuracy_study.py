@@ -40,7 +40,8 @@ def test_plan_has_every_row_with_the_same_budget(study):
     runs = study.plan(study_args(), study.TASKS['det'])
     names = [(run.variant, run.seed) for run in runs]
     variants = ['float', 'w8a8', 'w4a4', 'w2a2', 'w1a1', 'w2a2-paper',
-                'w8-w4-w2a2', 'w2a2-kd', 'w2a2-kd-plbn', 'w1a1-react-kd']
+                'w8-w4-w2a2', 'w2a2-kd', 'w2a2-kd-plbn', 'w1a1-react-kd',
+                'w2a2-8bit-ends']
     assert names == [(v, s) for s in (0, 1) for v in variants]
     for run in runs:
         assert sum(stage.epochs for stage in run.stages) == 6
@@ -54,6 +55,9 @@ def test_plan_has_every_row_with_the_same_budget(study):
     kd, = runs[7].stages
     assert kd.model_prefix == 'model.architecture'
     assert kd.eval_config.endswith('retinanet_mnv2_mbb_w2a2_pennfudan.py')
+    ends, = runs[10].stages
+    assert ends.model_prefix == 'model' and ends.bits == 2
+    assert ends.config == ends.eval_config
     assert len({run.work_dir for run in runs}) == len(runs)
     few = study.plan(study_args(seeds=[3], bits=[2], no_paper=True,
                                 no_progressive=True, kd_rows=[]),
@@ -210,7 +214,14 @@ def test_row_configs_build_their_students(study, task_name):
         model = build_model(osp.join(study.CONFIGS, test_config), [])
         layers = [m for m in model.modules() if isinstance(m, MBBConv2d)]
         bits = {(m.w_bits, m.a_bits) for m in layers}
-        assert bits == {(1, 1) if row.startswith('w1a1') else (2, 2)}, row
+        main = (1, 1) if row.startswith('w1a1') else (2, 2)
+        if row.endswith('8bit-ends'):  # the stem and the two predictors
+            eight = [m for m in layers if m.w_bits == 8]
+            assert len(eight) == 3 and bits == {main, (8, 8)}, row
+            assert model.backbone.conv1.conv in eight
+            assert model.bbox_head.retina_cls in eight
+        else:
+            assert bits == {main}, row
         react = [m for m in layers if isinstance(m, ReActMBBConv2d)]
         if 'react' in row:
             assert len(react) == len(layers)

@@ -116,6 +116,8 @@ ROW_CONFIGS = {
                           'retinanet_mnv2_mbb_w1a1_react_pennfudan.py'),
         'progressive': ('retinanet_mnv2_mbb_w2a2_progressive_pennfudan.py',
                         'retinanet_mnv2_mbb_w2a2_pennfudan.py'),
+        'w2a2-8bit-ends': ('retinanet_mnv2_mbb_w2a2_8bit_ends_pennfudan.py',
+                           'retinanet_mnv2_mbb_w2a2_8bit_ends_pennfudan.py'),
     },
     'seg': {
         'w2a2-kd': ('deeplabv3_mnv2-d8_mbb_w2a2_kd_pennfudan.py',
@@ -129,6 +131,9 @@ ROW_CONFIGS = {
 #: The rows of ROW_CONFIGS, in table order (``progressive`` is the
 #: ProgressivePrecisionHook row, W8A8 -> W4A4 -> W2A2 in one run).
 CONFIG_ROWS = ('w2a2-kd', 'w2a2-kd-plbn', 'w1a1-react-kd')
+#: Rows of ROW_CONFIGS trained without a teacher: W2A2 with the stem and
+#: the predictors at W8A8 instead of float.
+PLAIN_CONFIG_ROWS = ('w2a2-8bit-ends', )
 
 
 @dataclass
@@ -247,6 +252,12 @@ def plan(args, task: Task) -> List[Run]:
                     Stage(bits, args.epochs, config=train, eval_config=test,
                           model_prefix='model.architecture')
                 ]))
+        for row in PLAIN_CONFIG_ROWS:
+            if row in row_configs:
+                train, test = row_configs[row]
+                variants.append(
+                    (row,
+                     [Stage(2, args.epochs, config=train, eval_config=test)]))
         rows = getattr(args, 'rows', None)
         for variant, stages in variants:
             if rows is not None and variant not in rows:

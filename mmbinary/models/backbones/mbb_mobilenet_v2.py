@@ -1,7 +1,7 @@
 # Copyright (c) mmbinary contributors. All rights reserved.
 """MobileNetV2 with binary-branch convs: mmdet's (``MBBMobileNetV2``) and
 mmseg's dilated one (``MBBDilatedMobileNetV2``)."""
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple, Union
 
 from mmcv.cnn import ConvModule
 from mmdet.models.backbones import MobileNetV2
@@ -13,7 +13,7 @@ from torch import nn
 from mmbinary.quant import check_bits
 from mmbinary.registry import MODELS
 
-from .layer_swap import check_mbb_cfg, to_mbb
+from .layer_swap import check_mbb_cfg, check_part_bits, to_mbb
 
 #: One inverted-residual block's ConvModules: [expand], depthwise, projection.
 BlockConvs = Tuple[List[ConvModule], ConvModule, ConvModule]
@@ -38,7 +38,9 @@ def swap_mobilenet_v2_convs(backbone: nn.Module,
                                                   Optional[BlockConvs]],
                             w_bits: int, a_bits: int, encode_stem: bool,
                             encode_depthwise: bool,
-                            mbb_cfg: Optional[dict]) -> None:
+                            mbb_cfg: Optional[dict],
+                            stem_bits: Optional[Tuple[int, int]] = None
+                            ) -> None:
     """Swap the convs of a built MobileNetV2 for MBB convs, in place.
 
     Activation modes follow each conv's input: expand 1x1 convs and the
@@ -53,15 +55,17 @@ def swap_mobilenet_v2_convs(backbone: nn.Module,
         w_bits, a_bits (int): checked bit widths.
         encode_stem, encode_depthwise (bool): also swap those convs.
         mbb_cfg (dict, optional): other MBB layer options.
+        stem_bits (tuple[int, int], optional): the stem's (w_bits, a_bits)
+            when encoded; default: ``w_bits``, ``a_bits``.
     """
     options = check_mbb_cfg(mbb_cfg)
 
-    def swap(conv_module: ConvModule, a_mode: str) -> None:
-        conv_module.conv = to_mbb(conv_module.conv, w_bits, a_bits, a_mode,
-                                  options)
+    def swap(conv_module: ConvModule, a_mode: str,
+             bits: Tuple[int, int] = (w_bits, a_bits)) -> None:
+        conv_module.conv = to_mbb(conv_module.conv, *bits, a_mode, options)
 
     if encode_stem:
-        swap(backbone.conv1, 'signed')
+        swap(backbone.conv1, 'signed', stem_bits or (w_bits, a_bits))
     for module in backbone.modules():
         convs = block_convs(module)
         if convs is None:
@@ -94,6 +98,9 @@ class MBBMobileNetV2(MobileNetV2):
         w_bits (int): weight bits M, 1..8. Default: 2.
         a_bits (int): activation bits K, 1..8. Default: 2.
         encode_stem (bool): encode the stem conv (image input, signed).
+        stem_bits (int | tuple[int, int], optional): the encoded stem's
+            bits, W=A or (w_bits, a_bits), e.g. 8 in a W2A2 backbone.
+            Default: ``w_bits``, ``a_bits``.
         encode_depthwise (bool): encode the depthwise convs (unsigned).
         mbb_cfg (dict, optional): other MBB layer options (``w_mode``, ...).
         **kwargs: the arguments of mmdet's ``MobileNetV2``.
@@ -104,15 +111,19 @@ class MBBMobileNetV2(MobileNetV2):
                  w_bits: int = 2,
                  a_bits: int = 2,
                  encode_stem: bool = False,
+                 stem_bits: Union[None, int, Tuple[int, int]] = None,
                  encode_depthwise: bool = False,
                  mbb_cfg: Optional[dict] = None,
                  **kwargs) -> None:
         super().__init__(**kwargs)
         self.w_bits = check_bits(w_bits, 'w_bits')
         self.a_bits = check_bits(a_bits, 'a_bits')
+        self.stem_bits = check_part_bits(stem_bits, 'stem_bits',
+                                         encode_stem, 'encode_stem',
+                                         (self.w_bits, self.a_bits))
         swap_mobilenet_v2_convs(self, _mmdet_block_convs, self.w_bits,
                                 self.a_bits, encode_stem, encode_depthwise,
-                                mbb_cfg)
+                                mbb_cfg, self.stem_bits)
         self._freeze_stages()
 
 
@@ -133,6 +144,9 @@ class MBBDilatedMobileNetV2(SegMobileNetV2):
         w_bits (int): weight bits M, 1..8. Default: 2.
         a_bits (int): activation bits K, 1..8. Default: 2.
         encode_stem (bool): encode the stem conv (image input, signed).
+        stem_bits (int | tuple[int, int], optional): the encoded stem's
+            bits, W=A or (w_bits, a_bits), e.g. 8 in a W2A2 backbone.
+            Default: ``w_bits``, ``a_bits``.
         encode_depthwise (bool): encode the depthwise convs (unsigned).
         mbb_cfg (dict, optional): other MBB layer options (``w_mode``, ...).
         **kwargs: the arguments of mmseg's ``MobileNetV2``.
@@ -143,13 +157,17 @@ class MBBDilatedMobileNetV2(SegMobileNetV2):
                  w_bits: int = 2,
                  a_bits: int = 2,
                  encode_stem: bool = False,
+                 stem_bits: Union[None, int, Tuple[int, int]] = None,
                  encode_depthwise: bool = False,
                  mbb_cfg: Optional[dict] = None,
                  **kwargs) -> None:
         super().__init__(**kwargs)
         self.w_bits = check_bits(w_bits, 'w_bits')
         self.a_bits = check_bits(a_bits, 'a_bits')
+        self.stem_bits = check_part_bits(stem_bits, 'stem_bits',
+                                         encode_stem, 'encode_stem',
+                                         (self.w_bits, self.a_bits))
         swap_mobilenet_v2_convs(self, _mmseg_block_convs, self.w_bits,
                                 self.a_bits, encode_stem, encode_depthwise,
-                                mbb_cfg)
+                                mbb_cfg, self.stem_bits)
         self._freeze_stages()

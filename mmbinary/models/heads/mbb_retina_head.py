@@ -2,7 +2,7 @@
 """``MBBRetinaHead``: mmdet's RetinaHead with MBB tower convs and an
 option for one batch norm per pyramid level."""
 import re
-from typing import List, Optional, Tuple
+from typing import List, Optional, Tuple, Union
 
 from mmdet.models.dense_heads import RetinaHead
 from mmdet.models.utils import multi_apply
@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from mmbinary.quant import check_bits
 from mmbinary.registry import MODELS
 
-from ..backbones.layer_swap import check_mbb_cfg, to_mbb
+from ..backbones.layer_swap import check_mbb_cfg, check_part_bits, to_mbb
 from ..layers import MBBConv2d
 from .per_level_norm import PerLevelConvModule, PerLevelNormMBBConv2d
 
@@ -74,6 +74,9 @@ class MBBRetinaHead(RetinaHead):
         a_bits (int): activation bits K, 1..8. Default: 2.
         encode_cls_reg (bool): encode the two predictors too.
             Default: False.
+        cls_reg_bits (int | tuple[int, int], optional): the encoded
+            predictors' bits, W=A or (w_bits, a_bits), e.g. 8 in a W2A2
+            head. Default: ``w_bits``, ``a_bits``.
         mbb_cfg (dict, optional): other MBB layer options.
         per_level_norm (bool): one norm per level in the towers (the head
             must be built with ``norm_cfg=None``). Default: False.
@@ -90,6 +93,7 @@ class MBBRetinaHead(RetinaHead):
                  w_bits: int = 2,
                  a_bits: int = 2,
                  encode_cls_reg: bool = False,
+                 cls_reg_bits: Union[None, int, Tuple[int, int]] = None,
                  mbb_cfg: Optional[dict] = None,
                  per_level_norm: bool = False,
                  num_levels: int = 5,
@@ -99,6 +103,9 @@ class MBBRetinaHead(RetinaHead):
         self.w_bits = check_bits(w_bits, 'w_bits')
         self.a_bits = check_bits(a_bits, 'a_bits')
         self.encode_cls_reg = encode_cls_reg
+        self.cls_reg_bits = check_part_bits(cls_reg_bits, 'cls_reg_bits',
+                                            encode_cls_reg, 'encode_cls_reg',
+                                            (self.w_bits, self.a_bits))
         mbb_cfg = check_mbb_cfg(mbb_cfg)
         for tower in (self.cls_convs, self.reg_convs):
             for index, conv_module in enumerate(tower):
@@ -107,10 +114,10 @@ class MBBRetinaHead(RetinaHead):
                                           a_mode, mbb_cfg)
         if encode_cls_reg:
             a_mode = 'unsigned' if self.stacked_convs else 'signed'
-            self.retina_cls = to_mbb(self.retina_cls, w_bits, a_bits, a_mode,
-                                     mbb_cfg)
-            self.retina_reg = to_mbb(self.retina_reg, w_bits, a_bits, a_mode,
-                                     mbb_cfg)
+            self.retina_cls = to_mbb(self.retina_cls, *self.cls_reg_bits,
+                                     a_mode, mbb_cfg)
+            self.retina_reg = to_mbb(self.retina_reg, *self.cls_reg_bits,
+                                     a_mode, mbb_cfg)
         self.per_level_norm = bool(per_level_norm)
         self.num_levels = num_levels
         if self.per_level_norm:

@@ -69,3 +69,23 @@ def test_dilated_mmseg_variant_encodes_the_same_convs_and_loads_float():
     with_dw = MBBDilatedMobileNetV2(encode_depthwise=True, **arch)
     assert with_dw.layer7[0].conv[1].conv.dilation == (4, 4)
     assert with_dw.layer7[0].conv[1].conv.a_mode == 'unsigned'
+
+
+def test_stem_has_its_own_bits_only_when_encoded():
+    from mmbinary.models.backbones import MBBDilatedMobileNetV2
+    model = MBBMobileNetV2(w_bits=2, a_bits=2, encode_stem=True,
+                           stem_bits=8)
+    stem = model.conv1.conv
+    assert (stem.w_bits, stem.a_bits, stem.a_mode) == (8, 8, 'signed')
+    others = {(c.w_bits, c.a_bits) for c in mbb_convs(model).values()
+              if c is not stem}
+    assert others == {(2, 2)}
+    seg = MBBDilatedMobileNetV2(encode_stem=True, stem_bits=(8, 4))
+    assert (seg.conv1.conv.w_bits, seg.conv1.conv.a_bits) == (8, 4)
+    assert MBBMobileNetV2(encode_stem=True).conv1.conv.w_bits == 2
+    with pytest.raises(ValueError, match='stem_bits=8 needs encode_stem'):
+        MBBMobileNetV2(stem_bits=8)
+    with pytest.raises(ValueError, match=r'stem_bits\[1\] must be an int'):
+        MBBMobileNetV2(encode_stem=True, stem_bits=(8, 9))
+    with pytest.raises(ValueError, match='stem_bits must be an int or'):
+        MBBMobileNetV2(encode_stem=True, stem_bits=(8, 8, 8))
