@@ -271,12 +271,18 @@ def _register_fake() -> None:
     def _(act_words, weight_words, out_scale, out_bias, in_channels, w_bits,
           a_bits, is_signed, kernel_size, stride, padding, dilation, groups,
           residual, act_min, act_max, float_out, out_a_bits, out_inv_step,
-          out_signed):
+          out_signed, weight_lanes=None):
         shape = out_shape(act_words.shape[0], out_scale.shape[0],
                           act_words.shape[1:3], kernel_size, stride, padding,
                           dilation)
         return _words_op_outputs(act_words, out_scale, shape, float_out,
                                  out_a_bits)
+
+    @torch.library.register_fake('mmbinary::mbb_lane_prepare_weight')
+    def _(weight_words, in_channels, w_bits, kernel_size):
+        # Its size depends on the machine (empty without the lane kernel).
+        size = torch.library.get_ctx().new_dynamic_size()
+        return weight_words.new_empty((size, ), dtype=torch.int64)
 
     if not hasattr(torch.ops.mmbinary, 'mbb_conv2d_int8_words'):
         return

@@ -8,6 +8,8 @@ import subprocess
 import sys
 import textwrap
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -438,6 +440,13 @@ def test_ops_trace_with_fake_tensors():
         ops.mbb_conv2d.default,
         (x, words, scale, bias, 8, 2, 3, 1.0, True, [3, 3], [1, 1], [1, 1],
          [1, 1], 1))
+    lanes = ops.mbb_lane_prepare_weight(words, 8, 2, [3, 3])
+    torch.library.opcheck(ops.mbb_lane_prepare_weight.default,
+                          (words, 8, 2, [3, 3]))
+    torch.library.opcheck(
+        ops.mbb_conv2d_words.default,
+        (act, words, scale, bias, 8, 2, 3, True, [3, 3], [1, 1], [1, 1],
+         [1, 1], 1, None, 0.0, math.inf, True, 2, 1.0, False, lanes))
 
 
 # ---- argument checks --------------------------------------------------------

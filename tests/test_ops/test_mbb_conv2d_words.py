@@ -157,11 +157,16 @@ def test_words_op_equals_float_then_pack(kernel, case, act, with_residual,
     expected = pack_activation_codes(
         activation_codes_reference(out, next_bits, next_inv, next_signed),
         next_bits, next_signed)
+    # the weights laid out once (as packed layers cache them) or per call
+    lanes = torch.ops.mmbinary.mbb_lane_prepare_weight(
+        words, case['cin'], case['w_bits'], case['kernel'])
+    assert lanes.numel() == 0 or kernel == 'avx512'
     for float_out in (False, True):
-        got, got_words = torch.ops.mmbinary.mbb_conv2d_words(
-            *args, float_out, next_bits, next_inv, next_signed)
-        assert torch.equal(got_words, expected)
-        assert torch.equal(got, out) if float_out else got.numel() == 0
+        for prepared in (None, lanes):
+            got, got_words = torch.ops.mmbinary.mbb_conv2d_words(
+                *args, float_out, next_bits, next_inv, next_signed, prepared)
+            assert torch.equal(got_words, expected)
+            assert torch.equal(got, out) if float_out else got.numel() == 0
 
 
 def test_words_op_checks_its_arguments():
@@ -189,6 +194,28 @@ def test_words_op_checks_its_arguments():
     with pytest.raises(RuntimeError, match='act_min <= act_max'):
         op(act, words, scale, bias, *geometry, None, 6.0, 0.0, True, 0, 1.0,
            False)
+
+
+@pytest.mark.skipif('avx512' not in KERNELS, reason='no AVX-512 kernel')
+def test_prepared_lane_weights_are_checked(monkeypatch):
+    monkeypatch.setenv('MMBINARY_CPU_KERNEL', 'avx512')
+    words = pack_weight_codes(
+        torch.ones(20, 70, 3, 3, dtype=torch.int32), 2)
+    act = pack_activation_codes(torch.zeros(1, 70, 5, 5, dtype=torch.int32),
+                                1, False)
+    ops = torch.ops.mmbinary
+    lanes = ops.mbb_lane_prepare_weight(words, 70, 2, [3, 3])
+    # 24 lane channels (3 blocks of 8) x 2 planes x 9 taps x 2 words
+    assert lanes.shape == (24 * 2 * 9 * 2, ) and lanes.dtype == torch.int64
+    args = (act, words, torch.ones(20), torch.zeros(20), 70, 2, 1, False,
+            (3, 3), (1, 1), (1, 1), (1, 1), 1, None, 0.0, math.inf, True, 0,
+            1.0, False)
+    with pytest.raises(RuntimeError, match='weight_lanes must be'):
+        ops.mbb_conv2d_words(*args, lanes[:-1])
+    with pytest.raises(RuntimeError, match='weight_words must be a'):
+        ops.mbb_lane_prepare_weight(words, 70, 1, [3, 3])
+    monkeypatch.setenv('MMBINARY_CPU_KERNEL', 'avx2')
+    assert ops.mbb_lane_prepare_weight(words, 70, 2, [3, 3]).numel() == 0
 
 
 def test_lane_kernel_output_is_channels_last(monkeypatch):

@@ -488,8 +488,8 @@ def _flow_forward(module: nn.Module):
 def enable_packed_flow(model: nn.Module,
                        fuse_depthwise: Optional[bool] = None) -> List[str]:
     """Let every eligible residual block of a packed model pass packed
-    activations between its convs, and to the next block of its stage (in
-    place; idempotent).
+    activations between its convs, to the next block of its stage and
+    from a backbone stage to the next (in place; idempotent).
 
     ResNet blocks and ConvModules give exactly their layer-by-layer
     outputs. An inverted-residual block (MobileNetV2) does too with
@@ -531,12 +531,49 @@ def enable_packed_flow(model: nn.Module,
             continue
         units = list(module.children())
         for unit, following in zip(units, units[1:]):
-            if _flow_forward(unit) is not None and _flow_unit(
-                    following) is not None:
-                # Not a submodule: a plain reference, kept out of
-                # state_dict and module traversal.
-                unit.__dict__['_mmbinary_next_block'] = following
+            _link(unit, following)
+    # ... and across a backbone's stages: a stage's last block hands the
+    # next stage's first block its words.
+    for stages in _stage_chains(model):
+        for stage, following in zip(stages, stages[1:]):
+            _link(_edge_unit(stage, last=True),
+                  _edge_unit(following, last=False))
     return names
+
+
+def _stage_chains(model: nn.Module) -> List[List[nn.Module]]:
+    """Stages that run one after the other on one tensor: the
+    ``res_layers`` of mmdet's and mmseg's ResNets and the ``layers`` of
+    their MobileNetV2s, for backbones whose forward is the stock one
+    (nothing runs between two stages)."""
+    from mmdet.models.backbones import MobileNetV2, ResNet
+    from mmseg.models.backbones import MobileNetV2 as SegMobileNetV2
+    from mmseg.models.backbones import ResNet as SegResNet
+    stock = {ResNet.forward: 'res_layers', SegResNet.forward: 'res_layers',
+             MobileNetV2.forward: 'layers', SegMobileNetV2.forward: 'layers'}
+    chains = []
+    for module in model.modules():
+        names = stock.get(type(module).forward)
+        if names is not None:
+            chains.append([getattr(module, name)
+                           for name in getattr(module, names)])
+    return chains
+
+
+def _edge_unit(stage: nn.Module, last: bool) -> nn.Module:
+    """The unit a stage starts (or ends) with: its first (last) child,
+    for a Sequential stage; the stage itself otherwise."""
+    while isinstance(stage, nn.Sequential) and len(stage):
+        stage = stage[-1 if last else 0]
+    return stage
+
+
+def _link(unit: nn.Module, following: nn.Module) -> None:
+    """``unit`` hands ``following`` its words, if both can."""
+    if _flow_forward(unit) is not None and _flow_unit(following) is not None:
+        # Not a submodule: a plain reference, kept out of state_dict and
+        # module traversal.
+        unit.__dict__['_mmbinary_next_block'] = following
 
 
 def packed_flow_enabled(model: nn.Module) -> bool:

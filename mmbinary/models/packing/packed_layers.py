@@ -57,6 +57,13 @@ def int8_kernel_available() -> bool:
 PADDING_MODES = ('same', 'valid')
 
 
+def _cache_holds(cache: Optional[tuple], words: Tensor) -> bool:
+    """A derived-weight cache ``(words, version, value)`` is of ``words``
+    as they are now (the same tensor, not changed in place since)."""
+    return (cache is not None and cache[0] is words
+            and cache[1] == words._version)
+
+
 def _numeric_padding(padding, kernel_size: Tuple[int, int],
                      stride: Tuple[int, int],
                      dilation: Tuple[int, int]) -> Tuple[int, int]:
@@ -131,6 +138,7 @@ class PackedMBBConv2d(nn.Module):
         #: What the choice measured: ms per kernel on the layer's input.
         self.kernel_ms: Dict[str, float] = {}
         self._int8_cache: Optional[tuple] = None
+        self._lane_cache: Optional[tuple] = None
 
     @classmethod
     def from_mbb(cls,
@@ -199,12 +207,22 @@ class PackedMBBConv2d(nn.Module):
         """The integer kernel's weight layout, built on first use and again
         only when ``weight_words`` changes (not saved: it is derived)."""
         words = self.weight_words
-        key = (words.data_ptr(), words._version, words.device)
-        if self._int8_cache is None or self._int8_cache[0] != key:
+        if not _cache_holds(self._int8_cache, words):
             weight = torch.ops.mmbinary.mbb_int8_prepare_weight(
                 words, self.in_channels, self.w_bits, list(self.kernel_size))
-            self._int8_cache = (key, weight)
-        return self._int8_cache[1]
+            self._int8_cache = (words, words._version, weight)
+        return self._int8_cache[2]
+
+    def _lane_weight(self) -> Tensor:
+        """The popcount kernel's weight layout (empty where its channel-lane
+        kernel does not run), built on first use and again only when
+        ``weight_words`` changes (not saved: it is derived)."""
+        words = self.weight_words
+        if not _cache_holds(self._lane_cache, words):
+            lanes = torch.ops.mmbinary.mbb_lane_prepare_weight(
+                words, self.in_channels, self.w_bits, list(self.kernel_size))
+            self._lane_cache = (words, words._version, lanes)
+        return self._lane_cache[2]
 
     def run_words(self,
                   act_words: Tensor,
@@ -246,10 +264,12 @@ class PackedMBBConv2d(nn.Module):
                 act_words, self.weight_words, w8, wsum, self.out_scale,
                 self.out_bias, *geometry, residual, act_min, act_max,
                 float_out, out_bits, out_inv, out_signed)
+        lanes = self._lane_weight() if self.groups == 1 else None
         return ops.mbb_conv2d_words(act_words, self.weight_words,
                                     self.out_scale, self.out_bias, *geometry,
                                     self.groups, residual, act_min, act_max,
-                                    float_out, out_bits, out_inv, out_signed)
+                                    float_out, out_bits, out_inv, out_signed,
+                                    lanes)
 
     def forward(self, input: Tensor) -> Tensor:
         """(N, C_in, H, W) float32 -> (N, C_out, H_out, W_out) float32.

@@ -169,8 +169,17 @@ def test_blocks_hand_the_next_block_its_words(kind):
             torch.ops.mmbinary.mbb_quantize_pack(out, expand.a_bits,
                                                  float(expand.inv_step),
                                                  expand.signed, 1))
-        # The last block of a stage has no successor to hand words to.
-        assert not hasattr(stage[2](stage[1](out)), '_mmbinary_next_words')
+        # A stage's last block hands the next stage's first block its
+        # words (the stage chain of the backbone's forward).
+        end = stage[2](stage[1](out))
+        following = model.layer4[0]
+        assert end._mmbinary_next_words[0] is following
+        first = pf._flow_unit(following)
+        assert torch.equal(
+            end._mmbinary_next_words[2],
+            torch.ops.mmbinary.mbb_quantize_pack(end, first.a_bits,
+                                                 float(first.inv_step),
+                                                 first.signed, 1))
 
 
 def test_a_block_without_expand_conv_takes_float():

@@ -76,8 +76,20 @@ def test_blocks_hand_the_next_block_its_words():
             torch.ops.mmbinary.mbb_quantize_pack(out, conv1.a_bits,
                                                  float(conv1.inv_step),
                                                  conv1.signed, 1))
-        # The last block of a stage has no successor to hand words to.
-        assert not hasattr(stage[2](stage[1](out)), '_mmbinary_next_words')
+        # A stage's last block hands the next stage's first block its
+        # words; the last stage's last block has no one to hand words to.
+        end = stage[2](stage[1](out))
+        handed = end._mmbinary_next_words
+        conv1 = model.layer2[0].conv1
+        assert handed[0] is model.layer2[0]
+        assert torch.equal(
+            handed[2],
+            torch.ops.mmbinary.mbb_quantize_pack(end, conv1.a_bits,
+                                                 float(conv1.inv_step),
+                                                 conv1.signed, 1))
+        last = model.layer4[-1]
+        x = torch.randn(1, last.conv1.in_channels, 3, 3)
+        assert not hasattr(last(x), '_mmbinary_next_words')
 
 
 def test_changed_tensor_is_packed_again():

@@ -28,6 +28,32 @@ float mbb_check_inv_step(double inv_step) {
   return value;
 }
 
+MBBConvShape mbb_weight_shape(const at::Tensor& weight_words,
+                              int64_t in_channels, int64_t w_bits,
+                              at::IntArrayRef kernel_size) {
+  TORCH_CHECK(kernel_size.size() == 2 && kernel_size[0] >= 1 &&
+                  kernel_size[1] >= 1,
+              "kernel_size must have 2 values >= 1, got ", kernel_size);
+  TORCH_CHECK(in_channels >= 1, "in_channels must be >= 1, got ",
+              in_channels);
+  TORCH_CHECK(w_bits >= 1 && w_bits <= kMBBMaxBits,
+              "w_bits must be an integer in 1..8, got ", w_bits);
+  TORCH_CHECK(weight_words.scalar_type() == at::kLong &&
+                  weight_words.dim() == 5 && weight_words.is_contiguous() &&
+                  weight_words.size(1) == w_bits &&
+                  weight_words.size(2) == kernel_size[0] &&
+                  weight_words.size(3) == kernel_size[1] &&
+                  weight_words.size(4) == mbb_num_words(in_channels),
+              "weight_words must be a contiguous int64 tensor of shape "
+              "(out_channels, w_bits, kh, kw, ceil(in_channels / 64)) = (O, ",
+              w_bits, ", ", kernel_size[0], ", ", kernel_size[1], ", ",
+              mbb_num_words(in_channels), "), got ", weight_words.scalar_type(),
+              " ", weight_words.sizes());
+  return make_mbb_shape(0, in_channels, 1, 1, weight_words.size(0), 1,
+                        kernel_size[0], kernel_size[1], 1, 1, 0, 0, 1, 1,
+                        w_bits, 1, false);
+}
+
 void mbb_check_act_clamp(double act_min, double act_max) {
   TORCH_CHECK(!std::isnan(act_min) && !std::isnan(act_max) &&
                   static_cast<float>(act_min) <= static_cast<float>(act_max),
@@ -232,6 +258,12 @@ TORCH_LIBRARY_FRAGMENT(mmbinary, m) {
       "int[2] padding, int[2] dilation, int groups, Tensor? residual, "
       "float act_min, float act_max, bool float_out, int out_a_bits, "
       "float out_inv_step, "
-      "bool out_signed) -> (Tensor, Tensor)",
+      "bool out_signed, Tensor? weight_lanes=None) -> (Tensor, Tensor)",
+      {at::Tag::pt2_compliant_tag});
+  // The words op's weight layout on the channel-lane kernel, made once per
+  // layer (empty where that kernel does not run).
+  m.def(
+      "mbb_lane_prepare_weight(Tensor weight_words, int in_channels, "
+      "int w_bits, int[2] kernel_size) -> Tensor",
       {at::Tag::pt2_compliant_tag});
 }

@@ -20,6 +20,11 @@ MBBConvShape mbb_conv2d_check(const at::Tensor& act_or_input, bool packed,
                               at::IntArrayRef kernel_size,
                               at::IntArrayRef stride, at::IntArrayRef padding,
                               at::IntArrayRef dilation, int64_t groups);
+// The geometry of weight words alone (no input: N = 0), for the ops that
+// prepare a layer's weights once.
+MBBConvShape mbb_weight_shape(const at::Tensor& weight_words,
+                              int64_t in_channels, int64_t w_bits,
+                              at::IntArrayRef kernel_size);
 void mbb_check_epilogue(const at::Tensor& out_scale,
                         const at::Tensor& out_bias);
 // Sets to NaN the outputs whose receptive field holds a NaN input.

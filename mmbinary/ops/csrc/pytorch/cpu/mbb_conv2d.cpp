@@ -292,10 +292,29 @@ struct LaneOutput {
   bool is_signed = false;
 };
 
+// Weight words (O, M, kh, kw, Wg) -> the kernel's lane layout, (O8 / 8,
+// M, kh * kw, Wg, 8) int64.
+at::Tensor lane_weight(const MBBConvShape& s, const at::Tensor& weight_words) {
+  const int64_t O8 = mbb_lane_channels(s.O);
+  const auto* weight = reinterpret_cast<const uint64_t*>(
+      weight_words.const_data_ptr<int64_t>());
+  at::Tensor lanes = at::empty({O8 * s.M * s.kh * s.kw * s.Wg},
+                               weight_words.options().dtype(at::kLong));
+  auto* lanes_ptr = reinterpret_cast<uint64_t*>(lanes.data_ptr<int64_t>());
+  at::parallel_for(0, O8, grain_for(s.M * s.kh * s.kw * s.Wg),
+                   [&](int64_t begin, int64_t end) {
+    mbb_weight_lanes(s, weight, lanes_ptr, begin, end);
+  });
+  return lanes;
+}
+
+// prepared_lanes: lane_weight(s, weight_words) made once per layer
+// (mbb_lane_prepare_weight), or undefined to lay the weights out here.
 void run_lane_conv(const MBBConvShape& s, const uint64_t* act,
                    const int32_t* level_sum, const at::Tensor& weight_words,
                    const LaneOutput& to, const at::Tensor& scale,
-                   const at::Tensor& bias) {
+                   const at::Tensor& bias,
+                   const at::Tensor& prepared_lanes = at::Tensor()) {
   if (s.N == 0) return;
   mbb_count_call();
   MBBPhaseTimer prepass_timer(kPhasePrepass);
@@ -303,13 +322,11 @@ void run_lane_conv(const MBBConvShape& s, const uint64_t* act,
   const int64_t O8 = mbb_lane_channels(s.O);
   const auto* weight = reinterpret_cast<const uint64_t*>(
       weight_words.const_data_ptr<int64_t>());
-  at::Tensor lanes =
-      at::empty({O8 * s.M * s.kh * s.kw * s.Wg}, opts.dtype(at::kLong));
-  auto* lanes_ptr = reinterpret_cast<uint64_t*>(lanes.data_ptr<int64_t>());
-  at::parallel_for(0, O8, grain_for(s.M * s.kh * s.kw * s.Wg),
-                   [&](int64_t begin, int64_t end) {
-    mbb_weight_lanes(s, weight, lanes_ptr, begin, end);
-  });
+  const at::Tensor lanes = prepared_lanes.defined()
+                               ? prepared_lanes
+                               : lane_weight(s, weight_words);
+  const auto* lanes_ptr =
+      reinterpret_cast<const uint64_t*>(lanes.const_data_ptr<int64_t>());
   at::Tensor tables = at::empty({2 * (s.Ho + s.Wo)}, opts.dtype(at::kLong));
   int64_t* table_ptr = tables.data_ptr<int64_t>();
   mbb_tap_ranges(s, table_ptr, table_ptr + 2 * s.Ho);
@@ -564,7 +581,8 @@ std::tuple<at::Tensor, at::Tensor> mbb_conv2d_words_cpu(
     at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
     const c10::optional<at::Tensor>& residual, double act_min,
     double act_max, bool float_out,
-    int64_t out_a_bits, double out_inv_step, bool out_signed) {
+    int64_t out_a_bits, double out_inv_step, bool out_signed,
+    const c10::optional<at::Tensor>& weight_lanes) {
   MMBINARY_CHECK_CPU(act_words);
   MMBINARY_CHECK_CPU(weight_words);
   MMBINARY_CHECK_CPU(out_scale);
@@ -608,7 +626,21 @@ std::tuple<at::Tensor, at::Tensor> mbb_conv2d_words_cpu(
       to.K = out_a_bits, to.Wg = out_wg;
       to.inv_step = out_inv, to.is_signed = out_signed;
     }
-    run_lane_conv(s, act, nullptr, weight_words, to, out_scale, out_bias);
+    at::Tensor lanes;
+    if (weight_lanes.has_value() && weight_lanes->numel() > 0) {
+      lanes = *weight_lanes;
+      const int64_t expected =
+          mbb_lane_channels(s.O) * s.M * s.kh * s.kw * s.Wg;
+      TORCH_CHECK(lanes.device().is_cpu() &&
+                      lanes.scalar_type() == at::kLong &&
+                      lanes.is_contiguous() && lanes.numel() == expected,
+                  "weight_lanes must be mbb_lane_prepare_weight(weight_words"
+                  ", ...) of this layer: a contiguous int64 CPU tensor of ",
+                  expected, " elements, got ", lanes.scalar_type(), " ",
+                  lanes.sizes());
+    }
+    run_lane_conv(s, act, nullptr, weight_words, to, out_scale, out_bias,
+                  lanes);
     return {out, words};
   }
 #endif
@@ -635,9 +667,25 @@ std::tuple<at::Tensor, at::Tensor> mbb_conv2d_words_cpu(
   return {out, words};
 }
 
+// Weight words -> the channel-lane kernel's layout of them, once per
+// layer, for mbb_conv2d_words' weight_lanes; an empty tensor where that
+// kernel does not run (no AVX-512 VPOPCNTDQ, kernels above 8 x 8).
+at::Tensor mbb_lane_prepare_weight_cpu(const at::Tensor& weight_words,
+                                       int64_t in_channels, int64_t w_bits,
+                                       at::IntArrayRef kernel_size) {
+  MMBINARY_CHECK_CPU(weight_words);
+  const MBBConvShape s =
+      mbb_weight_shape(weight_words, in_channels, w_bits, kernel_size);
+#ifdef MMBINARY_MBB_HAVE_LANES_AVX512
+  if (use_lanes(s, select_cpu_kernel())) return lane_weight(s, weight_words);
+#endif
+  return at::empty({0}, weight_words.options());
+}
+
 }  // namespace mmbinary
 
 TORCH_LIBRARY_IMPL(mmbinary, CPU, m) {
+  m.impl("mbb_lane_prepare_weight", &mmbinary::mbb_lane_prepare_weight_cpu);
   m.impl("mbb_conv2d_words", &mmbinary::mbb_conv2d_words_cpu);
   m.impl("mbb_quantize_pack", &mmbinary::mbb_quantize_pack_cpu);
   m.impl("mbb_conv2d_accumulate", &mmbinary::mbb_conv2d_accumulate_cpu);

@@ -48,31 +48,6 @@ void check_int8(const MBBConvShape& s) {
               "weight codes in int8), got groups=", s.G, ", w_bits=", s.M);
 }
 
-// The geometry of weights alone (no input), for the preparation.
-MBBConvShape weight_shape(const at::Tensor& weight_words, int64_t in_channels,
-                          int64_t w_bits, at::IntArrayRef kernel_size) {
-  TORCH_CHECK(kernel_size.size() == 2 && kernel_size[0] >= 1 &&
-                  kernel_size[1] >= 1,
-              "kernel_size must have 2 values >= 1, got ", kernel_size);
-  TORCH_CHECK(in_channels >= 1, "in_channels must be >= 1, got ",
-              in_channels);
-  TORCH_CHECK(w_bits >= 1 && w_bits <= kMBBMaxBits,
-              "w_bits must be an integer in 1..8, got ", w_bits);
-  TORCH_CHECK(weight_words.scalar_type() == at::kLong &&
-                  weight_words.dim() == 5 && weight_words.is_contiguous() &&
-                  weight_words.size(1) == w_bits &&
-                  weight_words.size(2) == kernel_size[0] &&
-                  weight_words.size(3) == kernel_size[1] &&
-                  weight_words.size(4) == mbb_num_words(in_channels),
-              "weight_words must be a contiguous int64 tensor of shape "
-              "(out_channels, w_bits, kh, kw, ceil(in_channels / 64)) = (O, ",
-              w_bits, ", ", kernel_size[0], ", ", kernel_size[1], ", ",
-              mbb_num_words(in_channels), "), got ", weight_words.scalar_type(),
-              " ", weight_words.sizes());
-  return make_mbb_shape(0, in_channels, 1, 1, weight_words.size(0), 1,
-                        kernel_size[0], kernel_size[1], 1, 1, 0, 0, 1, 1,
-                        w_bits, 1, false);
-}
 
 }  // namespace
 
@@ -87,7 +62,7 @@ std::tuple<at::Tensor, at::Tensor> mbb_int8_prepare_weight_cpu(
     at::IntArrayRef kernel_size) {
   MMBINARY_CHECK_CPU(weight_words);
   const MBBConvShape s =
-      weight_shape(weight_words, in_channels, w_bits, kernel_size);
+      mbb_weight_shape(weight_words, in_channels, w_bits, kernel_size);
   TORCH_CHECK(s.M <= 7, "mbb_int8_prepare_weight: w_bits must be <= 7 (odd "
               "codes in int8), got ", s.M);
   const auto opts = weight_words.options();
