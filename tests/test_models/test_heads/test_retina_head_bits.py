@@ -10,6 +10,14 @@ from mmbinary.models.packing import convert_to_packed
 from mmbinary.ops import ext_loaded
 
 
+@pytest.fixture(autouse=True)
+def mmdet_scope():
+    """The head builds its losses from mmdet's registry."""
+    from mmengine.registry import DefaultScope
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        yield
+
+
 def head(**options) -> MBBRetinaHead:
     return MBBRetinaHead(
         num_classes=1,
