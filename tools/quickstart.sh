@@ -55,7 +55,8 @@ setup_env() {
   local so
   so="$(ls "$REPO"/mmbinary/_C*.so 2>/dev/null | head -n1 || true)"
   local installed_at
-  installed_at="$("$py" -c 'import mmbinary, os; print(os.path.dirname(os.path.dirname(os.path.abspath(mmbinary.__file__))))' 2>/dev/null || true)"
+  # asked from outside the clone, so that its own mmbinary/ does not answer
+  installed_at="$(cd / && "$py" -c 'import mmbinary, os; print(os.path.dirname(os.path.dirname(os.path.abspath(mmbinary.__file__))))' 2>/dev/null || true)"
   if [ -z "$so" ] || [ "$installed_at" != "$REPO" ] \
       || [ -n "$(find "$REPO/mmbinary/ops/csrc" "$REPO/setup.py" -newer "$so" -print -quit)" ]; then
     log "installing mmbinary from $REPO (editable, compiling mmbinary._C)"

@@ -174,8 +174,9 @@ def test_quick_study_trains_evaluates_packs_and_resumes(
         sys.executable, TOOL, '--quick', '--data-root', pennfudan,
         '--demo-data', demo_data, '--work-dir',
         str(work_dir), '--bits', '2', '--seeds', '0', '--no-paper',
-        '--no-progressive', '--kd-rows', 'w2a2-kd', '--float-epochs', '1',
-        '--epochs', '1', '--jobs', '1'
+        '--no-progressive', '--kd-rows', 'w2a2-kd', '--rows', 'float',
+        'w2a2', 'w2a2-kd', '--float-epochs', '1', '--epochs', '1', '--jobs',
+        '1'
     ]
     result = subprocess.run(command, capture_output=True, text=True,
                             cwd=REPO)
