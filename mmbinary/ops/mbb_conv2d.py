@@ -292,7 +292,8 @@ def _register_fake() -> None:
         blocks = -(-weight_words.shape[0] // 16)
         taps = kernel_size[0] * kernel_size[1]
         codes = weight_words.new_empty(
-            (blocks, taps, -(-in_channels // 4), 16, 4), dtype=torch.int8)
+            (blocks, taps, 16 * -(-in_channels // 64), 16, 4),
+            dtype=torch.int8)
         sums = weight_words.new_empty(
             (kernel_size[0] + 1, kernel_size[1] + 1, 16 * blocks),
             dtype=torch.int32)

@@ -102,3 +102,90 @@ def test_int8_ops_fake_kernels_match_the_real_ones(accumulate_only):
             float('inf'), True, 2, 1.0, False, accumulate_only)
     torch.library.opcheck(ops.mbb_conv2d_int8_words.default, args,
                           test_utils=('test_faketensor', ))
+
+
+def _variant() -> str:
+    ops = torch.ops.mmbinary
+    return ops.mbb_int8_variant() if hasattr(ops, 'mbb_int8_variant') else ''
+
+
+needs_amx = pytest.mark.skipif(
+    not _supported() or _variant() != 'amx',
+    reason='no AMX tiles (amx-tile, amx-int8) on this CPU, OS or build')
+
+#: C, O, kernel, stride, padding, dilation, w_bits, a_bits, signed, output
+#: width: wide outputs (at least 16 columns), the AMX tiles' case; widths
+#: not a multiple of 16 (the last tile moved back), odd numbers of tiles
+#: and of 16-channel blocks, channels not a multiple of 64.
+WIDE_CASES = [(64, 64, 3, 1, 1, 1, 2, 2, False, 40),
+              (256, 48, 1, 1, 0, 1, 1, 1, True, 21),
+              (37, 21, 3, 2, 1, 1, 3, 5, True, 35),
+              (130, 70, 5, 1, 2, 2, 7, 8, True, 16),
+              (96, 144, 3, 1, 6, 6, 4, 4, False, 50)]
+
+
+def _random_wide_cases(count: int):
+    rng = random.Random(1)
+    for _ in range(count):
+        k, d = rng.choice([1, 3, 5]), rng.randint(1, 3)
+        yield (rng.randint(1, 200), rng.randint(1, 90), k, rng.randint(1, 2),
+               rng.randint(0, d * (k - 1) // 2), d, rng.randint(1, 7),
+               rng.randint(1, 8), rng.random() < 0.5, rng.randint(16, 70))
+
+
+@needs_amx
+@pytest.mark.parametrize('case', WIDE_CASES + list(_random_wide_cases(10)))
+def test_amx_tiles_equal_vnni_and_popcount(case, monkeypatch):
+    c, o, k, s, p, d, m, a, signed, out_w = case
+    gen = torch.Generator().manual_seed(c * 1000 + o)
+    out_h = 2
+    w = (out_w - 1) * s + d * (k - 1) + 1 - 2 * p
+    h = (out_h - 1) * s + d * (k - 1) + 1 - 2 * p
+    x = torch.randn(2, c, h, w, generator=gen)
+    codes = (torch.randint(0, 2**m, (o, c, k, k), generator=gen) * 2 -
+             (2**m - 1)).int()
+    weight_words = pack_weight_codes(codes, m)
+    act = quantize_pack(x, a, 3.0, signed)
+    scale, bias = torch.randn(o, generator=gen), torch.randn(o, generator=gen)
+    res = torch.randn(2, o, out_h, out_w, generator=gen).contiguous(
+        memory_format=torch.channels_last)
+    geometry = (c, m, a, signed, [k, k], [s, s], [p, p], [d, d])
+    ops = torch.ops.mmbinary
+    w8, wsum = ops.mbb_int8_prepare_weight(weight_words, c, m, [k, k])
+    ref = ops.mbb_conv2d_words(act, weight_words, scale, bias, *geometry, 1,
+                               res, 0.0, float('inf'), True, 3, 1.7, False)
+    acc_ref = ops.mbb_conv2d_accumulate(act, weight_words, c, o, m, a,
+                                        signed, [k, k], [s, s], [p, p],
+                                        [d, d], 1)
+    for variant in ('amx', 'vnni'):
+        monkeypatch.setenv('MMBINARY_INT8_KERNEL', variant)
+        out = ops.mbb_conv2d_int8_words(act, weight_words, w8, wsum, scale,
+                                        bias, *geometry, res, 0.0,
+                                        float('inf'), True, 3, 1.7, False)
+        assert torch.equal(ref[0], out[0]), variant
+        assert torch.equal(ref[1], out[1]), variant
+        acc = ops.mbb_conv2d_int8_words(act, weight_words, w8, wsum, scale,
+                                        bias, *geometry, None, -float('inf'),
+                                        float('inf'), False, 0, 1.0, False,
+                                        True)[0]
+        assert torch.equal(acc, acc_ref), variant
+
+
+@needs_vnni
+def test_int8_kernel_variant_is_checked(monkeypatch):
+    codes = torch.ones(16, 64, 1, 1, dtype=torch.int32)
+    words = pack_weight_codes(codes, 1)
+    ops = torch.ops.mmbinary
+    w8, wsum = ops.mbb_int8_prepare_weight(words, 64, 1, [1, 1])
+    act = quantize_pack(torch.randn(1, 64, 2, 8), 1, 1.0, False)
+    args = (act, words, w8, wsum, torch.ones(16), torch.zeros(16), 64, 1, 1,
+            False, [1, 1], [1, 1], [0, 0], [1, 1], None, -float('inf'),
+            float('inf'), True, 0, 1.0, False)
+    monkeypatch.setenv('MMBINARY_INT8_KERNEL', 'sse')
+    with pytest.raises(RuntimeError, match='MMBINARY_INT8_KERNEL must be '
+                       'auto, vnni or amx'):
+        ops.mbb_conv2d_int8_words(*args)
+    monkeypatch.setenv('MMBINARY_INT8_KERNEL', 'amx')
+    # 8 output columns: too narrow for the tiles, or no AMX at all
+    with pytest.raises(RuntimeError, match='MMBINARY_INT8_KERNEL=amx'):
+        ops.mbb_conv2d_int8_words(*args)

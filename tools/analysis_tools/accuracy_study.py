@@ -70,15 +70,17 @@ class Task:
                         f'test_evaluator.ann_file={ann}']
         return options
 
-    def bits_options(self, bits: int, paper: bool) -> List[str]:
+    def bits_options(self, bits: int, paper: bool,
+                     prefix: str = 'model') -> List[str]:
         """``--cfg-options`` that set every encoded part of the encoded
-        config to W``bits``A``bits`` (and the paper's quantizer)."""
+        config to W``bits``A``bits`` (and the paper's quantizer); ``prefix``:
+        the model's key (a distiller's student: ``model.architecture``)."""
         from mmengine.config import Config
 
         from mmbinary.models.precision import precision_cfg_options
         return precision_cfg_options(
             Config.fromfile(self.mbb_config).model, bits, bits,
-            PAPER_OPTIONS if paper else None)
+            PAPER_OPTIONS if paper else None, prefix=prefix)
 
 
 TASKS = {
@@ -114,6 +116,9 @@ ROW_CONFIGS = {
                          'retinanet_mnv2_mbb_w2a2_plbn_pennfudan.py'),
         'w1a1-react-kd': ('retinanet_mnv2_mbb_w1a1_react_kd_pennfudan.py',
                           'retinanet_mnv2_mbb_w1a1_react_pennfudan.py'),
+        # the W2A2 distilled config with every encoded part set to W4A4
+        'w4a4-kd': ('retinanet_mnv2_mbb_w2a2_kd_pennfudan.py',
+                    'retinanet_mnv2_mbb_w2a2_pennfudan.py'),
         'progressive': ('retinanet_mnv2_mbb_w2a2_progressive_pennfudan.py',
                         'retinanet_mnv2_mbb_w2a2_pennfudan.py'),
         'w2a2-8bit-ends': ('retinanet_mnv2_mbb_w2a2_8bit_ends_pennfudan.py',
@@ -124,13 +129,17 @@ ROW_CONFIGS = {
                     'deeplabv3_mnv2-d8_mbb_w2a2_pennfudan.py'),
         'w1a1-react-kd': ('deeplabv3_mnv2-d8_mbb_w1a1_react_kd_pennfudan.py',
                           'deeplabv3_mnv2-d8_mbb_w1a1_react_pennfudan.py'),
+        'w4a4-kd': ('deeplabv3_mnv2-d8_mbb_w2a2_kd_pennfudan.py',
+                    'deeplabv3_mnv2-d8_mbb_w2a2_pennfudan.py'),
         'progressive': ('deeplabv3_mnv2-d8_mbb_w2a2_progressive_pennfudan.py',
                         'deeplabv3_mnv2-d8_mbb_w2a2_pennfudan.py'),
     },
 }
 #: The rows of ROW_CONFIGS, in table order (``progressive`` is the
 #: ProgressivePrecisionHook row, W8A8 -> W4A4 -> W2A2 in one run).
-CONFIG_ROWS = ('w2a2-kd', 'w2a2-kd-plbn', 'w1a1-react-kd')
+CONFIG_ROWS = ('w2a2-kd', 'w2a2-kd-plbn', 'w1a1-react-kd', 'w4a4-kd')
+#: Distilled rows trained at other widths than their config's: row -> bits.
+RETARGETED_ROWS = {'w4a4-kd': 4}
 #: Rows of ROW_CONFIGS trained without a teacher: W2A2 with the stem and
 #: the predictors at W8A8 instead of float.
 PLAIN_CONFIG_ROWS = ('w2a2-8bit-ends', )
@@ -140,7 +149,8 @@ PLAIN_CONFIG_ROWS = ('w2a2-8bit-ends', )
 class Stage:
     """One training run: ``bits`` None is float. A stage with its own
     ``config`` (a distilled or progressive row) trains with it as it is
-    (no bits options) and is tested and packed with ``eval_config``."""
+    (no bits options unless ``set_bits``) and is tested and packed with
+    ``eval_config``."""
     bits: Optional[int]
     epochs: int
     paper: bool = False
@@ -151,6 +161,9 @@ class Stage:
     model_prefix: str = 'model'
     #: more ``--cfg-options`` for training.
     options: Tuple[str, ...] = ()
+    #: a ``config`` row whose student widths are set to ``bits`` on the
+    #: command line (training, test and packing alike).
+    set_bits: bool = False
 
 
 @dataclass
@@ -248,9 +261,11 @@ def plan(args, task: Task) -> List[Run]:
             if row in row_configs:
                 train, test = row_configs[row]
                 bits = 1 if row.startswith('w1a1') else 2
+                bits = RETARGETED_ROWS.get(row, bits)
                 variants.append((row, [
                     Stage(bits, args.epochs, config=train, eval_config=test,
-                          model_prefix='model.architecture')
+                          model_prefix='model.architecture',
+                          set_bits=row in RETARGETED_ROWS)
                 ]))
         for row in PLAIN_CONFIG_ROWS:
             if row in row_configs:
@@ -311,6 +326,8 @@ def stage_options(run: Run, stage: Stage, load_from: Optional[str],
             'test_dataloader.dataset.indices=4', 'param_scheduler.0.end=2'
         ]
     if stage.config is not None:
+        if stage.set_bits:
+            options += run.task.bits_options(stage.bits, False, model)
         if not evaluate:
             options += list(stage.options)
             if stage.model_prefix != 'model':  # a distiller

@@ -354,8 +354,8 @@ def set_packed_kernels(mode: str, timed: nn.Module, twin: nn.Module,
         int8 = [c for c in choices if c.kernel == 'int8']
         note = (f'per-layer choice by timing both kernels at conversion: '
                 f'{len(int8)} of {len(choices)} layers on the integer '
-                f'(VNNI) kernel, {saved:.1f} ms less than popcount '
-                'everywhere (sum of the per-layer timings)')
+                f'({int8_variant_text()}) kernel, {saved:.1f} ms less than '
+                'popcount everywhere (sum of the per-layer timings)')
         if choices and not any('int8' in c.ms for c in choices):
             note += f' ({choices[0].reason})'
     else:
@@ -401,6 +401,19 @@ def kernel_picked() -> str:
             f'OpenMP: {info["with_openmp"]}')
 
 
+def int8_variant_text() -> str:
+    """How the integer kernel runs here: ``'AMX tiles where 16 columns
+    wide, else VNNI'``, ``'VNNI'`` or ``'n/a'``."""
+    ops = torch.ops.mmbinary
+    variant = (ops.mbb_int8_variant()
+               if hasattr(ops, 'mbb_int8_variant') else '')
+    forced = os.environ.get('MMBINARY_INT8_KERNEL', '')
+    if forced and forced != 'auto':
+        return f'{forced.upper()} (MMBINARY_INT8_KERNEL)'
+    return {'amx': 'AMX tiles where 16 columns wide, else VNNI',
+            'vnni': 'VNNI'}.get(variant, 'n/a')
+
+
 def header_lines(args, cfg: Config, shape, ghz: Optional[float],
                  peak: Optional[float]) -> List[str]:
     flag = bm.cpu_has_flag('avx512_vpopcntdq')
@@ -414,7 +427,8 @@ def header_lines(args, cfg: Config, shape, ghz: Optional[float],
         f'core clock: {ghz_text}',
         f'- packed kernel: {kernel_picked()}; peak of its instruction mix '
         '(AND + POPCOUNT + ADD on registers, measured): ' +
-        (f'{peak:.0f} binary MACs per cycle' if peak else 'n/a'),
+        (f'{peak:.0f} binary MACs per cycle' if peak else 'n/a') +
+        f'; integer kernel: {int8_variant_text()}',
         f'- torch {torch.__version__}; median of {args.repeat} runs after '
         f'{args.warmup} warm-up runs, the models\' runs interleaved; '
         f'weights: {args.checkpoint or RANDOM_WEIGHTS}',

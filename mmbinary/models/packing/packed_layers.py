@@ -41,8 +41,9 @@ def _compiled_op_runs(input: Tensor) -> bool:
 
 #: The exact CPU kernels a packed conv can run (bit-identical results):
 #: ``'popcount'``, AND + popcount over bit planes (every CPU), and
-#: ``'int8'``, an integer dot product of the same codes (AVX-512 VNNI;
-#: wins where M * K is large or few channels waste the 64-bit words).
+#: ``'int8'``, an integer dot product of the same codes (AVX-512 VNNI, on
+#: AMX tiles where the CPU has them; wins where M * K is large or few
+#: channels waste the 64-bit words, and everywhere on AMX).
 KERNELS = ('popcount', 'int8')
 
 

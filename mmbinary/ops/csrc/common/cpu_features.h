@@ -4,6 +4,12 @@
 
 #include <string>
 
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <cpuid.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
 namespace mmbinary {
 
 struct CpuFeatures {
@@ -13,6 +19,7 @@ struct CpuFeatures {
   bool avx512_vpopcntdq = false;
   bool avx512bw = false;
   bool avx512_vnni = false;  // vpdpbusd (the integer kernel)
+  bool amx_int8 = false;     // AMX tiles with tdpbusd (cpuid; see amx_usable)
 };
 
 inline CpuFeatures detect_cpu_features() {
@@ -25,8 +32,31 @@ inline CpuFeatures detect_cpu_features() {
   features.avx512_vpopcntdq = __builtin_cpu_supports("avx512vpopcntdq");
   features.avx512bw = __builtin_cpu_supports("avx512bw");
   features.avx512_vnni = __builtin_cpu_supports("avx512vnni");
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  // CPUID leaf 7: EDX bit 24 AMX-TILE, bit 25 AMX-INT8.
+  if (__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx))
+    features.amx_int8 = ((edx >> 24) & 1u) && ((edx >> 25) & 1u);
 #endif
   return features;
+}
+
+// Whether this process may use the AMX tiles: the CPU has AMX-INT8 and
+// Linux granted the tile data state (arch_prctl ARCH_REQ_XCOMP_PERM, asked
+// once per process; without it the first tile instruction faults).
+inline bool amx_usable() {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && \
+    defined(__linux__)
+  static const bool usable = [] {
+    if (!detect_cpu_features().amx_int8) return false;
+    constexpr long kArchReqXcompPerm = 0x1023;
+    constexpr long kXfeatureXtiledata = 18;
+    return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) ==
+           0;
+  }();
+  return usable;
+#else
+  return false;
+#endif
 }
 
 // Comma-separated names of the features this CPU has, e.g. "popcnt,avx2".
@@ -43,6 +73,7 @@ inline std::string cpu_features_string(const CpuFeatures& f) {
   add(f.avx512_vpopcntdq, "avx512vpopcntdq");
   add(f.avx512bw, "avx512bw");
   add(f.avx512_vnni, "avx512vnni");
+  add(f.amx_int8, "amx-int8");
   return names;
 }
 

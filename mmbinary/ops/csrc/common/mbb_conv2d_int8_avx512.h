@@ -11,7 +11,9 @@
 //     exactly 0 to sum w * q, and the inner loop has no branch;
 //   * weights: odd codes w as s8, prepared once per layer
 //     (mbb_int8_weight_layout) as (ceil(O / 16), kh * kw, C4, 16, 4): 16
-//     output channels per vector, 4 consecutive input channels per lane;
+//     output channels per vector, 4 consecutive input channels per lane,
+//     C4 = 16 * ceil(C / 64) quads (zero codes past C), so that 16 quads
+//     are one AMX B tile (mbb_conv2d_int8_amx.h);
 //     plus the 2-D prefix sums of sum_c w over the taps, (kh + 1, kw + 1,
 //     O16) int32, for the signed correction over the valid taps;
 //   * a tile is NO <= 4 blocks of 16 output channels x NP <= 6 columns of
@@ -46,17 +48,24 @@ inline int64_t mbb_int8_blocks(int64_t O) {
   return (O + kMBBInt8Lanes - 1) / kMBBInt8Lanes;
 }
 
+// Quads of input channels that hold channels (the kernel's loop).
 inline int64_t mbb_int8_quads(int64_t C) {
   return (C + kMBBInt8Quad - 1) / kMBBInt8Quad;
 }
 
+// Quads per tap in the weight layout: C padded to whole 64-channel words.
+inline int64_t mbb_int8_padded_quads(int64_t C) {
+  return mbb_num_words(C) * (kMBBWordBits / kMBBInt8Quad);
+}
+
 // Weight words (O, M, kh, kw, Wg) -> s8 codes in the vpdpbusd layout
-// (ceil(O / 16), kh * kw, C4, 16, 4), zero for pad channels, for the output
-// channels [o_begin, o_end); `out` zero-filled by the caller.
+// (ceil(O / 16), kh * kw, C4, 16, 4) with C4 = mbb_int8_padded_quads(C),
+// zero for pad channels, for the output channels [o_begin, o_end); `out`
+// zero-filled by the caller.
 inline void mbb_int8_weight_layout(const MBBConvShape& s,
                                    const uint64_t* weight, int8_t* out,
                                    int64_t o_begin, int64_t o_end) {
-  const int64_t taps = s.kh * s.kw, C4 = mbb_int8_quads(s.C);
+  const int64_t taps = s.kh * s.kw, C4 = mbb_int8_padded_quads(s.C);
   const int64_t mmax = (int64_t{1} << s.M) - 1;
   for (int64_t o = o_begin; o < o_end; ++o) {
     const int64_t ob = o / kMBBInt8Lanes, lane = o % kMBBInt8Lanes;
@@ -189,13 +198,42 @@ inline void store_outputs(const MBBInt8Args& a, int64_t pixel, int64_t oc,
         _mm512_mask_test_epi32_mask(lanes, q, _mm512_set1_epi32(1 << k)));
 }
 
+// Writes output channels [oc, oc + 16) of output pixel (n, y, x) from
+// acc = sum w * q over every tap (padded taps add 0); signed: 2 * acc -
+// L * (sum of w over the valid taps, from the prefix sums).
+inline void finish_block(const MBBInt8Args& a, int64_t n, int64_t y,
+                         int64_t x, int64_t oc, __m512i acc) {
+  const MBBConvShape& s = a.s;
+  const int64_t L = (int64_t{1} << s.K) - 1;
+  const int64_t cols = s.kw + 1, O16 = mbb_int8_blocks(s.O) * kMBBInt8Lanes;
+  const int64_t pixel = (n * s.Ho + y) * s.Wo + x;
+  const int64_t rest = s.O - oc;
+  const __mmask16 lanes =
+      rest >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << rest) - 1u);
+  if (s.is_signed) {
+    const int64_t ky0 = a.ky_range[2 * y], ky1 = a.ky_range[2 * y + 1];
+    const int64_t kx0 = a.kx_range[2 * x], kx1 = a.kx_range[2 * x + 1];
+    const int32_t* pre = a.wsum_prefix + oc;
+    const __m512i wsum = _mm512_add_epi32(
+        _mm512_sub_epi32(_mm512_loadu_si512(pre + (ky1 * cols + kx1) * O16),
+                         _mm512_loadu_si512(pre + (ky0 * cols + kx1) * O16)),
+        _mm512_sub_epi32(_mm512_loadu_si512(pre + (ky0 * cols + kx0) * O16),
+                         _mm512_loadu_si512(pre + (ky1 * cols + kx0) * O16)));
+    acc = _mm512_sub_epi32(
+        _mm512_add_epi32(acc, acc),
+        _mm512_mullo_epi32(wsum, _mm512_set1_epi32(static_cast<int>(L))));
+  }
+  store_outputs(a, pixel, oc, lanes, acc);
+}
+
 // One tile: NO blocks of 16 output channels from block ob0 x NP output
 // columns x0 .. x0 + NP - 1 of output row (n, y).
 template <int NO, int NP>
 inline void tile(const MBBInt8Args& a, int64_t n, int64_t y, int64_t x0,
                  int64_t ob0) {
   const MBBConvShape& s = a.s;
-  const int64_t taps = s.kh * s.kw, C4 = mbb_int8_quads(s.C);
+  const int64_t taps = s.kh * s.kw, C4 = mbb_int8_padded_quads(s.C);
+  const int64_t quads = mbb_int8_quads(s.C);
   const int64_t block_bytes = taps * C4 * kMBBInt8Lanes * kMBBInt8Quad;
   __m512i acc[NO][NP];
   for (int v = 0; v < NO; ++v)
@@ -210,7 +248,7 @@ inline void tile(const MBBInt8Args& a, int64_t n, int64_t y, int64_t x0,
       const uint8_t* src = src_row + kx * s.dw * a.pixel_bytes;
       const int8_t* w =
           wbase + (ky * s.kw + kx) * C4 * kMBBInt8Lanes * kMBBInt8Quad;
-      for (int64_t c4 = 0; c4 < C4; ++c4) {
+      for (int64_t c4 = 0; c4 < quads; ++c4) {
         __m512i wv[NO];
         for (int v = 0; v < NO; ++v)
           wv[v] = _mm512_loadu_si512(w + v * block_bytes + c4 * 64);
@@ -224,37 +262,9 @@ inline void tile(const MBBInt8Args& a, int64_t n, int64_t y, int64_t x0,
       }
     }
   }
-  // acc = sum w * q over every tap (padded taps add 0); signed: 2 * acc -
-  // L * (sum of w over the valid taps, from the prefix sums).
-  const int64_t L = (int64_t{1} << s.K) - 1;
-  const int64_t cols = s.kw + 1, O16 = mbb_int8_blocks(s.O) * kMBBInt8Lanes;
-  const int64_t ky0 = a.ky_range[2 * y], ky1 = a.ky_range[2 * y + 1];
-  for (int p = 0; p < NP; ++p) {
-    const int64_t x = x0 + p;
-    const int64_t pixel = (n * s.Ho + y) * s.Wo + x;
-    const int64_t kx0 = a.kx_range[2 * x], kx1 = a.kx_range[2 * x + 1];
-    for (int v = 0; v < NO; ++v) {
-      const int64_t oc = (ob0 + v) * kMBBInt8Lanes;
-      const int64_t rest = s.O - oc;
-      const __mmask16 lanes =
-          rest >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << rest) - 1u);
-      __m512i value = acc[v][p];
-      if (s.is_signed) {
-        const int32_t* pre = a.wsum_prefix + oc;
-        const __m512i wsum = _mm512_add_epi32(
-            _mm512_sub_epi32(
-                _mm512_loadu_si512(pre + (ky1 * cols + kx1) * O16),
-                _mm512_loadu_si512(pre + (ky0 * cols + kx1) * O16)),
-            _mm512_sub_epi32(
-                _mm512_loadu_si512(pre + (ky0 * cols + kx0) * O16),
-                _mm512_loadu_si512(pre + (ky1 * cols + kx0) * O16)));
-        value = _mm512_sub_epi32(
-            _mm512_add_epi32(value, value),
-            _mm512_mullo_epi32(wsum, _mm512_set1_epi32(static_cast<int>(L))));
-      }
-      store_outputs(a, pixel, oc, lanes, value);
-    }
-  }
+  for (int p = 0; p < NP; ++p)
+    for (int v = 0; v < NO; ++v)
+      finish_block(a, n, y, x0 + p, (ob0 + v) * kMBBInt8Lanes, acc[v][p]);
 }
 
 template <int NO>

@@ -1,9 +1,13 @@
 // Copyright (c) mmbinary contributors. All rights reserved.
-// CPU launchers of the integer (AVX-512 VNNI) kernel of the packed MBB conv
-// (common/mbb_conv2d_int8_avx512.h): the weight preparation, done once per
-// layer, and mbb_conv2d_int8_words, the same op as mbb_conv2d_words (same
-// activation words in, same float output and next layer's words out,
-// bit-identical) for groups == 1, w_bits <= 7 on a CPU with AVX-512 VNNI.
+// CPU launchers of the integer kernel of the packed MBB conv: the weight
+// preparation, done once per layer, and mbb_conv2d_int8_words, the same op
+// as mbb_conv2d_words (same activation words in, same float output and next
+// layer's words out, bit-identical) for groups == 1, w_bits <= 7 on a CPU
+// with AVX-512 VNNI. Its inner loop runs on AMX tiles where the CPU has
+// them and the output is at least 16 columns wide
+// (common/mbb_conv2d_int8_amx.h), else on vpdpbusd
+// (common/mbb_conv2d_int8_avx512.h); MMBINARY_INT8_KERNEL=auto|vnni|amx
+// forces one.
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
@@ -11,10 +15,13 @@
 #include <torch/library.h>
 
 #include <cmath>
+#include <cstdlib>
+#include <string>
 #include <tuple>
 
 #include "../../common/cpu_features.h"
 #include "../../common/mbb_conv2d.h"
+#include "../../common/mbb_conv2d_int8_amx.h"
 #include "../../common/mbb_conv2d_int8_avx512.h"
 #include "../../common/mbb_phase_timer.h"
 #include "../../common/pytorch_cpp_helper.h"
@@ -49,13 +56,54 @@ void check_int8(const MBBConvShape& s) {
 }
 
 
+// Whether this build and CPU (and the OS) run the AMX inner loop.
+bool amx_supported() {
+#ifdef MMBINARY_MBB_HAVE_INT8_AMX
+  return int8_supported() && amx_usable();
+#else
+  return false;
+#endif
+}
+
+// Whether a call runs on AMX tiles: MMBINARY_INT8_KERNEL=vnni never, =amx
+// always (an error where it cannot), else where the CPU has AMX and the
+// layer is eligible.
+bool use_amx(const MBBConvShape& s) {
+  const char* env = std::getenv("MMBINARY_INT8_KERNEL");
+  const std::string name = env == nullptr ? "" : env;
+  if (name == "vnni") return false;
+  if (name == "amx") {
+    TORCH_CHECK(amx_supported(), "MMBINARY_INT8_KERNEL=amx, but this CPU, "
+                "OS or build cannot use AMX tiles (amx-tile, amx-int8)");
+#ifdef MMBINARY_MBB_HAVE_INT8_AMX
+    TORCH_CHECK(mbb_int8_amx_eligible(s), "MMBINARY_INT8_KERNEL=amx needs "
+                "an output at least 16 columns wide, got ", s.Wo);
+#endif
+    return true;
+  }
+  TORCH_CHECK(name.empty() || name == "auto", "MMBINARY_INT8_KERNEL must "
+              "be auto, vnni or amx, got '", name, "'");
+#ifdef MMBINARY_MBB_HAVE_INT8_AMX
+  return amx_supported() && mbb_int8_amx_eligible(s);
+#else
+  return false;
+#endif
+}
+
 }  // namespace
 
 // Whether mbb_conv2d_int8_words runs on this CPU.
 bool mbb_int8_supported_cpu() { return int8_supported(); }
 
+// The inner loop the integer kernel uses on this CPU for wide enough
+// layers: "amx", "vnni", or "" (no integer kernel).
+std::string mbb_int8_variant_cpu() {
+  if (!int8_supported()) return "";
+  return amx_supported() ? "amx" : "vnni";
+}
+
 // Weight words (O, M, kh, kw, ceil(C / 64)) -> (s8 codes (ceil(O / 16),
-// kh * kw, ceil(C / 4), 16, 4), int32 prefix sums of sum_c w over the taps
+// kh * kw, 16 * ceil(C / 64), 16, 4), int32 prefix sums of sum_c w over the taps
 // (kh + 1, kw + 1, 16 * ceil(O / 16))). Once per layer.
 std::tuple<at::Tensor, at::Tensor> mbb_int8_prepare_weight_cpu(
     const at::Tensor& weight_words, int64_t in_channels, int64_t w_bits,
@@ -71,7 +119,7 @@ std::tuple<at::Tensor, at::Tensor> mbb_int8_prepare_weight_cpu(
   const auto* weight = reinterpret_cast<const uint64_t*>(
       weight_words.const_data_ptr<int64_t>());
   at::Tensor codes = at::zeros(
-      {OB, taps, mbb_int8_quads(s.C), kMBBInt8Lanes, kMBBInt8Quad},
+      {OB, taps, mbb_int8_padded_quads(s.C), kMBBInt8Lanes, kMBBInt8Quad},
       opts.dtype(at::kChar));
   mbb_int8_weight_layout(s, weight, codes.data_ptr<int8_t>(), 0, s.O);
   const int64_t cells = (s.kh + 1) * (s.kw + 1);
@@ -112,7 +160,7 @@ std::tuple<at::Tensor, at::Tensor> mbb_conv2d_int8_words_cpu(
       act_words, true, weight_words, in_channels, out_scale.size(0), w_bits,
       a_bits, is_signed, kernel_size, stride, padding, dilation, 1);
   check_int8(s);
-  const int64_t OB = mbb_int8_blocks(s.O), C4 = mbb_int8_quads(s.C);
+  const int64_t OB = mbb_int8_blocks(s.O), C4 = mbb_int8_padded_quads(s.C);
   const int64_t O16 = OB * kMBBInt8Lanes;
   TORCH_CHECK(weight_int8.scalar_type() == at::kChar &&
                   weight_int8.is_contiguous() &&
@@ -226,8 +274,15 @@ std::tuple<at::Tensor, at::Tensor> mbb_conv2d_int8_words_cpu(
     chunk = 4 * ((chunk / 2 + 3) / 4);
   a.o_blocks = chunk;
   const int64_t items = s.N * s.Ho * ((OB + chunk - 1) / chunk);
+  const bool amx = use_amx(s);
+  (void)amx;
   at::parallel_for(0, items, 1, [&](int64_t begin, int64_t end) {
-    mbb_int8_avx512::conv_items(a, begin, end);
+#ifdef MMBINARY_MBB_HAVE_INT8_AMX
+    if (amx)
+      mbb_int8_amx::conv_items(a, begin, end);
+    else
+#endif
+      mbb_int8_avx512::conv_items(a, begin, end);
     if (a.stream_out) _mm_sfence();  // the streamed lines, before returning
   });
 #endif
@@ -238,6 +293,7 @@ std::tuple<at::Tensor, at::Tensor> mbb_conv2d_int8_words_cpu(
 
 TORCH_LIBRARY_FRAGMENT(mmbinary, m) {
   m.def("mbb_int8_supported() -> bool", &mmbinary::mbb_int8_supported_cpu);
+  m.def("mbb_int8_variant() -> str", &mmbinary::mbb_int8_variant_cpu);
   m.def(
       "mbb_int8_prepare_weight(Tensor weight_words, int in_channels, "
       "int w_bits, int[2] kernel_size) -> (Tensor, Tensor)",

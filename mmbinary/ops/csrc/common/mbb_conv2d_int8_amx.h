@@ -1,0 +1,175 @@
+// Copyright (c) mmbinary contributors. All rights reserved.
+// The integer kernel of the packed MBB conv on AMX tiles (Intel Sapphire
+// Rapids and later): the same u8 levels, s8 weight codes, exact int32
+// accumulators and epilogue as the AVX-512 VNNI kernel
+// (mbb_conv2d_int8_avx512.h), with tdpbusd doing a 16 x 16 x 64 block of
+// multiply-adds per instruction instead of vpdpbusd's 16 x 4.
+//
+//   * A tile: 16 output pixels of one output row (rows of the tile) x 64
+//     input channels (u8 levels) for one tap: row p starts at the level
+//     pixel of output column x0 + p, so the tile stride is the stride in
+//     pixels times the pixel's bytes, read straight from the zero-bordered
+//     level buffer;
+//   * B tile: 64 input channels (16 quads, the tile's rows) x 16 output
+//     channels (4 bytes each), i.e. 1 KB of the VNNI weight layout as it
+//     is (its quads padded to whole 64-channel words);
+//   * C tiles: 16 pixels x 16 output channels of int32, 2 x 2 of them (32
+//     pixels x 32 channels) per step, so each A and B tile loaded serves
+//     two tdpbusd;
+//   * a row whose width is not a multiple of 16 computes its last 16
+//     columns again from Wo - 16 (the same values written twice), so every
+//     tile is full: the kernel needs Wo >= 16 (mbb_int8_amx_eligible).
+// Every output is bit-identical to the VNNI and popcount kernels'.
+#pragma once
+
+#include "mbb_conv2d_int8_avx512.h"
+
+#if defined(MMBINARY_MBB_HAVE_INT8_AVX512) && defined(__linux__) && \
+    (defined(__clang__) || __GNUC__ >= 11)
+#define MMBINARY_MBB_HAVE_INT8_AMX 1
+
+namespace mmbinary {
+
+// Output pixels (tile rows) per tile.
+constexpr int64_t kMBBAmxRows = 16;
+
+// Whether the AMX kernel can run a conv the integer kernel runs.
+inline bool mbb_int8_amx_eligible(const MBBConvShape& s) {
+  return s.Wo >= kMBBAmxRows;
+}
+
+// The 64-byte tile configuration (palette 1): tiles 0-3 the accumulators,
+// 4-5 the activations, 6-7 the weights, each 16 rows of 64 bytes.
+struct alignas(64) MBBAmxConfig {
+  uint8_t palette_id = 1;
+  uint8_t start_row = 0;
+  uint8_t reserved[14] = {};
+  uint16_t colsb[16] = {};
+  uint8_t rows[16] = {};
+  MBBAmxConfig() {
+    for (int t = 0; t < 8; ++t) {
+      colsb[t] = 64;
+      rows[t] = 16;
+    }
+  }
+};
+
+}  // namespace mmbinary
+
+#if defined(__clang__)
+#pragma clang attribute push(                                               \
+    __attribute__((target(                                                  \
+        "avx2,avx512f,avx512vl,avx512bw,avx512vnni,amx-tile,amx-int8"))), \
+    apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx2,avx512f,avx512vl,avx512bw,avx512vnni,amx-tile,amx-int8")
+#endif
+
+#include <immintrin.h>
+
+namespace mmbinary {
+namespace mbb_int8_amx {
+
+// NP tiles of 16 output columns (starting at x0[0], x0[1]) x NO blocks of 16
+// output channels (from block ob0) of output row (n, y).
+template <int NP, int NO>
+inline void tile_block(const MBBInt8Args& a, int64_t n, int64_t y,
+                       const int64_t* x0, int64_t ob0) {
+  const MBBConvShape& s = a.s;
+  const int64_t taps = s.kh * s.kw, C4 = mbb_int8_padded_quads(s.C);
+  const int64_t tap_bytes = C4 * kMBBInt8Lanes * kMBBInt8Quad;
+  const int64_t block_bytes = taps * tap_bytes;
+  const int64_t a_stride = s.sw * a.pixel_bytes;
+  const uint8_t* image = a.levels + n * a.Hp * a.Wp * a.pixel_bytes;
+  const int8_t* w0 = a.weight + ob0 * block_bytes;
+  _tile_zero(0);
+  if (NO > 1) _tile_zero(1);
+  if (NP > 1) _tile_zero(2);
+  if (NP > 1 && NO > 1) _tile_zero(3);
+  for (int64_t ky = 0; ky < s.kh; ++ky) {
+    const uint8_t* src_row =
+        image + (y * s.sh + ky * s.dh) * a.Wp * a.pixel_bytes;
+    for (int64_t kx = 0; kx < s.kw; ++kx) {
+      const uint8_t* src0 =
+          src_row + (x0[0] * s.sw + kx * s.dw) * a.pixel_bytes;
+      const uint8_t* src1 =
+          src_row + (x0[NP - 1] * s.sw + kx * s.dw) * a.pixel_bytes;
+      const int8_t* w = w0 + (ky * s.kw + kx) * tap_bytes;
+      for (int64_t j = 0; j < s.Wg; ++j) {
+        const int64_t c_off = j * kMBBWordBits;  // 64 channels a step
+        _tile_loadd(4, src0 + c_off, a_stride);
+        if (NP > 1) _tile_loadd(5, src1 + c_off, a_stride);
+        _tile_loadd(6, w + c_off * kMBBInt8Lanes, 64);
+        if (NO > 1) _tile_loadd(7, w + block_bytes + c_off * kMBBInt8Lanes, 64);
+        _tile_dpbusd(0, 4, 6);
+        if (NO > 1) _tile_dpbusd(1, 4, 7);
+        if (NP > 1) _tile_dpbusd(2, 5, 6);
+        if (NP > 1 && NO > 1) _tile_dpbusd(3, 5, 7);
+      }
+    }
+  }
+  // Accumulators to memory (row p: pixel p's 16 channels), then the
+  // epilogue of the VNNI kernel pixel by pixel.
+  alignas(64) int32_t acc[4][kMBBAmxRows][kMBBInt8Lanes];
+  _tile_stored(0, acc[0], 64);
+  if (NO > 1) _tile_stored(1, acc[1], 64);
+  if (NP > 1) _tile_stored(2, acc[2], 64);
+  if (NP > 1 && NO > 1) _tile_stored(3, acc[3], 64);
+  __asm__ volatile("" ::: "memory");  // the stores before the loads below
+  for (int i = 0; i < NP; ++i)
+    for (int64_t p = 0; p < kMBBAmxRows; ++p)
+      for (int v = 0; v < NO; ++v)
+        mbb_int8_avx512::finish_block(
+            a, n, y, x0[i] + p, (ob0 + v) * kMBBInt8Lanes,
+            _mm512_load_si512(acc[2 * i + v][p]));
+}
+
+// Work items [begin, end) of (sample, output row, chunk of a.o_blocks
+// output-channel blocks), as the VNNI kernel's conv_items. Loads the tile
+// configuration and releases the tiles (per thread).
+inline void conv_items(const MBBInt8Args& a, int64_t begin, int64_t end) {
+  const MBBConvShape& s = a.s;
+  const MBBAmxConfig config;
+  __asm__ volatile("" ::: "memory");  // the whole config stored first
+  _tile_loadconfig(&config);
+  const int64_t OB = mbb_int8_blocks(s.O);
+  const int64_t chunks = (OB + a.o_blocks - 1) / a.o_blocks;
+  // Column starts of the 16-pixel tiles; the last one is moved back to
+  // Wo - 16 when Wo is not a multiple of 16.
+  const int64_t groups = (s.Wo + kMBBAmxRows - 1) / kMBBAmxRows;
+  for (int64_t item = begin; item < end; ++item) {
+    const int64_t chunk = item % chunks, r = item / chunks;
+    const int64_t n = r / s.Ho, y = r % s.Ho;
+    const int64_t ob_end = std::min(OB, (chunk + 1) * a.o_blocks);
+    for (int64_t g = 0; g < groups; g += 2) {
+      int64_t x0[2];
+      for (int i = 0; i < 2; ++i)
+        x0[i] = std::min((g + i) * kMBBAmxRows, s.Wo - kMBBAmxRows);
+      const bool pair = g + 1 < groups;
+      for (int64_t ob = chunk * a.o_blocks; ob < ob_end; ob += 2) {
+        const bool two = ob + 1 < ob_end;
+        if (pair && two)
+          tile_block<2, 2>(a, n, y, x0, ob);
+        else if (pair)
+          tile_block<2, 1>(a, n, y, x0, ob);
+        else if (two)
+          tile_block<1, 2>(a, n, y, x0, ob);
+        else
+          tile_block<1, 1>(a, n, y, x0, ob);
+      }
+    }
+  }
+  _tile_release();
+}
+
+}  // namespace mbb_int8_amx
+}  // namespace mmbinary
+
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+
+#endif  // MMBINARY_MBB_HAVE_INT8_AVX512 and Linux
