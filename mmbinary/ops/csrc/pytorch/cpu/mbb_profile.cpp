@@ -31,21 +31,27 @@ at::Tensor mbb_phase_times(bool enable, bool reset) {
   return at::tensor(values, at::kDouble);
 }
 
-// The core clock in GHz: a chain of dependent integer additions runs one
-// per cycle on every x86-64 core (and every other core we know), so
-// additions per second is cycles per second. Best of `repeats` runs.
+// The core clock in GHz: a chain of dependent 64-bit multiplications
+// (imul r64, r64: 3 cycles of latency on every x86-64 core since Core 2 and
+// Zen 1), so three times the multiplications per second is cycles per
+// second. Not additions: Intel cores since Golden Cove fold a chain of
+// `add reg, imm` at rename and run it several times faster than the clock.
+// Best of `repeats` runs.
 double mbb_measure_core_ghz(int64_t repeats) {
   double best = 0.0;
   for (int64_t r = 0; r < (repeats < 1 ? 1 : repeats); ++r) {
-    constexpr int64_t kIterations = 20000000;  // 8 additions each
-    uint64_t x = 0;
+    constexpr int64_t kIterations = 8000000;  // 8 multiplications each
+    constexpr double kLatency = 3.0;          // cycles per multiplication
+    uint64_t x = 1;
+    uint64_t one = 1;
     const auto start = std::chrono::steady_clock::now();
     for (int64_t i = 0; i < kIterations; ++i) {
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
       asm volatile(
-          "add $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\t"
-          "add $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\tadd $1, %0"
-          : "+r"(x));
+          "imul %1, %0\n\timul %1, %0\n\timul %1, %0\n\timul %1, %0\n\t"
+          "imul %1, %0\n\timul %1, %0\n\timul %1, %0\n\timul %1, %0"
+          : "+r"(x)
+          : "r"(one));
 #else
       x = x * 3 + 1;  // not a measured clock off x86-64
 #endif
@@ -53,7 +59,7 @@ double mbb_measure_core_ghz(int64_t repeats) {
     const double seconds = std::chrono::duration<double>(
                                std::chrono::steady_clock::now() - start)
                                .count();
-    const double ghz = 8.0 * kIterations / seconds * 1e-9;
+    const double ghz = 8.0 * kLatency * kIterations / seconds * 1e-9;
     if (ghz > best && x != 0) best = ghz;
   }
   return best;
