@@ -71,142 +71,10 @@ struct alignas(64) MBBAmxConfig {
 namespace mmbinary {
 namespace mbb_int8_amx {
 
-// What the epilogue writes (template flags of epilogue_tile).
-enum MBBAmxEpilogue : int {
-  kAmxSigned = 1,    // signed activations: 2 * acc - L * sum_valid w
-  kAmxAccOut = 2,    // the int32 accumulators only
-  kAmxResidual = 4,  // + residual
-  kAmxFloatOut = 8,  // the float output
-  kAmxWordsOut = 16  // the next layer's words
-};
-
-// The epilogue of one accumulator tile: output pixels (n, y, x0 .. x0 +
-// 15) x output channels [oc, oc + 16), from `tile` (16 x 16 int32, row p:
-// pixel x0 + p), the same arithmetic as the VNNI kernel's finish_block
-// with its branches on the call's mode resolved at compile time and the
-// per-channel constants loaded once a tile.
-template <int MODE>
-void epilogue_tile(const MBBInt8Args& a, int64_t n, int64_t y, int64_t x0,
-                   int64_t oc, const int32_t* tile) {
-  const MBBConvShape& s = a.s;
-  const int64_t rest = s.O - oc;
-  const __mmask16 lanes =
-      rest >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << rest) - 1u);
-  const int64_t first_pixel = (n * s.Ho + y) * s.Wo + x0;
-  const int64_t first = first_pixel * s.O + oc;
-  // signed: the weight sums over the valid taps, from the prefix sums
-  const int64_t cols = s.kw + 1, O16 = mbb_int8_blocks(s.O) * kMBBInt8Lanes;
-  const int32_t* pre = a.wsum_prefix + oc;
-  const int64_t ky0 = a.ky_range[2 * y], ky1 = a.ky_range[2 * y + 1];
-  const int32_t* pre_lo = pre + ky0 * cols * O16;
-  const int32_t* pre_hi = pre + ky1 * cols * O16;
-  if (MODE & kAmxAccOut) {
-    for (int64_t p = 0; p < kMBBAmxRows; ++p) {
-      __m512i acc = _mm512_load_si512(tile + p * kMBBInt8Lanes);
-      if (MODE & kAmxSigned) {
-        const int64_t x = x0 + p;
-        const int64_t kx0 = a.kx_range[2 * x], kx1 = a.kx_range[2 * x + 1];
-        const __m512i wsum = _mm512_add_epi32(
-            _mm512_sub_epi32(_mm512_loadu_si512(pre_hi + kx1 * O16),
-                             _mm512_loadu_si512(pre_lo + kx1 * O16)),
-            _mm512_sub_epi32(_mm512_loadu_si512(pre_lo + kx0 * O16),
-                             _mm512_loadu_si512(pre_hi + kx0 * O16)));
-        acc = _mm512_sub_epi32(
-            _mm512_add_epi32(acc, acc),
-            _mm512_sub_epi32(_mm512_slli_epi32(wsum, s.K), wsum));
-      }
-      _mm512_mask_storeu_epi32(a.out_acc + first + p * s.O, lanes, acc);
-    }
-    return;
-  }
-  const __m512 scale = _mm512_loadu_ps(a.scale + oc);
-  const __m512 bias = _mm512_loadu_ps(a.bias + oc);
-  const bool clamp_low = a.act_min != -INFINITY;
-  const bool clamp_high = a.act_max != INFINITY;
-  const __m512 act_min = _mm512_set1_ps(a.act_min);
-  const __m512 act_max = _mm512_set1_ps(a.act_max);
-  const __m512 top = _mm512_set1_ps(static_cast<float>((1 << a.out_K) - 1));
-  const __m512 inv_step = _mm512_set1_ps(a.out_inv_step);
-  const int64_t word_stride = a.out_Wg * 4;  // 16-bit units per bit plane
-  for (int64_t p = 0; p < kMBBAmxRows; ++p) {
-    const int64_t at = first + p * s.O;
-    __m512i acc = _mm512_load_si512(tile + p * kMBBInt8Lanes);
-    if (MODE & kAmxSigned) {
-      const int64_t x = x0 + p;
-      const int64_t kx0 = a.kx_range[2 * x], kx1 = a.kx_range[2 * x + 1];
-      const __m512i wsum = _mm512_add_epi32(
-          _mm512_sub_epi32(_mm512_loadu_si512(pre_hi + kx1 * O16),
-                           _mm512_loadu_si512(pre_lo + kx1 * O16)),
-          _mm512_sub_epi32(_mm512_loadu_si512(pre_lo + kx0 * O16),
-                           _mm512_loadu_si512(pre_hi + kx0 * O16)));
-      acc = _mm512_sub_epi32(
-          _mm512_add_epi32(acc, acc),
-          _mm512_sub_epi32(_mm512_slli_epi32(wsum, s.K), wsum));
-    }
-    // float(acc) * scale + bias: two roundings (no FMA contraction).
-    __m512 value =
-        _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(acc), scale), bias);
-    if (MODE & kAmxResidual) {
-      _mm_prefetch(reinterpret_cast<const char*>(a.residual + at +
-                                                 2 * kMBBAmxRows * s.O),
-                   _MM_HINT_T0);
-      value =
-          _mm512_add_ps(value, _mm512_maskz_loadu_ps(lanes, a.residual + at));
-    }
-    if (clamp_low) value = _mm512_max_ps(value, act_min);
-    if (clamp_high) value = _mm512_min_ps(value, act_max);
-    if (MODE & kAmxFloatOut) {
-      if (a.stream_out)
-        _mm512_stream_ps(a.out + at, value);
-      else
-        _mm512_mask_storeu_ps(a.out + at, lanes, value);
-    }
-    if (MODE & kAmxWordsOut) {
-      // The next layer's levels (as mbb_quantize_level), then their bits:
-      // the 16 channels are one 16-bit quarter of a word.
-      __m512 level = _mm512_mul_ps(value, inv_step);
-      if (a.out_signed)
-        level = _mm512_mul_ps(_mm512_add_ps(level, top), _mm512_set1_ps(0.5f));
-      level = _mm512_min_ps(_mm512_max_ps(level, _mm512_setzero_ps()), top);
-      const __m512i q = _mm512_cvtps_epi32(level);
-      uint16_t* dst = a.out_words +
-                      (first_pixel + p) * a.out_K * word_stride + oc / 16;
-      for (int64_t k = 0; k < a.out_K; ++k)
-        dst[k * word_stride] = static_cast<uint16_t>(
-            _mm512_mask_test_epi32_mask(lanes, q, _mm512_set1_epi32(1 << k)));
-    }
-  }
-}
-
-using MBBAmxEpilogueFn = void (*)(const MBBInt8Args&, int64_t, int64_t,
-                                  int64_t, int64_t, const int32_t*);
-
-// The epilogue_tile instance of a call's mode.
-template <int SIGNED>
-MBBAmxEpilogueFn pick_epilogue_signed(const MBBInt8Args& a) {
-  if (a.out_acc != nullptr) return &epilogue_tile<SIGNED | kAmxAccOut>;
-  const bool res = a.residual != nullptr, fl = a.out != nullptr;
-  const bool words = a.out_words != nullptr;
-  constexpr int R = kAmxResidual, F = kAmxFloatOut, W = kAmxWordsOut;
-  if (res && fl && words) return &epilogue_tile<SIGNED | R | F | W>;
-  if (res && fl) return &epilogue_tile<SIGNED | R | F>;
-  if (res && words) return &epilogue_tile<SIGNED | R | W>;
-  if (res) return &epilogue_tile<SIGNED | R>;
-  if (fl && words) return &epilogue_tile<SIGNED | F | W>;
-  if (fl) return &epilogue_tile<SIGNED | F>;
-  if (words) return &epilogue_tile<SIGNED | W>;
-  return &epilogue_tile<SIGNED>;
-}
-
-inline MBBAmxEpilogueFn pick_epilogue(const MBBInt8Args& a) {
-  return a.s.is_signed ? pick_epilogue_signed<kAmxSigned>(a)
-                       : pick_epilogue_signed<0>(a);
-}
-
 // NP tiles of 16 output columns (starting at x0[0], x0[1]) x NO blocks of 16
 // output channels (from block ob0) of output row (n, y).
 template <int NP, int NO>
-inline void tile_block(const MBBInt8Args& a, MBBAmxEpilogueFn epilogue,
+inline void tile_block(const MBBInt8Args& a, mbb_int8_avx512::MBBInt8EpilogueFn epilogue,
                        int64_t n, int64_t y, const int64_t* x0, int64_t ob0) {
   const MBBConvShape& s = a.s;
   const int64_t taps = s.kh * s.kw, C4 = mbb_int8_padded_quads(s.C);
@@ -242,7 +110,7 @@ inline void tile_block(const MBBInt8Args& a, MBBAmxEpilogueFn epilogue,
     }
   }
   // Accumulators to memory (row p: pixel p's 16 channels), then the
-  // epilogue tile by tile.
+  // epilogue (mbb_int8_avx512::epilogue_rows) tile by tile.
   alignas(64) int32_t acc[4][kMBBAmxRows * kMBBInt8Lanes];
   _tile_stored(0, acc[0], 64);
   if (NO > 1) _tile_stored(1, acc[1], 64);
@@ -251,7 +119,8 @@ inline void tile_block(const MBBInt8Args& a, MBBAmxEpilogueFn epilogue,
   __asm__ volatile("" ::: "memory");  // the stores before the loads below
   for (int i = 0; i < NP; ++i)
     for (int v = 0; v < NO; ++v)
-      epilogue(a, n, y, x0[i], (ob0 + v) * kMBBInt8Lanes, acc[2 * i + v]);
+      epilogue(a, n, y, x0[i], kMBBAmxRows, (ob0 + v) * kMBBInt8Lanes,
+               acc[2 * i + v]);
 }
 
 // Work items [begin, end) of (sample, output row, chunk of a.o_blocks
@@ -262,7 +131,8 @@ inline void conv_items(const MBBInt8Args& a, int64_t begin, int64_t end) {
   const MBBAmxConfig config;
   __asm__ volatile("" ::: "memory");  // the whole config stored first
   _tile_loadconfig(&config);
-  const MBBAmxEpilogueFn epilogue = pick_epilogue(a);
+  const mbb_int8_avx512::MBBInt8EpilogueFn epilogue =
+      mbb_int8_avx512::pick_epilogue(a);
   const int64_t OB = mbb_int8_blocks(s.O);
   const int64_t chunks = (OB + a.o_blocks - 1) / a.o_blocks;
   // Column starts of the 16-pixel tiles; the last one is moved back to

@@ -18,7 +18,8 @@
 //     O16) int32, for the signed correction over the valid taps;
 //   * a tile is NO <= 4 blocks of 16 output channels x NP <= 6 columns of
 //     one output row (24 accumulators);
-//   * the epilogue in registers, as the channel-lane kernel's:
+//   * the epilogue (epilogue_rows, shared with the AMX kernel), a tile's
+//     accumulators a block of 16 channels at a time:
 //     unsigned acc = sum w * q, signed acc = 2 * sum w * q - L * sum_valid w,
 //     then float(acc) * scale + bias (two roundings, no FMA), + residual,
 //     the clamp, the float output and/or the next layer's words.
@@ -152,85 +153,150 @@ inline void unpack_levels(const MBBInt8Args& a, const uint64_t* act,
   }
 }
 
-// Writes the 16 channels [oc, oc + 16) of one output pixel from their
-// exact accumulators (lanes: the real channels).
-inline void store_outputs(const MBBInt8Args& a, int64_t pixel, int64_t oc,
-                          __mmask16 lanes, __m512i acc) {
-  const int64_t at = pixel * a.s.O + oc;
-  if (a.out_acc != nullptr) {
-    _mm512_mask_storeu_epi32(a.out_acc + at, lanes, acc);
-    return;
-  }
-  // float(acc) * scale + bias: two roundings (no FMA contraction).
-  const __m512 scaled =
-      _mm512_mul_ps(_mm512_cvtepi32_ps(acc), _mm512_loadu_ps(a.scale + oc));
-  __m512 value = _mm512_add_ps(scaled, _mm512_loadu_ps(a.bias + oc));
-  if (a.residual != nullptr) {
-    // Two tiles on (see the channel-lane kernel's epilogue).
-    _mm_prefetch(reinterpret_cast<const char*>(a.residual + at + 12 * a.s.O),
-                 _MM_HINT_T0);
-    value = _mm512_add_ps(value, _mm512_maskz_loadu_ps(lanes, a.residual + at));
-  }
-  if (a.act_min != -INFINITY)
-    value = _mm512_max_ps(value, _mm512_set1_ps(a.act_min));
-  if (a.act_max != INFINITY)
-    value = _mm512_min_ps(value, _mm512_set1_ps(a.act_max));
-  if (a.out != nullptr) {
-    if (a.stream_out)
-      _mm512_stream_ps(a.out + at, value);
-    else if (lanes == static_cast<__mmask16>(0xFFFF))
-      _mm512_storeu_ps(a.out + at, value);
-    else
-      _mm512_mask_storeu_ps(a.out + at, lanes, value);
-  }
-  if (a.out_words == nullptr) return;
-  // The next layer's levels (as mbb_quantize_level), then their bits: the
-  // 16 channels are one 16-bit quarter of a word.
-  const __m512 top = _mm512_set1_ps(static_cast<float>((1 << a.out_K) - 1));
-  __m512 level = _mm512_mul_ps(value, _mm512_set1_ps(a.out_inv_step));
-  if (a.out_signed)
-    level = _mm512_mul_ps(_mm512_add_ps(level, top), _mm512_set1_ps(0.5f));
-  level = _mm512_min_ps(_mm512_max_ps(level, _mm512_setzero_ps()), top);
-  const __m512i q = _mm512_cvtps_epi32(level);
-  uint16_t* dst = a.out_words + pixel * a.out_K * a.out_Wg * 4 + oc / 16;
-  for (int64_t k = 0; k < a.out_K; ++k)
-    dst[k * a.out_Wg * 4] = static_cast<uint16_t>(
-        _mm512_mask_test_epi32_mask(lanes, q, _mm512_set1_epi32(1 << k)));
-}
+// What the epilogue writes (template flags of epilogue_rows).
+enum MBBInt8Epilogue : int {
+  kEpiSigned = 1,    // signed activations: 2 * acc - L * sum_valid w
+  kEpiAccOut = 2,    // the int32 accumulators only
+  kEpiResidual = 4,  // + residual
+  kEpiFloatOut = 8,  // the float output
+  kEpiWordsOut = 16  // the next layer's words
+};
 
-// Writes output channels [oc, oc + 16) of output pixel (n, y, x) from
-// acc = sum w * q over every tap (padded taps add 0); signed: 2 * acc -
-// L * (sum of w over the valid taps, from the prefix sums).
-inline void finish_block(const MBBInt8Args& a, int64_t n, int64_t y,
-                         int64_t x, int64_t oc, __m512i acc) {
+// The epilogue of output pixels (n, y, x0 .. x0 + count - 1) x output
+// channels [oc, oc + 16) from their exact accumulators `rows` (count x 16
+// int32, 64-byte aligned, row p: pixel x0 + p, sum w * q over every tap,
+// padded taps adding 0):
+//   unsigned acc = sum w * q, signed acc = 2 * sum w * q - L * sum_valid w
+//   (the weight sums over the valid taps from the prefix sums),
+//   then float(acc) * scale + bias (two roundings, no FMA), + residual,
+//   the clamp, the float output and/or the next layer's words,
+// or the accumulators alone. The call's mode is a template argument (no
+// branches per vector on it) and the per-channel constants are loaded
+// once per call.
+template <int MODE>
+void epilogue_rows(const MBBInt8Args& a, int64_t n, int64_t y, int64_t x0,
+                   int64_t count, int64_t oc, const int32_t* rows) {
   const MBBConvShape& s = a.s;
-  const int64_t L = (int64_t{1} << s.K) - 1;
-  const int64_t cols = s.kw + 1, O16 = mbb_int8_blocks(s.O) * kMBBInt8Lanes;
-  const int64_t pixel = (n * s.Ho + y) * s.Wo + x;
   const int64_t rest = s.O - oc;
   const __mmask16 lanes =
       rest >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << rest) - 1u);
-  if (s.is_signed) {
-    const int64_t ky0 = a.ky_range[2 * y], ky1 = a.ky_range[2 * y + 1];
-    const int64_t kx0 = a.kx_range[2 * x], kx1 = a.kx_range[2 * x + 1];
-    const int32_t* pre = a.wsum_prefix + oc;
-    const __m512i wsum = _mm512_add_epi32(
-        _mm512_sub_epi32(_mm512_loadu_si512(pre + (ky1 * cols + kx1) * O16),
-                         _mm512_loadu_si512(pre + (ky0 * cols + kx1) * O16)),
-        _mm512_sub_epi32(_mm512_loadu_si512(pre + (ky0 * cols + kx0) * O16),
-                         _mm512_loadu_si512(pre + (ky1 * cols + kx0) * O16)));
-    acc = _mm512_sub_epi32(
-        _mm512_add_epi32(acc, acc),
-        _mm512_mullo_epi32(wsum, _mm512_set1_epi32(static_cast<int>(L))));
+  const int64_t first_pixel = (n * s.Ho + y) * s.Wo + x0;
+  const int64_t first = first_pixel * s.O + oc;
+  // signed: the weight sums over the valid taps, from the prefix sums
+  const int64_t cols = s.kw + 1, O16 = mbb_int8_blocks(s.O) * kMBBInt8Lanes;
+  const int32_t* pre = a.wsum_prefix + oc;
+  const int64_t ky0 = a.ky_range[2 * y], ky1 = a.ky_range[2 * y + 1];
+  const int32_t* pre_lo = pre + ky0 * cols * O16;
+  const int32_t* pre_hi = pre + ky1 * cols * O16;
+  if (MODE & kEpiAccOut) {
+    for (int64_t p = 0; p < count; ++p) {
+      __m512i acc = _mm512_load_si512(rows + p * kMBBInt8Lanes);
+      if (MODE & kEpiSigned) {
+        const int64_t x = x0 + p;
+        const int64_t kx0 = a.kx_range[2 * x], kx1 = a.kx_range[2 * x + 1];
+        const __m512i wsum = _mm512_add_epi32(
+            _mm512_sub_epi32(_mm512_loadu_si512(pre_hi + kx1 * O16),
+                             _mm512_loadu_si512(pre_lo + kx1 * O16)),
+            _mm512_sub_epi32(_mm512_loadu_si512(pre_lo + kx0 * O16),
+                             _mm512_loadu_si512(pre_hi + kx0 * O16)));
+        acc = _mm512_sub_epi32(
+            _mm512_add_epi32(acc, acc),
+            _mm512_sub_epi32(_mm512_slli_epi32(wsum, s.K), wsum));
+      }
+      _mm512_mask_storeu_epi32(a.out_acc + first + p * s.O, lanes, acc);
+    }
+    return;
   }
-  store_outputs(a, pixel, oc, lanes, acc);
+  const __m512 scale = _mm512_loadu_ps(a.scale + oc);
+  const __m512 bias = _mm512_loadu_ps(a.bias + oc);
+  const bool clamp_low = a.act_min != -INFINITY;
+  const bool clamp_high = a.act_max != INFINITY;
+  const __m512 act_min = _mm512_set1_ps(a.act_min);
+  const __m512 act_max = _mm512_set1_ps(a.act_max);
+  const __m512 top = _mm512_set1_ps(static_cast<float>((1 << a.out_K) - 1));
+  const __m512 inv_step = _mm512_set1_ps(a.out_inv_step);
+  const int64_t word_stride = a.out_Wg * 4;  // 16-bit units per bit plane
+  for (int64_t p = 0; p < count; ++p) {
+    const int64_t at = first + p * s.O;
+    __m512i acc = _mm512_load_si512(rows + p * kMBBInt8Lanes);
+    if (MODE & kEpiSigned) {
+      const int64_t x = x0 + p;
+      const int64_t kx0 = a.kx_range[2 * x], kx1 = a.kx_range[2 * x + 1];
+      const __m512i wsum = _mm512_add_epi32(
+          _mm512_sub_epi32(_mm512_loadu_si512(pre_hi + kx1 * O16),
+                           _mm512_loadu_si512(pre_lo + kx1 * O16)),
+          _mm512_sub_epi32(_mm512_loadu_si512(pre_lo + kx0 * O16),
+                           _mm512_loadu_si512(pre_hi + kx0 * O16)));
+      acc = _mm512_sub_epi32(
+          _mm512_add_epi32(acc, acc),
+          _mm512_sub_epi32(_mm512_slli_epi32(wsum, s.K), wsum));
+    }
+    // float(acc) * scale + bias: two roundings (no FMA contraction).
+    __m512 value =
+        _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(acc), scale), bias);
+    if (MODE & kEpiResidual) {
+      // Two 16-pixel tiles on (the next tiles' rows).
+      _mm_prefetch(reinterpret_cast<const char*>(a.residual + at + 32 * s.O),
+                   _MM_HINT_T0);
+      value =
+          _mm512_add_ps(value, _mm512_maskz_loadu_ps(lanes, a.residual + at));
+    }
+    if (clamp_low) value = _mm512_max_ps(value, act_min);
+    if (clamp_high) value = _mm512_min_ps(value, act_max);
+    if (MODE & kEpiFloatOut) {
+      if (a.stream_out)
+        _mm512_stream_ps(a.out + at, value);
+      else
+        _mm512_mask_storeu_ps(a.out + at, lanes, value);
+    }
+    if (MODE & kEpiWordsOut) {
+      // The next layer's levels (as mbb_quantize_level), then their bits:
+      // the 16 channels are one 16-bit quarter of a word.
+      __m512 level = _mm512_mul_ps(value, inv_step);
+      if (a.out_signed)
+        level = _mm512_mul_ps(_mm512_add_ps(level, top), _mm512_set1_ps(0.5f));
+      level = _mm512_min_ps(_mm512_max_ps(level, _mm512_setzero_ps()), top);
+      const __m512i q = _mm512_cvtps_epi32(level);
+      uint16_t* dst = a.out_words +
+                      (first_pixel + p) * a.out_K * word_stride + oc / 16;
+      for (int64_t k = 0; k < a.out_K; ++k)
+        dst[k * word_stride] = static_cast<uint16_t>(
+            _mm512_mask_test_epi32_mask(lanes, q, _mm512_set1_epi32(1 << k)));
+    }
+  }
+}
+
+using MBBInt8EpilogueFn = void (*)(const MBBInt8Args&, int64_t, int64_t,
+                                   int64_t, int64_t, int64_t,
+                                   const int32_t*);
+
+// The epilogue_rows instance of a call's mode.
+template <int SIGNED>
+MBBInt8EpilogueFn pick_epilogue_signed(const MBBInt8Args& a) {
+  if (a.out_acc != nullptr) return &epilogue_rows<SIGNED | kEpiAccOut>;
+  const bool res = a.residual != nullptr, fl = a.out != nullptr;
+  const bool words = a.out_words != nullptr;
+  constexpr int R = kEpiResidual, F = kEpiFloatOut, W = kEpiWordsOut;
+  if (res && fl && words) return &epilogue_rows<SIGNED | R | F | W>;
+  if (res && fl) return &epilogue_rows<SIGNED | R | F>;
+  if (res && words) return &epilogue_rows<SIGNED | R | W>;
+  if (res) return &epilogue_rows<SIGNED | R>;
+  if (fl && words) return &epilogue_rows<SIGNED | F | W>;
+  if (fl) return &epilogue_rows<SIGNED | F>;
+  if (words) return &epilogue_rows<SIGNED | W>;
+  return &epilogue_rows<SIGNED>;
+}
+
+inline MBBInt8EpilogueFn pick_epilogue(const MBBInt8Args& a) {
+  return a.s.is_signed ? pick_epilogue_signed<kEpiSigned>(a)
+                       : pick_epilogue_signed<0>(a);
 }
 
 // One tile: NO blocks of 16 output channels from block ob0 x NP output
 // columns x0 .. x0 + NP - 1 of output row (n, y).
 template <int NO, int NP>
-inline void tile(const MBBInt8Args& a, int64_t n, int64_t y, int64_t x0,
-                 int64_t ob0) {
+inline void tile(const MBBInt8Args& a, MBBInt8EpilogueFn epilogue, int64_t n,
+                 int64_t y, int64_t x0, int64_t ob0) {
   const MBBConvShape& s = a.s;
   const int64_t taps = s.kh * s.kw, C4 = mbb_int8_padded_quads(s.C);
   const int64_t quads = mbb_int8_quads(s.C);
@@ -262,23 +328,26 @@ inline void tile(const MBBInt8Args& a, int64_t n, int64_t y, int64_t x0,
       }
     }
   }
-  for (int p = 0; p < NP; ++p)
-    for (int v = 0; v < NO; ++v)
-      finish_block(a, n, y, x0 + p, (ob0 + v) * kMBBInt8Lanes, acc[v][p]);
+  alignas(64) int32_t rows[NO][NP * kMBBInt8Lanes];
+  for (int v = 0; v < NO; ++v)
+    for (int p = 0; p < NP; ++p)
+      _mm512_store_si512(rows[v] + p * kMBBInt8Lanes, acc[v][p]);
+  for (int v = 0; v < NO; ++v)
+    epilogue(a, n, y, x0, NP, (ob0 + v) * kMBBInt8Lanes, rows[v]);
 }
 
 template <int NO>
-inline void row_blocks(const MBBInt8Args& a, int64_t n, int64_t y,
-                       int64_t ob0) {
+inline void row_blocks(const MBBInt8Args& a, MBBInt8EpilogueFn epilogue,
+                       int64_t n, int64_t y, int64_t ob0) {
   constexpr int kP = 6;
   int64_t x = 0;
-  for (; x + kP <= a.s.Wo; x += kP) tile<NO, kP>(a, n, y, x, ob0);
+  for (; x + kP <= a.s.Wo; x += kP) tile<NO, kP>(a, epilogue, n, y, x, ob0);
   switch (a.s.Wo - x) {
-    case 5: tile<NO, 5>(a, n, y, x, ob0); break;
-    case 4: tile<NO, 4>(a, n, y, x, ob0); break;
-    case 3: tile<NO, 3>(a, n, y, x, ob0); break;
-    case 2: tile<NO, 2>(a, n, y, x, ob0); break;
-    case 1: tile<NO, 1>(a, n, y, x, ob0); break;
+    case 5: tile<NO, 5>(a, epilogue, n, y, x, ob0); break;
+    case 4: tile<NO, 4>(a, epilogue, n, y, x, ob0); break;
+    case 3: tile<NO, 3>(a, epilogue, n, y, x, ob0); break;
+    case 2: tile<NO, 2>(a, epilogue, n, y, x, ob0); break;
+    case 1: tile<NO, 1>(a, epilogue, n, y, x, ob0); break;
     default: break;
   }
 }
@@ -287,6 +356,7 @@ inline void row_blocks(const MBBInt8Args& a, int64_t n, int64_t y,
 // output-channel blocks).
 inline void conv_items(const MBBInt8Args& a, int64_t begin, int64_t end) {
   const MBBConvShape& s = a.s;
+  const MBBInt8EpilogueFn epilogue = pick_epilogue(a);
   const int64_t OB = mbb_int8_blocks(s.O);
   const int64_t chunks = (OB + a.o_blocks - 1) / a.o_blocks;
   for (int64_t item = begin; item < end; ++item) {
@@ -295,10 +365,10 @@ inline void conv_items(const MBBInt8Args& a, int64_t begin, int64_t end) {
     const int64_t ob_end = std::min(OB, (chunk + 1) * a.o_blocks);
     for (int64_t ob = chunk * a.o_blocks; ob < ob_end; ob += 4) {
       switch (std::min<int64_t>(4, ob_end - ob)) {
-        case 4: row_blocks<4>(a, n, y, ob); break;
-        case 3: row_blocks<3>(a, n, y, ob); break;
-        case 2: row_blocks<2>(a, n, y, ob); break;
-        default: row_blocks<1>(a, n, y, ob); break;
+        case 4: row_blocks<4>(a, epilogue, n, y, ob); break;
+        case 3: row_blocks<3>(a, epilogue, n, y, ob); break;
+        case 2: row_blocks<2>(a, epilogue, n, y, ob); break;
+        default: row_blocks<1>(a, epilogue, n, y, ob); break;
       }
     }
   }
