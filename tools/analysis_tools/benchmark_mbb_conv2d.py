@@ -26,8 +26,10 @@ import torch
 import torch.nn.functional as F
 
 from mmbinary.models import MBBConv2d
+from mmbinary.models.packing.packed_layers import int8_kernel_available
 from mmbinary.ops import (build_info, ext_loaded, mbb_conv2d, num_group_words,
                           pack_weight_codes, profiling, quantize_pack)
+from mmbinary.utils.memory import keep_freed_memory
 
 # name, in channels, out channels, (H, W), kernel, stride, padding, dilation
 PRESETS = {
@@ -179,6 +181,10 @@ def main() -> None:
         raise SystemExit('mmbinary._C is not built; see README (compiled '
                          'extension)')
     previous = os.environ.get('MMBINARY_CPU_KERNEL')
+    # Every row's outputs from memory the process already has (the first
+    # rows would otherwise pay the page faults of fresh allocations, the
+    # later ones not, once glibc raises its mmap threshold).
+    kept = keep_freed_memory()
     kernels = runnable_kernels(args.kernels)
     shapes = [s for s in PRESETS[args.preset]
               if args.shapes is None or s[0] in args.shapes]
@@ -191,7 +197,8 @@ def main() -> None:
           f'{"" if args.ghz else ", measured"}), torch {torch.__version__}, '
           f'{"signed" if args.signed else "unsigned"} activations, '
           f'{"channels-last" if args.channels_last else "NCHW"} input, median '
-          f'of {args.runs} runs after {args.warmup} warm-up runs; packed '
+          f'of {args.runs} runs after {args.warmup} warm-up runs; freed '
+          f'memory {"kept" if kept else "returned to the OS"}; packed '
           'times include activation quantize + pack; int8 includes input '
           'quantization. bMAC/cyc: binary MACs (MACs x M x K) per cycle of '
           'the fastest packed kernel, per thread; "of peak": against the '
@@ -202,9 +209,14 @@ def main() -> None:
           'pass 100 %).' +
           (' "words in": the layer on activation words packed beforehand '
            '(mbb_conv2d_words, the run-time kernel), packing excluded.'
-           if args.packed_input else '') + '\n')
+           if args.packed_input else '') +
+          (' "integer kernel words in": the same with the integer kernel '
+           f'(mbb_conv2d_int8_words: {int8_variant_text()}).'
+           if args.packed_input and int8_kernel_available() else '') + '\n')
     baselines = [] if args.no_baselines else ['int8', 'train path']
     words_in = ['words in'] if args.packed_input else []
+    if args.packed_input and int8_kernel_available():
+        words_in.append('integer kernel words in')
     header = (['shape', 'N', 'thr', 'W/A', 'float32 ms'] +
               [f'{b} ms' for b in baselines] + [f'{k} ms' for k in kernels] +
               [f'{w} ms' for w in words_in] + ['float32 / best'] +
@@ -251,6 +263,33 @@ def main() -> None:
             os.environ['MMBINARY_CPU_KERNEL'] = previous
 
 
+def int8_variant_text() -> str:
+    """The integer kernel's inner loop on this CPU (AMX tiles or VNNI)."""
+    ops = torch.ops.mmbinary
+    variant = (ops.mbb_int8_variant()
+               if hasattr(ops, 'mbb_int8_variant') else '')
+    return {'amx': 'AMX tiles where the output is 16 columns wide, else '
+            'AVX-512 VNNI', 'vnni': 'AVX-512 VNNI'}.get(variant, 'n/a')
+
+
+def int8_words_ms(args, act_words, words, scale, bias, cin, w_bits, a_bits,
+                  kernel, stride, padding, dilation) -> float:
+    """The integer kernel on activation words packed beforehand (weights
+    laid out once, as a packed layer does); NaN where it cannot run the
+    layer (w_bits 8)."""
+    if w_bits > 7:
+        return float('nan')
+    ops = torch.ops.mmbinary
+    weight_int8, weight_sums = ops.mbb_int8_prepare_weight(
+        words, cin, w_bits, [kernel] * 2)
+    return median_ms(
+        lambda: ops.mbb_conv2d_int8_words(
+            act_words, words, weight_int8, weight_sums, scale, bias, cin,
+            w_bits, a_bits, args.signed, [kernel] * 2, [stride] * 2,
+            [padding] * 2, [dilation] * 2, None, -float('inf'), float('inf'),
+            True, 0, 1.0, False), args.runs, args.warmup)
+
+
 def run_bits(args, kernels, baselines, name, batch, threads, x, weight,
              stride, padding, dilation, w_bits, a_bits, float_ms, int8_ms,
              macs, ghz, peaks) -> List[str]:
@@ -287,6 +326,11 @@ def run_bits(args, kernels, baselines, name, batch, threads, x, weight,
                     [dilation] * 2, 1, None, -float('inf'), float('inf'),
                     True, 0, 1.0, False), args.runs, args.warmup)
         ]
+        if int8_kernel_available():
+            words_ms.append(
+                int8_words_ms(args, act_words, words, scale, bias, cin,
+                              w_bits, a_bits, kernel, stride, padding,
+                              dilation))
     baseline_ms = []
     if baselines:
         layer = MBBConv2d(cin, cout, kernel, stride, padding, dilation,

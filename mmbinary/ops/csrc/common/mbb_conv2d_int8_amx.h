@@ -123,8 +123,8 @@ inline void tile_block(const MBBInt8Args& a, mbb_int8_avx512::MBBInt8EpilogueFn 
                acc[2 * i + v]);
 }
 
-// Work items [begin, end) of (sample, output row, chunk of a.o_blocks
-// output-channel blocks), as the VNNI kernel's conv_items. Loads the tile
+// Work items [begin, end) of (chunk of a.o_blocks output-channel blocks,
+// sample, output row), as the VNNI kernel's conv_items. Loads the tile
 // configuration and releases the tiles (per thread).
 inline void conv_items(const MBBInt8Args& a, int64_t begin, int64_t end) {
   const MBBConvShape& s = a.s;
@@ -134,12 +134,13 @@ inline void conv_items(const MBBInt8Args& a, int64_t begin, int64_t end) {
   const mbb_int8_avx512::MBBInt8EpilogueFn epilogue =
       mbb_int8_avx512::pick_epilogue(a);
   const int64_t OB = mbb_int8_blocks(s.O);
-  const int64_t chunks = (OB + a.o_blocks - 1) / a.o_blocks;
   // Column starts of the 16-pixel tiles; the last one is moved back to
   // Wo - 16 when Wo is not a multiple of 16.
   const int64_t groups = (s.Wo + kMBBAmxRows - 1) / kMBBAmxRows;
   for (int64_t item = begin; item < end; ++item) {
-    const int64_t chunk = item % chunks, r = item / chunks;
+    // rows fastest: consecutive items share the chunk's weights
+    const int64_t rows = s.N * s.Ho;
+    const int64_t chunk = item / rows, r = item % rows;
     const int64_t n = r / s.Ho, y = r % s.Ho;
     const int64_t ob_end = std::min(OB, (chunk + 1) * a.o_blocks);
     for (int64_t g = 0; g < groups; g += 2) {

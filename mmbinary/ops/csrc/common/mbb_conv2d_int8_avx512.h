@@ -352,15 +352,16 @@ inline void row_blocks(const MBBInt8Args& a, MBBInt8EpilogueFn epilogue,
   }
 }
 
-// Work items [begin, end) of (sample, output row, chunk of a.o_blocks
-// output-channel blocks).
+// Work items [begin, end) of (chunk of a.o_blocks output-channel blocks,
+// sample, output row).
 inline void conv_items(const MBBInt8Args& a, int64_t begin, int64_t end) {
   const MBBConvShape& s = a.s;
   const MBBInt8EpilogueFn epilogue = pick_epilogue(a);
   const int64_t OB = mbb_int8_blocks(s.O);
-  const int64_t chunks = (OB + a.o_blocks - 1) / a.o_blocks;
   for (int64_t item = begin; item < end; ++item) {
-    const int64_t chunk = item % chunks, r = item / chunks;
+    // rows fastest: consecutive items share the chunk's weights
+    const int64_t rows = s.N * s.Ho;
+    const int64_t chunk = item / rows, r = item % rows;
     const int64_t n = r / s.Ho, y = r % s.Ho;
     const int64_t ob_end = std::min(OB, (chunk + 1) * a.o_blocks);
     for (int64_t ob = chunk * a.o_blocks; ob < ob_end; ob += 4) {
