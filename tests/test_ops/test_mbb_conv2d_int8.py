@@ -189,3 +189,57 @@ def test_int8_kernel_variant_is_checked(monkeypatch):
     # 8 output columns: too narrow for the tiles, or no AMX at all
     with pytest.raises(RuntimeError, match='MMBINARY_INT8_KERNEL=amx'):
         ops.mbb_conv2d_int8_words(*args)
+
+
+@needs_vnni
+@pytest.mark.parametrize('case', CASES + WIDE_CASES +
+                         list(_random_cases(6)))
+def test_float_input_op_equals_pack_then_words_op(case):
+    """mbb_conv2d_int8 quantizes its float input straight into the
+    kernel's levels: the same outputs as mbb_quantize_pack followed by
+    mbb_conv2d_int8_words, on NCHW and channels-last inputs."""
+    c, o, k, s, p, d, m, a, signed = case[:9]
+    out_w = case[9] if len(case) > 9 else None
+    gen = torch.Generator().manual_seed(c * 7 + o)
+    h = 9 if out_w is None else (2 - 1) * s + d * (k - 1) + 1 - 2 * p
+    w = 11 if out_w is None else (out_w - 1) * s + d * (k - 1) + 1 - 2 * p
+    if (h + 2 * p - d * (k - 1) - 1) < 0 or (w + 2 * p - d * (k - 1) - 1) < 0:
+        pytest.skip('no output for this geometry')
+    x = torch.randn(2, c, h, w, generator=gen) * 2
+    codes = (torch.randint(0, 2**m, (o, c, k, k), generator=gen) * 2 -
+             (2**m - 1)).int()
+    weight_words = pack_weight_codes(codes, m)
+    scale, bias = torch.randn(o, generator=gen), torch.randn(o, generator=gen)
+    ops = torch.ops.mmbinary
+    w8, wsum = ops.mbb_int8_prepare_weight(weight_words, c, m, [k, k])
+    geometry = ([k, k], [s, s], [p, p], [d, d])
+    epilogue = (None, 0.0, 6.0, True, 2, 1.3, False)
+    words = quantize_pack(x, a, 1.7, signed)
+    expected = ops.mbb_conv2d_int8_words(words, weight_words, w8, wsum, scale,
+                                         bias, c, m, a, signed, *geometry,
+                                         *epilogue)
+    for layout in (torch.contiguous_format, torch.channels_last):
+        out = ops.mbb_conv2d_int8(x.contiguous(memory_format=layout),
+                                  weight_words, w8, wsum, scale, bias, c, m,
+                                  a, 1.7, signed, *geometry, *epilogue)
+        assert torch.equal(out[0], expected[0])
+        assert torch.equal(out[1], expected[1])
+
+
+@needs_vnni
+def test_float_input_op_refuses_nan_and_matches_its_fake_kernel():
+    gen = torch.Generator().manual_seed(0)
+    codes = (torch.randint(0, 4, (20, 37, 3, 3), generator=gen) * 2 - 3).int()
+    weight_words = pack_weight_codes(codes, 2)
+    ops = torch.ops.mmbinary
+    w8, wsum = ops.mbb_int8_prepare_weight(weight_words, 37, 2, [3, 3])
+    x = torch.randn(1, 37, 7, 9, generator=gen)
+    args = [x, weight_words, w8, wsum, torch.ones(20), torch.zeros(20), 37,
+            2, 2, 1.0, False, [3, 3], [2, 2], [1, 1], [1, 1], None, 0.0,
+            float('inf'), True, 2, 1.0, False]
+    torch.library.opcheck(ops.mbb_conv2d_int8.default, tuple(args),
+                          test_utils=('test_faketensor', ))
+    args[0] = x.clone()
+    args[0][0, 3, 2, 2] = float('nan')
+    with pytest.raises(RuntimeError, match='NaN'):
+        ops.mbb_conv2d_int8(*args)

@@ -261,21 +261,27 @@ def conv_words(conv: PackedMBBConv2d,
                           residual)
 
 
-def _input_words(block: nn.Module, first: PackedMBBConv2d,
-                 x: Tensor) -> Tensor:
-    """The first conv's words: left on ``x`` by the block before (if it
-    was computed for this block and ``x`` has not changed since), else
-    packed here."""
+def conv_input(block: nn.Module,
+               first: PackedMBBConv2d,
+               x: Tensor,
+               act: Tuple[float, float] = NO_ACTIVATION,
+               next_conv: Optional[PackedMBBConv2d] = None,
+               float_out: bool = False,
+               residual: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+    """``first``, the first conv of ``block``, on the block's input ``x``
+    (as :func:`conv_words`): on the words the block before left on ``x``
+    (if they were computed for this block and ``x`` has not changed
+    since), else on ``x`` itself (``PackedMBBConv2d.run_float``: packed
+    here, or quantized straight into the integer kernel's levels)."""
     handed = getattr(x, _WORDS, None)
     if handed is not None and handed[0] is block and handed[1] == x._version:
-        return handed[2]
-    return torch.ops.mmbinary.mbb_quantize_pack(x, first.a_bits,
-                                                float(first.inv_step),
-                                                first.signed, 1)
+        return conv_words(first, handed[2], act, next_conv, float_out,
+                          residual)
+    return first.run_float(x, act[0], act[1], float_out, next_conv, residual)
 
 
 def _hand_on(module: nn.Module, out: Tensor, words: Tensor) -> None:
-    """Leave the next unit's words on ``out`` (see :func:`_input_words`)."""
+    """Leave the next unit's words on ``out`` (see :func:`conv_input`)."""
     following = module.__dict__.get('_mmbinary_next_block')
     if following is not None and words.numel():
         setattr(out, _WORDS, (following, out._version, words))
@@ -296,16 +302,15 @@ def _flow_conv_module_forward(self: nn.Module,
     if parts is None or not norm or not _runs_here(x):
         return type(self).forward(self, x, activate=activate, norm=norm)
     conv, act = parts
+    next_conv = _next_conv(self) if activate else None
     try:
-        words = _input_words(self, conv, x)
+        out, next_words = conv_input(self, conv, x,
+                                     act if activate else NO_ACTIVATION,
+                                     next_conv=next_conv, float_out=True)
     except RuntimeError:
         if bool(torch.isnan(x).any()):  # NaN: the layer-by-layer path
             return type(self).forward(self, x, activate=activate, norm=norm)
         raise
-    next_conv = _next_conv(self) if activate else None
-    out, next_words = conv_words(conv, words,
-                                 act if activate else NO_ACTIVATION,
-                                 next_conv=next_conv, float_out=True)
     if next_conv is not None:
         _hand_on(self, out, next_words)
     return out
@@ -313,8 +318,8 @@ def _flow_conv_module_forward(self: nn.Module,
 
 def _flow_block(block: nn.Module, convs: Sequence[PackedMBBConv2d],
                 x: Tensor) -> Tensor:
-    words = _input_words(block, convs[0], x)
-    for i, conv in enumerate(convs[:-1]):
+    _, words = conv_input(block, convs[0], x, RELU, next_conv=convs[1])
+    for i, conv in enumerate(convs[1:-1], start=1):
         _, words = conv_words(conv, words, RELU, next_conv=convs[i + 1])
     identity = x if block.downsample is None else block.downsample(x)
     out, next_words = conv_words(
@@ -428,19 +433,19 @@ def _flow_inverted_residual(block: nn.Module, parts: BlockParts,
     hidden = x
     if parts.expand is not None:
         conv, act = parts.expand
-        hidden, _ = conv_words(conv, _input_words(block, conv, x), act,
-                               float_out=True)
+        hidden, _ = conv_input(block, conv, x, act, float_out=True)
     linear, linear_act = parts.linear
+    linear_args = dict(next_conv=_next_conv(block), float_out=True,
+                       residual=x if parts.shortcut else None)
     if block.__dict__.get(_FUSE_DEPTHWISE, FUSE_DEPTHWISE):
         _, words = depthwise_pack(parts.depthwise, hidden, next_conv=linear)
-    else:  # torch's depthwise, then packed
+        out, next_words = conv_words(linear, words, linear_act,
+                                     **linear_args)
+    else:  # torch's depthwise, then the linear conv on its float output
         activate = not packing_clamps(parts.depthwise[2], linear)
-        words = torch.ops.mmbinary.mbb_quantize_pack(
-            parts.depthwise_module(hidden, activate=activate), linear.a_bits,
-            float(linear.inv_step), linear.signed, 1)
-    out, next_words = conv_words(linear, words, linear_act,
-                                 next_conv=_next_conv(block), float_out=True,
-                                 residual=x if parts.shortcut else None)
+        out, next_words = linear.run_float(
+            parts.depthwise_module(hidden, activate=activate),
+            *linear_act, **linear_args)
     _hand_on(block, out, next_words)
     return out
 

@@ -272,6 +272,47 @@ class PackedMBBConv2d(nn.Module):
                                     float_out, out_bits, out_inv, out_signed,
                                     lanes)
 
+    def run_float(self,
+                  input: Tensor,
+                  act_min: float = -math.inf,
+                  act_max: float = math.inf,
+                  float_out: bool = True,
+                  next_conv: Optional['PackedMBBConv2d'] = None,
+                  residual: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+        """:meth:`run_words` on a float input (CPU, one group): the
+        integer kernel quantizes it straight into its levels
+        (``mbb_conv2d_int8``), the popcount kernel packs it first
+        (``mbb_quantize_pack``); the same outputs either way.
+
+        Args:
+            input (Tensor): (N, C_in, H, W) float32.
+            others: as :meth:`run_words`.
+
+        Returns:
+            tuple[Tensor, Tensor]: as :meth:`run_words`.
+
+        Raises:
+            RuntimeError: ``input`` holds NaN (it has no activation level),
+                as ``mbb_quantize_pack`` does.
+        """
+        if self.kernel != 'int8':
+            words = torch.ops.mmbinary.mbb_quantize_pack(
+                input, self.a_bits, float(self.inv_step), self.signed, 1)
+            return self.run_words(words, act_min, act_max, float_out,
+                                  next_conv, residual)
+        out_bits, out_inv, out_signed = 0, 1.0, False
+        if next_conv is not None:
+            out_bits = next_conv.a_bits
+            out_inv = float(next_conv.inv_step)
+            out_signed = next_conv.signed
+        w8, wsum = self._int8_weight()
+        return torch.ops.mmbinary.mbb_conv2d_int8(
+            input, self.weight_words, w8, wsum, self.out_scale,
+            self.out_bias, self.in_channels, self.w_bits, self.a_bits,
+            float(self.inv_step), self.signed, self.kernel_size, self.stride,
+            self.padding, self.dilation, residual, act_min, act_max,
+            float_out, out_bits, out_inv, out_signed)
+
     def forward(self, input: Tensor) -> Tensor:
         """(N, C_in, H, W) float32 -> (N, C_out, H_out, W_out) float32.
 
@@ -281,14 +322,11 @@ class PackedMBBConv2d(nn.Module):
         if (self.kernel == 'int8' and _compiled_op_runs(input)
                 and input.device.type == 'cpu'):
             try:
-                words = torch.ops.mmbinary.mbb_quantize_pack(
-                    input, self.a_bits, float(self.inv_step), self.signed, 1)
+                return self.run_float(input)[0]
             except RuntimeError:
                 if not bool(torch.isnan(input).any()):
                     raise
-                words = None  # NaN: the popcount op propagates it
-            if words is not None:
-                return self.run_words(words)[0]
+                # NaN: the popcount op propagates it
         if _compiled_op_runs(input):
             # The op checks its arguments (and names them) in C++.
             return torch.ops.mmbinary.mbb_conv2d(

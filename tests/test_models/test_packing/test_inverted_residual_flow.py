@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from mmbinary.models.backbones import MBBDilatedMobileNetV2, MBBMobileNetV2
-from mmbinary.models.packing import convert_to_packed
+from mmbinary.models.packing import (PackedMBBConv2d, convert_to_packed,
+                                     int8_kernel_available)
 from mmbinary.models.packing import packed_flow as pf
 from mmbinary.models.packing.packed_flow import (disable_packed_flow,
                                                  enable_packed_flow,
@@ -297,3 +298,21 @@ def test_packing_clamps_only_where_no_level_changes(bits):
     assert not pf.packing_clamps(pf.NO_ACTIVATION, linear)
     linear.signed = True
     assert not pf.packing_clamps(relu, linear)
+
+
+@pytest.mark.skipif(not int8_kernel_available(),
+                    reason='no AVX-512 VNNI or no extension')
+@pytest.mark.parametrize('kind', ['mmdet', 'mmseg'])
+def test_integer_kernel_flow_equals_popcount_flow(kind):
+    """Every packed conv on the integer kernel (the linear convs taking the
+    depthwise's float output straight into its levels): the popcount
+    flow's outputs, bit for bit."""
+    model = packed_backbone(kind, 2)
+    x = torch.randn(1, 3, 48, 80)
+    popcount = run(model, x)
+    for module in model.modules():
+        if isinstance(module, PackedMBBConv2d):
+            module.set_kernel('int8')
+    integer = run(model, x)
+    for a, b in zip(popcount, integer):
+        assert torch.equal(a, b)

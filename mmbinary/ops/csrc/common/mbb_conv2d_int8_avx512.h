@@ -153,6 +153,51 @@ inline void unpack_levels(const MBBInt8Args& a, const uint64_t* act,
   }
 }
 
+// Quantizes the float channels-last input rows [row_begin, row_end) of the
+// (N * H) axis straight into u8 levels inside the zero border (what
+// mbb_quantize_pack then unpack_levels give, without the words: the same
+// mbb_quantize_level arithmetic, 16 channels a vector, pad channels 0).
+// Returns whether a NaN was read (its level is undefined; the caller
+// refuses the input, as mbb_quantize_pack does).
+inline bool quantize_levels(const MBBInt8Args& a, const float* input,
+                            float inv_step, uint8_t* levels,
+                            int64_t row_begin, int64_t row_end) {
+  const MBBConvShape& s = a.s;
+  const float top_value = static_cast<float>((1 << s.K) - 1);
+  const __m512 inv = _mm512_set1_ps(inv_step), top = _mm512_set1_ps(top_value);
+  const __m512 half = _mm512_set1_ps(0.5f), zero = _mm512_setzero_ps();
+  __mmask16 nan = 0;
+  for (int64_t r = row_begin; r < row_end; ++r) {
+    const int64_t n = r / s.H, iy = r % s.H;
+    uint8_t* dst_row =
+        levels + ((n * a.Hp + iy + s.ph) * a.Wp + s.pw) * a.pixel_bytes;
+    for (int64_t ix = 0; ix < s.W; ++ix) {
+      const float* x = input + (r * s.W + ix) * s.C;
+      uint8_t* dst = dst_row + ix * a.pixel_bytes;
+      for (int64_t c = 0; c < a.pixel_bytes; c += 16) {
+        const int64_t rest = s.C - c;
+        if (rest <= 0) {
+          _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + c),
+                           _mm_setzero_si128());
+          continue;
+        }
+        const __mmask16 lanes =
+            rest >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << rest) - 1u);
+        const __m512 value = _mm512_maskz_loadu_ps(lanes, x + c);
+        nan |= _mm512_cmp_ps_mask(value, value, _CMP_UNORD_Q);
+        __m512 v = _mm512_mul_ps(value, inv);
+        if (s.is_signed) v = _mm512_mul_ps(_mm512_add_ps(v, top), half);
+        // max(v, 0) is 0 for NaN, min(v, top): as mbb_quantize_level;
+        // cvtps2dq rounds half to even.
+        v = _mm512_min_ps(_mm512_max_ps(v, zero), top);
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + c),
+                         _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(v)));
+      }
+    }
+  }
+  return nan != 0;
+}
+
 // What the epilogue writes (template flags of epilogue_rows).
 enum MBBInt8Epilogue : int {
   kEpiSigned = 1,    // signed activations: 2 * acc - L * sum_valid w

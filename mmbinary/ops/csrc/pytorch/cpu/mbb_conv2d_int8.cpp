@@ -14,8 +14,10 @@
 #include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
+#include <functional>
 #include <string>
 #include <tuple>
 
@@ -134,31 +136,27 @@ std::tuple<at::Tensor, at::Tensor> mbb_int8_prepare_weight_cpu(
   return {codes, lanes};
 }
 
-// mbb_conv2d_words with the integer kernel: act_words (N, H, W, 1, K,
-// ceil(C / 64)) and the prepared weight (mbb_int8_prepare_weight) -> the
-// float32 (N, O, Ho, Wo) output (channels-last; float_out) and/or the next
-// layer's (N, Ho, Wo, 1, out_a_bits, ceil(O / 64)) words; with
-// accumulate_only the int32 accumulators instead of the float output.
-std::tuple<at::Tensor, at::Tensor> mbb_conv2d_int8_words_cpu(
-    const at::Tensor& act_words, const at::Tensor& weight_words,
+namespace {
+
+// Where the integer kernel's u8 levels come from: activation words
+// (unpacked) or a float channels-last input (quantized); fills the
+// interior of input rows [begin, end) of the (N * H) axis and returns
+// whether a NaN was read.
+using LevelFill =
+    std::function<bool(const MBBInt8Args&, uint8_t*, int64_t, int64_t)>;
+
+// The integer kernel once the geometry `s` is checked: the weight layout's
+// checks, the levels (`fill`), the conv and the epilogue. `like`: the
+// input, for the options of the levels and words.
+std::tuple<at::Tensor, at::Tensor> run_int8(
+    const MBBConvShape& s, const at::Tensor& like, const LevelFill& fill,
     const at::Tensor& weight_int8, const at::Tensor& weight_sums,
     const at::Tensor& out_scale, const at::Tensor& out_bias,
-    int64_t in_channels, int64_t w_bits, int64_t a_bits, bool is_signed,
-    at::IntArrayRef kernel_size, at::IntArrayRef stride,
-    at::IntArrayRef padding, at::IntArrayRef dilation,
     const c10::optional<at::Tensor>& residual, double act_min,
     double act_max, bool float_out, int64_t out_a_bits, double out_inv_step,
     bool out_signed, bool accumulate_only) {
-  MMBINARY_CHECK_CPU(act_words);
-  MMBINARY_CHECK_CPU(weight_words);
   MMBINARY_CHECK_CPU(weight_int8);
   MMBINARY_CHECK_CPU(weight_sums);
-  MMBINARY_CHECK_CPU(out_scale);
-  MMBINARY_CHECK_CPU(out_bias);
-  mbb_check_epilogue(out_scale, out_bias);
-  const MBBConvShape s = mbb_conv2d_check(
-      act_words, true, weight_words, in_channels, out_scale.size(0), w_bits,
-      a_bits, is_signed, kernel_size, stride, padding, dilation, 1);
   check_int8(s);
   const int64_t OB = mbb_int8_blocks(s.O), C4 = mbb_int8_padded_quads(s.C);
   const int64_t O16 = OB * kMBBInt8Lanes;
@@ -193,7 +191,7 @@ std::tuple<at::Tensor, at::Tensor> mbb_conv2d_int8_words_cpu(
   const auto float_options = out_scale.options();
   const at::Tensor res = mbb_channels_last_residual(residual, s);
   at::Tensor out = at::empty({0}, float_options);
-  at::Tensor words = at::empty({0}, act_words.options());
+  at::Tensor words = at::empty({0}, like.options().dtype(at::kLong));
 #ifdef MMBINARY_MBB_HAVE_INT8_AVX512
   mbb_count_call();
   MBBPhaseTimer prepass_timer(kPhasePrepass);
@@ -201,7 +199,7 @@ std::tuple<at::Tensor, at::Tensor> mbb_conv2d_int8_words_cpu(
   a.s = s;
   a.Hp = s.H + 2 * s.ph, a.Wp = s.W + 2 * s.pw;
   a.pixel_bytes = s.Wg * kMBBWordBits;
-  const auto opts = act_words.options();
+  const auto opts = like.options().dtype(at::kLong);
   at::Tensor levels =
       at::empty({s.N * a.Hp * a.Wp * a.pixel_bytes}, opts.dtype(at::kByte));
   uint8_t* level_ptr = levels.data_ptr<uint8_t>();
@@ -219,12 +217,15 @@ std::tuple<at::Tensor, at::Tensor> mbb_conv2d_int8_words_cpu(
                   s.pw * a.pixel_bytes);
     }
   });
-  const auto* act =
-      reinterpret_cast<const uint64_t*>(act_words.const_data_ptr<int64_t>());
   a.levels = level_ptr;
+  std::atomic<bool> nan{false};
   at::parallel_for(0, s.N * s.H, 16, [&](int64_t begin, int64_t end) {
-    mbb_int8_avx512::unpack_levels(a, act, level_ptr, begin, end);
+    if (fill(a, level_ptr, begin, end)) nan.store(true);
   });
+  TORCH_CHECK(!nan.load(),
+              "mbb_conv2d_int8: input holds NaN, which has no activation "
+              "level (mbb_conv2d on the float input propagates NaN to the "
+              "outputs it reaches)");
   at::Tensor tables = at::empty({2 * (s.Ho + s.Wo)}, opts.dtype(at::kLong));
   int64_t* table_ptr = tables.data_ptr<int64_t>();
   mbb_tap_ranges(s, table_ptr, table_ptr + 2 * s.Ho);
@@ -297,6 +298,88 @@ std::tuple<at::Tensor, at::Tensor> mbb_conv2d_int8_words_cpu(
   return {out, words};
 }
 
+
+}  // namespace
+
+// mbb_conv2d_words with the integer kernel: act_words (N, H, W, 1, K,
+// ceil(C / 64)) and the prepared weight (mbb_int8_prepare_weight) -> the
+// float32 (N, O, Ho, Wo) output (channels-last; float_out) and/or the next
+// layer's (N, Ho, Wo, 1, out_a_bits, ceil(O / 64)) words; with
+// accumulate_only the int32 accumulators instead of the float output.
+std::tuple<at::Tensor, at::Tensor> mbb_conv2d_int8_words_cpu(
+    const at::Tensor& act_words, const at::Tensor& weight_words,
+    const at::Tensor& weight_int8, const at::Tensor& weight_sums,
+    const at::Tensor& out_scale, const at::Tensor& out_bias,
+    int64_t in_channels, int64_t w_bits, int64_t a_bits, bool is_signed,
+    at::IntArrayRef kernel_size, at::IntArrayRef stride,
+    at::IntArrayRef padding, at::IntArrayRef dilation,
+    const c10::optional<at::Tensor>& residual, double act_min,
+    double act_max, bool float_out, int64_t out_a_bits, double out_inv_step,
+    bool out_signed, bool accumulate_only) {
+  MMBINARY_CHECK_CPU(act_words);
+  MMBINARY_CHECK_CPU(weight_words);
+  MMBINARY_CHECK_CPU(out_scale);
+  MMBINARY_CHECK_CPU(out_bias);
+  mbb_check_epilogue(out_scale, out_bias);
+  const MBBConvShape s = mbb_conv2d_check(
+      act_words, true, weight_words, in_channels, out_scale.size(0), w_bits,
+      a_bits, is_signed, kernel_size, stride, padding, dilation, 1);
+  LevelFill fill = [&](const MBBInt8Args& a, uint8_t* levels, int64_t begin,
+                       int64_t end) {
+#ifdef MMBINARY_MBB_HAVE_INT8_AVX512
+    mbb_int8_avx512::unpack_levels(
+        a,
+        reinterpret_cast<const uint64_t*>(
+            act_words.const_data_ptr<int64_t>()),
+        levels, begin, end);
+#endif
+    return false;
+  };
+  return run_int8(s, act_words, fill, weight_int8, weight_sums, out_scale,
+                  out_bias, residual, act_min, act_max, float_out,
+                  out_a_bits, out_inv_step, out_signed, accumulate_only);
+}
+
+// The same on a float (N, C, H, W) input, quantized straight into the
+// kernel's levels (levels = those of mbb_quantize_pack(input, a_bits,
+// inv_step, is_signed), without writing the words): bit-identical to
+// mbb_quantize_pack followed by mbb_conv2d_int8_words. An input with NaN
+// is refused, as mbb_quantize_pack refuses it.
+std::tuple<at::Tensor, at::Tensor> mbb_conv2d_int8_cpu(
+    const at::Tensor& input, const at::Tensor& weight_words,
+    const at::Tensor& weight_int8, const at::Tensor& weight_sums,
+    const at::Tensor& out_scale, const at::Tensor& out_bias,
+    int64_t in_channels, int64_t w_bits, int64_t a_bits, double inv_step,
+    bool is_signed, at::IntArrayRef kernel_size, at::IntArrayRef stride,
+    at::IntArrayRef padding, at::IntArrayRef dilation,
+    const c10::optional<at::Tensor>& residual, double act_min,
+    double act_max, bool float_out, int64_t out_a_bits, double out_inv_step,
+    bool out_signed) {
+  MMBINARY_CHECK_CPU(input);
+  MMBINARY_CHECK_CPU(weight_words);
+  MMBINARY_CHECK_CPU(out_scale);
+  MMBINARY_CHECK_CPU(out_bias);
+  mbb_check_epilogue(out_scale, out_bias);
+  const MBBConvShape s = mbb_conv2d_check(
+      input, false, weight_words, in_channels, out_scale.size(0), w_bits,
+      a_bits, is_signed, kernel_size, stride, padding, dilation, 1);
+  const float inv = mbb_check_inv_step(inv_step);
+  const at::Tensor x =
+      input.contiguous(at::MemoryFormat::ChannelsLast);  // (N, H, W, C)
+  LevelFill fill = [&](const MBBInt8Args& a, uint8_t* levels, int64_t begin,
+                       int64_t end) {
+#ifdef MMBINARY_MBB_HAVE_INT8_AVX512
+    return mbb_int8_avx512::quantize_levels(a, x.const_data_ptr<float>(),
+                                            inv, levels, begin, end);
+#else
+    return false;
+#endif
+  };
+  return run_int8(s, input, fill, weight_int8, weight_sums, out_scale,
+                  out_bias, residual, act_min, act_max, float_out,
+                  out_a_bits, out_inv_step, out_signed, false);
+}
+
 }  // namespace mmbinary
 
 TORCH_LIBRARY_FRAGMENT(mmbinary, m) {
@@ -316,9 +399,20 @@ TORCH_LIBRARY_FRAGMENT(mmbinary, m) {
       "bool float_out, int out_a_bits, float out_inv_step, bool out_signed, "
       "bool accumulate_only=False) -> (Tensor, Tensor)",
       {at::Tag::pt2_compliant_tag});
+  // The same on a float input quantized straight into the kernel's levels.
+  m.def(
+      "mbb_conv2d_int8(Tensor input, Tensor weight_words, "
+      "Tensor weight_int8, Tensor weight_sums, Tensor out_scale, "
+      "Tensor out_bias, int in_channels, int w_bits, int a_bits, "
+      "float inv_step, bool is_signed, int[2] kernel_size, int[2] stride, "
+      "int[2] padding, int[2] dilation, Tensor? residual, float act_min, "
+      "float act_max, bool float_out, int out_a_bits, float out_inv_step, "
+      "bool out_signed) -> (Tensor, Tensor)",
+      {at::Tag::pt2_compliant_tag});
 }
 
 TORCH_LIBRARY_IMPL(mmbinary, CPU, m) {
   m.impl("mbb_int8_prepare_weight", &mmbinary::mbb_int8_prepare_weight_cpu);
   m.impl("mbb_conv2d_int8_words", &mmbinary::mbb_conv2d_int8_words_cpu);
+  m.impl("mbb_conv2d_int8", &mmbinary::mbb_conv2d_int8_cpu);
 }
