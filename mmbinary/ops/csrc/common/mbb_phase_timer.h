@@ -47,6 +47,11 @@ class MBBPhaseTimer {
                         .count();
     mbb_phase_totals()[phase_].fetch_add(ns, std::memory_order_relaxed);
   }
+  // Starts again after stop() (another span of the same phase).
+  void restart() {
+    on_ = mbb_phase_timing_enabled().load(std::memory_order_relaxed);
+    if (on_) start_ = std::chrono::steady_clock::now();
+  }
   MBBPhaseTimer(const MBBPhaseTimer&) = delete;
   MBBPhaseTimer& operator=(const MBBPhaseTimer&) = delete;
 

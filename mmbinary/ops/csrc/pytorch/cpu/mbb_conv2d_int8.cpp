@@ -18,6 +18,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <functional>
+#include <optional>
 #include <string>
 #include <tuple>
 
@@ -146,10 +147,11 @@ using LevelFill =
     std::function<bool(const MBBInt8Args&, uint8_t*, int64_t, int64_t)>;
 
 // The integer kernel once the geometry `s` is checked: the weight layout's
-// checks, the levels (`fill`), the conv and the epilogue. `like`: the
-// input, for the options of the levels and words.
+// checks, the levels (`fill`, timed as `fill_phase`), the conv and the
+// epilogue. `like`: the input, for the options of the levels and words.
 std::tuple<at::Tensor, at::Tensor> run_int8(
     const MBBConvShape& s, const at::Tensor& like, const LevelFill& fill,
+    MBBPhase fill_phase,
     const at::Tensor& weight_int8, const at::Tensor& weight_sums,
     const at::Tensor& out_scale, const at::Tensor& out_bias,
     const c10::optional<at::Tensor>& residual, double act_min,
@@ -219,9 +221,21 @@ std::tuple<at::Tensor, at::Tensor> run_int8(
   });
   a.levels = level_ptr;
   std::atomic<bool> nan{false};
+  // Quantizing a float input is the call's quantize + pack phase;
+  // unpacking words is part of the prepass.
+  const bool own_phase = fill_phase != kPhasePrepass;
+  std::optional<MBBPhaseTimer> fill_timer;
+  if (own_phase) {
+    prepass_timer.stop();
+    fill_timer.emplace(fill_phase);
+  }
   at::parallel_for(0, s.N * s.H, 16, [&](int64_t begin, int64_t end) {
     if (fill(a, level_ptr, begin, end)) nan.store(true);
   });
+  if (own_phase) {
+    fill_timer.reset();  // adds the fill's time
+    prepass_timer.restart();
+  }
   TORCH_CHECK(!nan.load(),
               "mbb_conv2d_int8: input holds NaN, which has no activation "
               "level (mbb_conv2d on the float input propagates NaN to the "
@@ -335,7 +349,7 @@ std::tuple<at::Tensor, at::Tensor> mbb_conv2d_int8_words_cpu(
 #endif
     return false;
   };
-  return run_int8(s, act_words, fill, weight_int8, weight_sums, out_scale,
+  return run_int8(s, act_words, fill, kPhasePrepass, weight_int8, weight_sums, out_scale,
                   out_bias, residual, act_min, act_max, float_out,
                   out_a_bits, out_inv_step, out_signed, accumulate_only);
 }
@@ -375,7 +389,7 @@ std::tuple<at::Tensor, at::Tensor> mbb_conv2d_int8_cpu(
     return false;
 #endif
   };
-  return run_int8(s, input, fill, weight_int8, weight_sums, out_scale,
+  return run_int8(s, input, fill, kPhaseQuantizePack, weight_int8, weight_sums, out_scale,
                   out_bias, residual, act_min, act_max, float_out,
                   out_a_bits, out_inv_step, out_signed, false);
 }
