@@ -54,6 +54,15 @@ def int8_kernel_available() -> bool:
             and bool(ops.mbb_int8_supported()))
 
 
+def _next_quantizer(next_conv: Optional['PackedMBBConv2d']
+                    ) -> Tuple[int, float, bool]:
+    """(a_bits, inv_step, signed) of the layer whose words an epilogue
+    writes, or (0, 1.0, False) for none."""
+    if next_conv is None:
+        return 0, 1.0, False
+    return next_conv.a_bits, float(next_conv.inv_step), next_conv.signed
+
+
 #: The string paddings ``nn.Conv2d`` takes.
 PADDING_MODES = ('same', 'valid')
 
@@ -250,11 +259,7 @@ class PackedMBBConv2d(nn.Module):
             channels-last (empty without ``float_out``), and
             ``next_conv``'s words (empty without it).
         """
-        out_bits, out_inv, out_signed = 0, 1.0, False
-        if next_conv is not None:
-            out_bits = next_conv.a_bits
-            out_inv = float(next_conv.inv_step)
-            out_signed = next_conv.signed
+        out_bits, out_inv, out_signed = _next_quantizer(next_conv)
         geometry = (self.in_channels, self.w_bits, self.a_bits, self.signed,
                     self.kernel_size, self.stride, self.padding,
                     self.dilation)
@@ -300,11 +305,7 @@ class PackedMBBConv2d(nn.Module):
                 input, self.a_bits, float(self.inv_step), self.signed, 1)
             return self.run_words(words, act_min, act_max, float_out,
                                   next_conv, residual)
-        out_bits, out_inv, out_signed = 0, 1.0, False
-        if next_conv is not None:
-            out_bits = next_conv.a_bits
-            out_inv = float(next_conv.inv_step)
-            out_signed = next_conv.signed
+        out_bits, out_inv, out_signed = _next_quantizer(next_conv)
         w8, wsum = self._int8_weight()
         return torch.ops.mmbinary.mbb_conv2d_int8(
             input, self.weight_words, w8, wsum, self.out_scale,

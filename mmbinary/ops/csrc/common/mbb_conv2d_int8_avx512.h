@@ -233,21 +233,22 @@ void epilogue_rows(const MBBInt8Args& a, int64_t n, int64_t y, int64_t x0,
   const int64_t ky0 = a.ky_range[2 * y], ky1 = a.ky_range[2 * y + 1];
   const int32_t* pre_lo = pre + ky0 * cols * O16;
   const int32_t* pre_hi = pre + ky1 * cols * O16;
+  // signed: 2 * acc - L * sum_valid w, L * w as (w << K) - w
+  const auto signed_acc = [&](__m512i acc, int64_t x) {
+    const int64_t kx0 = a.kx_range[2 * x], kx1 = a.kx_range[2 * x + 1];
+    const __m512i wsum = _mm512_add_epi32(
+        _mm512_sub_epi32(_mm512_loadu_si512(pre_hi + kx1 * O16),
+                         _mm512_loadu_si512(pre_lo + kx1 * O16)),
+        _mm512_sub_epi32(_mm512_loadu_si512(pre_lo + kx0 * O16),
+                         _mm512_loadu_si512(pre_hi + kx0 * O16)));
+    return _mm512_sub_epi32(
+        _mm512_add_epi32(acc, acc),
+        _mm512_sub_epi32(_mm512_slli_epi32(wsum, s.K), wsum));
+  };
   if (MODE & kEpiAccOut) {
     for (int64_t p = 0; p < count; ++p) {
       __m512i acc = _mm512_load_si512(rows + p * kMBBInt8Lanes);
-      if (MODE & kEpiSigned) {
-        const int64_t x = x0 + p;
-        const int64_t kx0 = a.kx_range[2 * x], kx1 = a.kx_range[2 * x + 1];
-        const __m512i wsum = _mm512_add_epi32(
-            _mm512_sub_epi32(_mm512_loadu_si512(pre_hi + kx1 * O16),
-                             _mm512_loadu_si512(pre_lo + kx1 * O16)),
-            _mm512_sub_epi32(_mm512_loadu_si512(pre_lo + kx0 * O16),
-                             _mm512_loadu_si512(pre_hi + kx0 * O16)));
-        acc = _mm512_sub_epi32(
-            _mm512_add_epi32(acc, acc),
-            _mm512_sub_epi32(_mm512_slli_epi32(wsum, s.K), wsum));
-      }
+      if (MODE & kEpiSigned) acc = signed_acc(acc, x0 + p);
       _mm512_mask_storeu_epi32(a.out_acc + first + p * s.O, lanes, acc);
     }
     return;
@@ -264,18 +265,7 @@ void epilogue_rows(const MBBInt8Args& a, int64_t n, int64_t y, int64_t x0,
   for (int64_t p = 0; p < count; ++p) {
     const int64_t at = first + p * s.O;
     __m512i acc = _mm512_load_si512(rows + p * kMBBInt8Lanes);
-    if (MODE & kEpiSigned) {
-      const int64_t x = x0 + p;
-      const int64_t kx0 = a.kx_range[2 * x], kx1 = a.kx_range[2 * x + 1];
-      const __m512i wsum = _mm512_add_epi32(
-          _mm512_sub_epi32(_mm512_loadu_si512(pre_hi + kx1 * O16),
-                           _mm512_loadu_si512(pre_lo + kx1 * O16)),
-          _mm512_sub_epi32(_mm512_loadu_si512(pre_lo + kx0 * O16),
-                           _mm512_loadu_si512(pre_hi + kx0 * O16)));
-      acc = _mm512_sub_epi32(
-          _mm512_add_epi32(acc, acc),
-          _mm512_sub_epi32(_mm512_slli_epi32(wsum, s.K), wsum));
-    }
+    if (MODE & kEpiSigned) acc = signed_acc(acc, x0 + p);
     // float(acc) * scale + bias: two roundings (no FMA contraction).
     __m512 value =
         _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(acc), scale), bias);
