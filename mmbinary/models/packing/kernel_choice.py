@@ -7,8 +7,9 @@ Every packed conv can run on the popcount kernel (AND + popcount over its
 accumulator, so the outputs are bit-identical and the choice is about
 speed alone. Which is faster depends on the layer (bits, channels, kernel
 size, image size, what the call writes) and the CPU, so it is measured:
-one forward records each layer's call (its activation words, residual and
-outputs as the packed flow passes them, or its float input), each layer
+one forward records each layer's call (its activation words or float
+input, residual and outputs as the packed flow passes them, or the float
+input of its own forward), each layer
 replays it on both kernels and keeps the faster one. The choice is not saved with the weights (another machine
 chooses again).
 """
@@ -37,24 +38,30 @@ class KernelChoice:
 @dataclass
 class _Call:
     """How a layer was called in one forward: ``run_words`` arguments
-    (the packed flow) or the float input of its own forward."""
+    (the packed flow on words), ``run_float`` arguments (the packed flow on
+    a float input) or the float input of its own forward."""
     run_words: Optional[tuple] = None
     input: Optional[Tensor] = None
+    run_float: Optional[tuple] = None
 
     def describe(self) -> str:
         """e.g. ``'words in; float + residual + words out'``."""
-        if self.run_words is None:
+        flow = self.run_words or self.run_float
+        if flow is None:
             return 'float in; float out'
-        _, _, _, float_out, next_conv, residual = self.run_words
+        _, _, _, float_out, next_conv, residual = flow
         outs = (['float'] if float_out else []) + (
             ['residual'] if residual is not None else []) + (
                 ['words'] if next_conv is not None else [])
-        return 'words in; ' + ' + '.join(outs) + ' out'
+        source = 'words' if self.run_words is not None else 'float'
+        return f'{source} in; ' + ' + '.join(outs) + ' out'
 
     def shape(self, layer: PackedMBBConv2d) -> Tuple[int, ...]:
         if self.run_words is not None:
             n, h, w = self.run_words[0].shape[:3]
             return (n, layer.in_channels, h, w)
+        if self.run_float is not None:
+            return tuple(self.run_float[0].shape)
         return tuple(self.input.shape)
 
 
@@ -66,15 +73,23 @@ def _record_calls(model: nn.Module,
     names = {id(m): name for name, m in model.named_modules()
              if isinstance(m, PackedMBBConv2d)}
     calls: Dict[str, _Call] = {}
-    original = PackedMBBConv2d.run_words
+    originals = {'run_words': PackedMBBConv2d.run_words,
+                 'run_float': PackedMBBConv2d.run_float}
 
-    def recording_run_words(layer, *args, **kwargs):
-        name = names.get(id(layer))
-        if name is not None and name not in calls:
-            bound = inspect.signature(original).bind(layer, *args, **kwargs)
-            bound.apply_defaults()
-            calls[name] = _Call(run_words=tuple(bound.arguments.values())[1:])
-        return original(layer, *args, **kwargs)
+    def recording(method: str):
+        original = originals[method]
+
+        def record(layer, *args, **kwargs):
+            name = names.get(id(layer))
+            if name is not None and name not in calls:
+                bound = inspect.signature(original).bind(
+                    layer, *args, **kwargs)
+                bound.apply_defaults()
+                arguments = tuple(bound.arguments.values())[1:]
+                calls[name] = _Call(**{method: arguments})
+            return original(layer, *args, **kwargs)
+
+        return record
 
     def pre_hook(layer, args):
         name = names[id(layer)]
@@ -86,12 +101,14 @@ def _record_calls(model: nn.Module,
 
     handles = [m.register_forward_pre_hook(pre_hook)
                for m in model.modules() if id(m) in names]
-    PackedMBBConv2d.run_words = recording_run_words
+    for method in originals:
+        setattr(PackedMBBConv2d, method, recording(method))
     try:
         with torch.no_grad():
             run()
     finally:
-        PackedMBBConv2d.run_words = original
+        for method, original in originals.items():
+            setattr(PackedMBBConv2d, method, original)
         for handle in handles:
             handle.remove()
     return calls
@@ -117,6 +134,8 @@ def _time_kernels(layer: PackedMBBConv2d, call: _Call,
         kernels.append('int8')
     if call.run_words is not None:
         forward = lambda: layer.run_words(*call.run_words)  # noqa: E731
+    elif call.run_float is not None:
+        forward = lambda: layer.run_float(*call.run_float)  # noqa: E731
     else:
         forward = lambda: layer(call.input)  # noqa: E731
     kept = layer.kernel

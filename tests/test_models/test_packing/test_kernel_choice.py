@@ -81,7 +81,9 @@ def test_choose_kernels_times_both_and_keeps_the_faster():
         assert choice.input_shape[1] == layer.in_channels
     # Each layer was timed on the call the packed flow makes.
     calls = {choice.name: choice.call for choice in choices}
-    assert calls['layer1.0.conv1'] == 'words in; words out'
+    # the first block takes the stem's float output, the others words
+    assert calls['layer1.0.conv1'] == 'float in; words out'
+    assert calls['layer1.1.conv1'] == 'words in; words out'
     assert calls['layer1.0.conv2'] == 'words in; float + residual + words out'
     assert calls['layer4.1.conv2'] == 'words in; float + residual out'
     assert packed_flow_enabled(model)  # the flow is still on
