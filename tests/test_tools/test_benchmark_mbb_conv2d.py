@@ -28,7 +28,9 @@ def test_table_with_packed_input_and_share_of_peak():
     header = [cell.strip() for cell in lines[0].strip('|').split('|')]
     # the integer kernel's column where this CPU runs it
     integer = int8_kernel_available()
-    words_in = ['words in'] + (['integer kernel words in'] if integer else [])
+    words_in = ['words in'] + (
+        ['integer kernel words in', 'integer kernel float in']
+        if integer else [])
     assert header == (
         ['shape', 'N', 'thr', 'W/A', 'float32 ms', 'generic ms'] +
         [f'{w} ms' for w in words_in] + ['float32 / best'] +

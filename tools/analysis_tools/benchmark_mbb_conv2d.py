@@ -211,12 +211,14 @@ def main() -> None:
            '(mbb_conv2d_words, the run-time kernel), packing excluded.'
            if args.packed_input else '') +
           (' "integer kernel words in": the same with the integer kernel '
-           f'(mbb_conv2d_int8_words: {int8_variant_text()}).'
+           f'(mbb_conv2d_int8_words: {int8_variant_text()}); "integer '
+           'kernel float in": the integer kernel quantizing the float input '
+           'itself (mbb_conv2d_int8).'
            if args.packed_input and int8_kernel_available() else '') + '\n')
     baselines = [] if args.no_baselines else ['int8', 'train path']
     words_in = ['words in'] if args.packed_input else []
     if args.packed_input and int8_kernel_available():
-        words_in.append('integer kernel words in')
+        words_in += ['integer kernel words in', 'integer kernel float in']
     header = (['shape', 'N', 'thr', 'W/A', 'float32 ms'] +
               [f'{b} ms' for b in baselines] + [f'{k} ms' for k in kernels] +
               [f'{w} ms' for w in words_in] + ['float32 / best'] +
@@ -272,22 +274,31 @@ def int8_variant_text() -> str:
             'AVX-512 VNNI', 'vnni': 'AVX-512 VNNI'}.get(variant, 'n/a')
 
 
-def int8_words_ms(args, act_words, words, scale, bias, cin, w_bits, a_bits,
-                  kernel, stride, padding, dilation) -> float:
-    """The integer kernel on activation words packed beforehand (weights
-    laid out once, as a packed layer does); NaN where it cannot run the
-    layer (w_bits 8)."""
+def int8_kernel_ms(args, x, act_words, words, scale, bias, cin, w_bits,
+                   a_bits, kernel, stride, padding,
+                   dilation) -> List[float]:
+    """ms of the integer kernel (weights laid out once, as a packed layer
+    does) on activation words packed beforehand and on the float input
+    ``x`` (quantized by the op with the same ``inv_step`` 2.0); NaN where
+    it cannot run the layer (w_bits 8)."""
     if w_bits > 7:
-        return float('nan')
+        return [float('nan')] * 2
     ops = torch.ops.mmbinary
     weight_int8, weight_sums = ops.mbb_int8_prepare_weight(
         words, cin, w_bits, [kernel] * 2)
-    return median_ms(
+    geometry = ([kernel] * 2, [stride] * 2, [padding] * 2, [dilation] * 2)
+    epilogue = (None, -float('inf'), float('inf'), True, 0, 1.0, False)
+    on_words = median_ms(
         lambda: ops.mbb_conv2d_int8_words(
             act_words, words, weight_int8, weight_sums, scale, bias, cin,
-            w_bits, a_bits, args.signed, [kernel] * 2, [stride] * 2,
-            [padding] * 2, [dilation] * 2, None, -float('inf'), float('inf'),
-            True, 0, 1.0, False), args.runs, args.warmup)
+            w_bits, a_bits, args.signed, *geometry, *epilogue), args.runs,
+        args.warmup)
+    on_float = median_ms(
+        lambda: ops.mbb_conv2d_int8(
+            x, words, weight_int8, weight_sums, scale, bias, cin, w_bits,
+            a_bits, 2.0, args.signed, *geometry, *epilogue), args.runs,
+        args.warmup)
+    return [on_words, on_float]
 
 
 def run_bits(args, kernels, baselines, name, batch, threads, x, weight,
@@ -327,10 +338,9 @@ def run_bits(args, kernels, baselines, name, batch, threads, x, weight,
                     True, 0, 1.0, False), args.runs, args.warmup)
         ]
         if int8_kernel_available():
-            words_ms.append(
-                int8_words_ms(args, act_words, words, scale, bias, cin,
-                              w_bits, a_bits, kernel, stride, padding,
-                              dilation))
+            words_ms += int8_kernel_ms(args, x, act_words, words, scale,
+                                       bias, cin, w_bits, a_bits, kernel,
+                                       stride, padding, dilation)
     baseline_ms = []
     if baselines:
         layer = MBBConv2d(cin, cout, kernel, stride, padding, dilation,
