@@ -341,11 +341,11 @@ void run_lane_conv(const MBBConvShape& s, const uint64_t* act,
   a.zero_words =
       reinterpret_cast<const uint64_t*>(zero_words.const_data_ptr<int64_t>());
   a.out = to.out;
-  // Outputs above 8 MB bypass the caches (see MBBLaneArgs::stream_out).
-  constexpr int64_t kStreamBytes = int64_t{8} << 20;
+  // Large outputs bypass the caches (see MBBLaneArgs::stream_out).
+  const int64_t stream_bytes = mbb_stream_threshold_bytes();
   a.stream_out = to.out != nullptr && s.O % 16 == 0 &&
                  reinterpret_cast<uintptr_t>(to.out) % 64 == 0 &&
-                 s.N * s.Ho * s.Wo * s.O * 4 > kStreamBytes;
+                 s.N * s.Ho * s.Wo * s.O * 4 > stream_bytes;
   a.out_acc = to.acc;
   a.residual = to.residual;
   a.act_min = to.act_min;

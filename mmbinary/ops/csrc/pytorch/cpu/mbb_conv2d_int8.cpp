@@ -266,11 +266,11 @@ std::tuple<at::Tensor, at::Tensor> run_int8(
     if (float_out) {
       out = at::empty({s.N, s.O, s.Ho, s.Wo}, float_options.memory_format(cl));
       a.out = out.data_ptr<float>();
-      // Outputs above 8 MB bypass the caches (see MBBLaneArgs::stream_out).
-      constexpr int64_t kStreamBytes = int64_t{8} << 20;
+      // Large outputs bypass the caches (see MBBLaneArgs::stream_out).
+      const int64_t stream_bytes = mbb_stream_threshold_bytes();
       a.stream_out = s.O % 16 == 0 &&
                      reinterpret_cast<uintptr_t>(a.out) % 64 == 0 &&
-                     s.N * s.Ho * s.Wo * s.O * 4 > kStreamBytes;
+                     s.N * s.Ho * s.Wo * s.O * 4 > stream_bytes;
     }
     if (out_a_bits > 0) {
       const int64_t out_wg = mbb_num_words(s.O);
