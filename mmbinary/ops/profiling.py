@@ -5,9 +5,9 @@
   packed convolution spends its time, summed over calls and threads' wall
   time (off by default; when off, it costs one relaxed load per phase);
 * :func:`measure_core_ghz`: the clock the core really runs at, measured
-  with a chain of dependent multiplications (3 cycles each), not the nominal MHz
-  the OS reports (Zen 4 runs AVX-512 code at about 3.6 GHz where
-  ``/proc/cpuinfo`` says 2.6);
+  with a chain of dependent multiplications (3 cycles each), not the
+  nominal MHz the OS reports (Zen 4 runs AVX-512 code at about 3.6 GHz
+  where ``/proc/cpuinfo`` says 2.6);
 * :func:`measure_peak_bmacs`: the peak binary MACs per cycle of the binary
   kernels' instruction mix (AND + POPCOUNT + ADD on registers) on this
   core, the ceiling a packed layer's binary MACs per cycle is compared to.

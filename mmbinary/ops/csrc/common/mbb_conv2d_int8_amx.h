@@ -63,7 +63,8 @@ struct alignas(64) MBBAmxConfig {
     apply_to = function)
 #else
 #pragma GCC push_options
-#pragma GCC target("avx2,avx512f,avx512vl,avx512bw,avx512vnni,amx-tile,amx-int8")
+#pragma GCC target( \
+    "avx2,avx512f,avx512vl,avx512bw,avx512vnni,amx-tile,amx-int8")
 #endif
 
 #include <immintrin.h>
@@ -74,7 +75,8 @@ namespace mbb_int8_amx {
 // NP tiles of 16 output columns (starting at x0[0], x0[1]) x NO blocks of 16
 // output channels (from block ob0) of output row (n, y).
 template <int NP, int NO>
-inline void tile_block(const MBBInt8Args& a, mbb_int8_avx512::MBBInt8EpilogueFn epilogue,
+inline void tile_block(const MBBInt8Args& a,
+                       mbb_int8_avx512::MBBInt8EpilogueFn epilogue,
                        int64_t n, int64_t y, const int64_t* x0, int64_t ob0) {
   const MBBConvShape& s = a.s;
   const int64_t taps = s.kh * s.kw, C4 = mbb_int8_padded_quads(s.C);
@@ -101,7 +103,8 @@ inline void tile_block(const MBBInt8Args& a, mbb_int8_avx512::MBBInt8EpilogueFn 
         _tile_loadd(4, src0 + c_off, a_stride);
         if (NP > 1) _tile_loadd(5, src1 + c_off, a_stride);
         _tile_loadd(6, w + c_off * kMBBInt8Lanes, 64);
-        if (NO > 1) _tile_loadd(7, w + block_bytes + c_off * kMBBInt8Lanes, 64);
+        if (NO > 1)
+          _tile_loadd(7, w + block_bytes + c_off * kMBBInt8Lanes, 64);
         _tile_dpbusd(0, 4, 6);
         if (NO > 1) _tile_dpbusd(1, 4, 7);
         if (NP > 1) _tile_dpbusd(2, 5, 6);

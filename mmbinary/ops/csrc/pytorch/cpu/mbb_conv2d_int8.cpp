@@ -106,7 +106,8 @@ std::string mbb_int8_variant_cpu() {
 }
 
 // Weight words (O, M, kh, kw, ceil(C / 64)) -> (s8 codes (ceil(O / 16),
-// kh * kw, 16 * ceil(C / 64), 16, 4), int32 prefix sums of sum_c w over the taps
+// kh * kw, 16 * ceil(C / 64), 16, 4), int32 prefix sums of sum_c w over
+// the taps
 // (kh + 1, kw + 1, 16 * ceil(O / 16))). Once per layer.
 std::tuple<at::Tensor, at::Tensor> mbb_int8_prepare_weight_cpu(
     const at::Tensor& weight_words, int64_t in_channels, int64_t w_bits,
@@ -349,9 +350,10 @@ std::tuple<at::Tensor, at::Tensor> mbb_conv2d_int8_words_cpu(
 #endif
     return false;
   };
-  return run_int8(s, act_words, fill, kPhasePrepass, weight_int8, weight_sums, out_scale,
-                  out_bias, residual, act_min, act_max, float_out,
-                  out_a_bits, out_inv_step, out_signed, accumulate_only);
+  return run_int8(s, act_words, fill, kPhasePrepass, weight_int8,
+                  weight_sums, out_scale, out_bias, residual, act_min,
+                  act_max, float_out, out_a_bits, out_inv_step, out_signed,
+                  accumulate_only);
 }
 
 // The same on a float (N, C, H, W) input, quantized straight into the
@@ -389,9 +391,10 @@ std::tuple<at::Tensor, at::Tensor> mbb_conv2d_int8_cpu(
     return false;
 #endif
   };
-  return run_int8(s, input, fill, kPhaseQuantizePack, weight_int8, weight_sums, out_scale,
-                  out_bias, residual, act_min, act_max, float_out,
-                  out_a_bits, out_inv_step, out_signed, false);
+  return run_int8(s, input, fill, kPhaseQuantizePack, weight_int8,
+                  weight_sums, out_scale, out_bias, residual, act_min,
+                  act_max, float_out, out_a_bits, out_inv_step, out_signed,
+                  false);
 }
 
 }  // namespace mmbinary
