@@ -16,7 +16,8 @@ so any run can be repeated by hand):
    progressive schedule (W8A8, then W4A4, then W2A2, a third of the budget
    each, in one run with ``ProgressivePrecisionHook``) and the rows with
    their own configs (``ROW_CONFIGS``: W2A2 and W1A1 distilled from the
-   float start, with per-level head norms, with the ReAct structure);
+   float start, or with ``--teacher float`` from the float row of the same
+   seed, with per-level head norms, with the ReAct structure);
 3. evaluate each with ``tools/test.py`` (mmdet's CocoMetric, mmseg's
    IoUMetric), pack it with ``tools/pack_model.py`` and evaluate the packed
    model through the same pipeline.
@@ -32,6 +33,7 @@ import os.path as osp
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -140,6 +142,10 @@ ROW_CONFIGS = {
 CONFIG_ROWS = ('w2a2-kd', 'w2a2-kd-plbn', 'w1a1-react-kd', 'w4a4-kd')
 #: Distilled rows trained at other widths than their config's: row -> bits.
 RETARGETED_ROWS = {'w4a4-kd': 4}
+#: Choices of ``--teacher``; the rows distilled from the float row carry
+#: this suffix.
+TEACHERS = ('start', 'float')
+FLOAT_TEACHER_SUFFIX = '-tfloat'
 #: Rows of ROW_CONFIGS trained without a teacher: W2A2 with the stem and
 #: the predictors at W8A8 instead of float.
 PLAIN_CONFIG_ROWS = ('w2a2-8bit-ends', )
@@ -166,6 +172,17 @@ class Stage:
     set_bits: bool = False
 
 
+#: One lock per run folder: a float row is trained once even when it is
+#: also the teacher of distilled rows running at the same time.
+_RUN_LOCKS: Dict[str, threading.Lock] = {}
+_RUN_LOCKS_GUARD = threading.Lock()
+
+
+def _run_lock(work_dir: str) -> threading.Lock:
+    with _RUN_LOCKS_GUARD:
+        return _RUN_LOCKS.setdefault(work_dir, threading.Lock())
+
+
 @dataclass
 class Run:
     """A row entry: one variant, one seed, one or more training stages."""
@@ -175,7 +192,17 @@ class Run:
     stages: List[Stage]
     work_dir: str
     start: str = ''  # the float start checkpoint
+    #: a distilled row's teacher: the float row of the same seed (its
+    #: run, trained first when missing), or None for the float start.
+    teacher: Optional['Run'] = None
     commands: List[str] = field(default_factory=list)
+
+    @property
+    def checkpoint(self) -> str:
+        """The checkpoint of the last stage (once trained)."""
+        stage = self.stages[-1]
+        return osp.join(self.work_dir, f'stage{len(self.stages) - 1}',
+                        f'epoch_{stage.epochs}.pth')
 
     @property
     def label(self) -> str:
@@ -210,6 +237,11 @@ def parse_args() -> argparse.Namespace:
                         choices=CONFIG_ROWS,
                         help='distilled rows (teacher: the float start); '
                         'none: skip them')
+    parser.add_argument('--teacher', choices=TEACHERS, default='start',
+                        help="the distilled rows' teacher: the float start "
+                        "(default) or the float row of the same seed "
+                        "(trained as long as every row; the rows are named "
+                        "with a '-tfloat' suffix)")
     parser.add_argument('--rows', nargs='*', default=None,
                         help='run only these rows (names as in the table, '
                         'e.g. float w2a2 w2a2-kd); default: all planned')
@@ -257,12 +289,16 @@ def plan(args, task: Task) -> List[Run]:
             variants.append(('w2a2-paper', [Stage(2, args.epochs, True)]))
         if not args.no_progressive:
             variants.append(('w8-w4-w2a2', progressive))
+        float_teacher = getattr(args, 'teacher', 'start') == 'float'
+        distilled = set()
         for row in getattr(args, 'kd_rows', CONFIG_ROWS):
             if row in row_configs:
                 train, test = row_configs[row]
                 bits = 1 if row.startswith('w1a1') else 2
                 bits = RETARGETED_ROWS.get(row, bits)
-                variants.append((row, [
+                name = row + (FLOAT_TEACHER_SUFFIX if float_teacher else '')
+                distilled.add(name)
+                variants.append((name, [
                     Stage(bits, args.epochs, config=train, eval_config=test,
                           model_prefix='model.architecture',
                           set_bits=row in RETARGETED_ROWS)
@@ -274,12 +310,17 @@ def plan(args, task: Task) -> List[Run]:
                     (row,
                      [Stage(2, args.epochs, config=train, eval_config=test)]))
         rows = getattr(args, 'rows', None)
+        float_row = None
         for variant, stages in variants:
-            if rows is not None and variant not in rows:
-                continue
             work_dir = osp.join(args.work_dir, task.name,
                                 f'{variant}_seed{seed}')
-            runs.append(Run(task, variant, seed, stages, work_dir))
+            run = Run(task, variant, seed, stages, work_dir)
+            if variant == 'float':
+                float_row = run
+            if float_teacher and variant in distilled:
+                run.teacher = float_row
+            if rows is None or variant in rows:
+                runs.append(run)
     return runs
 
 
@@ -331,14 +372,25 @@ def stage_options(run: Run, stage: Stage, load_from: Optional[str],
         if not evaluate:
             options += list(stage.options)
             if stage.model_prefix != 'model':  # a distiller
-                options.append(f'model.teacher_ckpt={run.start}')
+                teacher = run.start if run.teacher is None else \
+                    run.teacher.checkpoint
+                options.append(f'model.teacher_ckpt={teacher}')
     elif stage.bits is not None:
         options += run.task.bits_options(stage.bits, stage.paper)
     return options
 
 
 def train_and_evaluate(run: Run, args, threads: int) -> dict:
-    """Train every stage of ``run``, evaluate it unpacked and packed."""
+    """Train every stage of ``run`` (its float-row teacher first, if it
+    has one), evaluate it unpacked and packed; a finished run is read back
+    from its ``result.json``."""
+    if run.teacher is not None:  # the float row of the seed: trained first
+        train_and_evaluate(run.teacher, args, threads)
+    with _run_lock(run.work_dir):
+        return _train_and_evaluate(run, args, threads)
+
+
+def _train_and_evaluate(run: Run, args, threads: int) -> dict:
     from mmbinary.utils.atomic_write import atomic_open
     from mmbinary.utils.logged_metrics import read_test_metrics
     result_file = osp.join(run.work_dir, 'result.json')
@@ -485,6 +537,8 @@ def main() -> int:
             for other in runs:
                 if other.task is run.task:
                     other.start = start['checkpoint']
+                    if other.teacher is not None:
+                        other.teacher.start = start['checkpoint']
         results = list(
             pool.map(lambda r: train_and_evaluate(r, args, threads),
                      runs))
