@@ -2,6 +2,7 @@
 """Packed activations through MobileNetV2's inverted-residual blocks:
 expand conv (words in) -> depthwise -> linear conv (+ shortcut in its
 epilogue), words handed from block to block."""
+import math
 import types
 
 import pytest
@@ -15,7 +16,7 @@ from mmbinary.models.packing import packed_flow as pf
 from mmbinary.models.packing.packed_flow import (disable_packed_flow,
                                                  enable_packed_flow,
                                                  packed_flow_enabled)
-from mmbinary.utils.benchmark import fold_batch_norms
+from mmbinary.utils.benchmark import fold_batch_norms, to_channels_last
 
 pytestmark = pytest.mark.ext
 
@@ -316,3 +317,53 @@ def test_integer_kernel_flow_equals_popcount_flow(kind):
     integer = run(model, x)
     for a, b in zip(popcount, integer):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize('kind', ['mmdet', 'mmseg'])
+@pytest.mark.parametrize('bits', [1, 2])
+@pytest.mark.parametrize('band_bytes', [1, 30000])
+def test_blocks_in_bands_of_rows_equal_the_layers(monkeypatch, kind, bits,
+                                                   band_bytes):
+    """Channels-last blocks run in bands of output rows (one row a band,
+    or bands of uneven heights; strides 1 and 2, dilations up to 4, with
+    and without an expand conv, on handed words and on float input): the
+    layer-by-layer outputs, bit for bit."""
+    model = to_channels_last(packed_backbone(kind, bits))
+    enable_packed_flow(model, fuse_depthwise=False)
+    monkeypatch.setattr(pf, 'MIN_BANDED_BYTES', 0)
+    monkeypatch.setattr(pf, 'BAND_BYTES', band_bytes)
+    banded = []
+    in_bands = pf._flow_inverted_residual_in_bands
+
+    def counted(block, parts, x, bands):
+        banded.append((block, bands))
+        return in_bands(block, parts, x, bands)
+
+    monkeypatch.setattr(pf, '_flow_inverted_residual_in_bands', counted)
+    x = torch.randn(1, 3, 52, 84).contiguous(
+        memory_format=torch.channels_last)
+    flow = run(model, x)
+    assert [block for block, _ in banded] == [b for _, b in blocks(model)]
+    assert all(bands > 1 for _, bands in banded)
+    disable_packed_flow(model)
+    layerwise = run(model, x)
+    for a, b in zip(flow, layerwise):
+        assert a.is_contiguous(memory_format=torch.channels_last)
+        assert torch.equal(a, b)
+
+
+def test_bands_only_for_large_channels_last_batch_one_inputs():
+    model = packed_backbone('mmdet', 2)
+    _, block = blocks(model)[1]  # layer2.0: 16 -> 96 -> stride 2
+    parts = pf._inverted_residual_parts(block)
+    large = torch.empty(1, 16, 400, 667)
+    # expand output 96 x 400 x 667 and depthwise output 96 x 200 x 334
+    hidden = 4 * 96 * (400 * 667 + 400 * 667 // 4)
+    assert pf._row_bands(parts, large) == 1  # NCHW
+    cl = large.contiguous(memory_format=torch.channels_last)
+    assert pf._row_bands(parts, cl) == math.ceil(hidden / pf.BAND_BYTES)
+    assert pf._row_bands(parts, torch.empty(2, 16, 400, 667).contiguous(
+        memory_format=torch.channels_last)) == 1
+    small = torch.empty(1, 16, 40, 66).contiguous(
+        memory_format=torch.channels_last)
+    assert pf._row_bands(parts, small) == 1
