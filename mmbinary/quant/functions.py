@@ -190,6 +190,60 @@ def quantize_weight(weight: Tensor, alpha: Tensor, bits: int) -> Tensor:
     return WeightQuantizeSTE.apply(weight, alpha.detach(), bits)
 
 
+class WeightQuantizeLSQ(Function):
+    """``w -> code * alpha / H`` with STE for ``w`` and the LSQ gradient
+    for a per-output-channel ``alpha`` (O,)::
+
+        d w_q / d alpha = code / H - u * inside      (u = w / alpha)
+
+    summed over each channel's weights and multiplied by ``grad_scale``.
+    """
+
+    @staticmethod
+    def forward(ctx, weight: Tensor, alpha: Tensor, bits: int,
+                grad_scale: float) -> Tensor:
+        levels = num_levels(check_bits(bits, 'w_bits'))
+        shape = (-1, ) + (1, ) * (weight.dim() - 1)
+        alpha_b = alpha.detach().reshape(shape)
+        codes = weight_codes(weight, 1.0 / alpha_b, bits).to(weight.dtype)
+        ctx.save_for_backward(weight, codes, alpha_b)
+        ctx.config = (levels, grad_scale)
+        return codes * (alpha_b / levels)
+
+    @staticmethod
+    def backward(ctx, grad_output: Tensor):
+        weight, codes, alpha_b = ctx.saved_tensors
+        levels, grad_scale = ctx.config
+        u = weight / alpha_b
+        inside = u.abs() <= 1
+        grad_weight = grad_output * inside
+        grad_alpha = None
+        if ctx.needs_input_grad[1]:
+            local = codes / levels - u * inside
+            grad_alpha = (grad_output * local).reshape(
+                weight.shape[0], -1).sum(1) * grad_scale
+        return grad_weight, grad_alpha, None, None
+
+
+def quantize_weight_learned(weight: Tensor, alpha: Tensor, bits: int,
+                            grad_scale: float) -> Tensor:
+    """Dequantized M-bit weights with STE and the LSQ gradient of a
+    per-output-channel ``alpha``.
+
+    Args:
+        weight (Tensor): (O, ...) float weights.
+        alpha (Tensor): (O,) clip values, > 0, in the autograd graph.
+        bits (int): M, 1..8.
+        grad_scale (float): multiplier of alpha's gradient.
+    """
+    check_bits(bits, 'w_bits')
+    _check_scale(alpha, 'alpha')
+    if alpha.shape != weight.shape[:1]:
+        raise ValueError(f'alpha must have shape ({weight.shape[0]},), got '
+                         f'{tuple(alpha.shape)}')
+    return WeightQuantizeLSQ.apply(weight, alpha, bits, grad_scale)
+
+
 def quantize_activation(input: Tensor,
                         beta: Tensor,
                         bits: int,

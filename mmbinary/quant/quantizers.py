@@ -30,7 +30,7 @@ not checked.
 """
 import contextlib
 import math
-from typing import Iterator, Tuple, Union
+from typing import Iterator, Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -38,9 +38,14 @@ from torch import Tensor, nn
 from .encoding import check_bits, num_levels
 from .functions import (GAUSSIAN_OPTIMAL_CLIP, activation_codes,
                         lsq_grad_scale, quantize_activation, quantize_weight,
-                        weight_codes)
+                        quantize_weight_learned, weight_codes)
 
 WEIGHT_MODES = ('channel', 'paper')
+#: ``w_clip``: the scale from the weights alone, or times a learned gain.
+WEIGHT_CLIPS = ('stats', 'learned')
+#: Smallest learned weight gain (the gain is a parameter; a step that
+#: would make it 0 or negative leaves the clip at this fraction).
+_MIN_WEIGHT_GAIN = 1e-3
 ACTIVATION_MODES = ('auto', 'signed', 'unsigned')
 # Values of the ``signed`` buffer.
 _UNDECIDED, _UNSIGNED, _SIGNED = -1, 0, 1
@@ -108,33 +113,73 @@ def _check_choice(value, name: str, allowed: tuple) -> str:
 class WeightQuantizer(nn.Module):
     """M-bit weight quantizer with a per-output-channel scale.
 
+    With ``clip='learned'`` (``mode='channel'`` only) each channel's
+    scale is the one from its weights times a learned gain (``gain``, (O,),
+    1 at the start, so a float checkpoint starts from the ``'stats'``
+    scale), trained with the LSQ gradient; the gain folds into the output
+    scale like the rest of ``alpha``, so packing is unchanged.
+
     Args:
         bits (int): M, 1..8.
         mode (str): ``'channel'`` (scale from the weights) or ``'paper'``
             (``alpha = 1``).
+        clip (str): ``'stats'`` (default) or ``'learned'``.
+        channels (int, optional): output channels O; needed by
+            ``clip='learned'``.
     """
 
-    def __init__(self, bits: int = 2, mode: str = 'channel') -> None:
+    def __init__(self,
+                 bits: int = 2,
+                 mode: str = 'channel',
+                 clip: str = 'stats',
+                 channels: Optional[int] = None) -> None:
         super().__init__()
         self.bits = check_bits(bits, 'w_bits')
         self.mode = _check_choice(mode, 'w_mode', WEIGHT_MODES)
+        self.learn_clip = _check_choice(clip, 'w_clip',
+                                        WEIGHT_CLIPS) == 'learned'
+        if self.learn_clip:
+            if self.mode != 'channel':
+                raise ValueError("w_clip='learned' needs w_mode='channel', "
+                                 f'got w_mode={mode!r}')
+            if isinstance(channels, bool) or not isinstance(
+                    channels, int) or channels < 1:
+                raise ValueError("w_clip='learned' needs channels, the "
+                                 f'output channels (>= 1), got {channels!r}')
+            self.gain = nn.Parameter(torch.ones(channels))
 
-    def alpha(self, weight: Tensor) -> Tensor:
-        """Clip values ``alpha``: (O, 1, ..., 1), detached, > 0."""
-        shape = (weight.shape[0], ) + (1, ) * (weight.dim() - 1)
-        if self.mode == 'paper':
-            return weight.new_ones(shape)
+    def _stats_alpha(self, weight: Tensor) -> Tensor:
+        """(O,) the scale from the weights, detached, > 0."""
         flat = weight.detach().reshape(weight.shape[0], -1)
         if self.bits == 1:
             alpha = flat.abs().mean(1)
         else:
             rms = flat.pow(2).mean(1).sqrt()
             alpha = GAUSSIAN_OPTIMAL_CLIP[self.bits] * rms
-        tiny = torch.finfo(alpha.dtype).tiny
-        return alpha.clamp_min(tiny).reshape(shape)
+        return alpha.clamp_min(torch.finfo(alpha.dtype).tiny)
+
+    def _learned_alpha(self, weight: Tensor) -> Tensor:
+        """(O,) the scale from the weights times the gain (in the graph)."""
+        return self._stats_alpha(weight) * self.gain.clamp_min(
+            _MIN_WEIGHT_GAIN).to(weight.dtype)
+
+    def alpha(self, weight: Tensor) -> Tensor:
+        """Clip values ``alpha``: (O, 1, ..., 1), detached, > 0."""
+        shape = (weight.shape[0], ) + (1, ) * (weight.dim() - 1)
+        if self.mode == 'paper':
+            return weight.new_ones(shape)
+        if self.learn_clip:
+            return self._learned_alpha(weight).detach().reshape(shape)
+        return self._stats_alpha(weight).reshape(shape)
 
     def forward(self, weight: Tensor) -> Tensor:
-        """Dequantized weights (same shape), with a straight-through grad."""
+        """Dequantized weights (same shape), with a straight-through grad
+        (and the LSQ gradient of the gain with ``clip='learned'``)."""
+        if self.learn_clip:
+            per_channel = weight[0].numel()
+            return quantize_weight_learned(
+                weight, self._learned_alpha(weight), self.bits,
+                lsq_grad_scale(per_channel, self.bits))
         return quantize_weight(weight, self.alpha(weight), self.bits)
 
     def codes(self, weight: Tensor) -> Tuple[Tensor, Tensor]:
@@ -168,9 +213,14 @@ class WeightQuantizer(nn.Module):
                                       error_msgs)
         if key in unexpected_keys:
             unexpected_keys.remove(key)
+        gain = prefix + 'gain'
+        if self.learn_clip and saved is None and gain in missing_keys:
+            # A float checkpoint: the gain starts at 1.
+            missing_keys.remove(gain)
 
     def extra_repr(self) -> str:
-        return f'bits={self.bits}, mode={self.mode!r}'
+        clip = ", clip='learned'" if self.learn_clip else ''
+        return f'bits={self.bits}, mode={self.mode!r}{clip}'
 
 
 class ActivationQuantizer(nn.Module):

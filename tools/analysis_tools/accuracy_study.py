@@ -73,16 +73,19 @@ class Task:
         return options
 
     def bits_options(self, bits: int, paper: bool,
-                     prefix: str = 'model') -> List[str]:
+                     prefix: str = 'model',
+                     layer_options: Optional[dict] = None) -> List[str]:
         """``--cfg-options`` that set every encoded part of the encoded
-        config to W``bits``A``bits`` (and the paper's quantizer); ``prefix``:
-        the model's key (a distiller's student: ``model.architecture``)."""
+        config to W``bits``A``bits`` (and the paper's quantizer, or other
+        ``layer_options``); ``prefix``: the model's key (a distiller's
+        student: ``model.architecture``)."""
         from mmengine.config import Config
 
         from mmbinary.models.precision import precision_cfg_options
+        options = dict(PAPER_OPTIONS if paper else {}, **(layer_options or {}))
         return precision_cfg_options(
             Config.fromfile(self.mbb_config).model, bits, bits,
-            PAPER_OPTIONS if paper else None, prefix=prefix)
+            options or None, prefix=prefix)
 
 
 TASKS = {
@@ -142,6 +145,10 @@ ROW_CONFIGS = {
 CONFIG_ROWS = ('w2a2-kd', 'w2a2-kd-plbn', 'w1a1-react-kd', 'w4a4-kd')
 #: Distilled rows trained at other widths than their config's: row -> bits.
 RETARGETED_ROWS = {'w4a4-kd': 4}
+#: Rows of the encoded config with other MBB layer options on every
+#: encoded part: row -> (bits, options). ``w2a2-lsqw``: the weight scales
+#: times a learned per-channel gain (LSQ gradient).
+LAYER_OPTION_ROWS = {'w2a2-lsqw': (2, dict(w_clip='learned'))}
 #: Choices of ``--teacher``; the rows distilled from the float row carry
 #: this suffix.
 TEACHERS = ('start', 'float')
@@ -170,6 +177,9 @@ class Stage:
     #: a ``config`` row whose student widths are set to ``bits`` on the
     #: command line (training, test and packing alike).
     set_bits: bool = False
+    #: other MBB layer options of every encoded part (a row of
+    #: ``LAYER_OPTION_ROWS``).
+    layer_options: Optional[dict] = None
 
 
 #: One lock per run folder: a float row is trained once even when it is
@@ -287,6 +297,10 @@ def plan(args, task: Task) -> List[Run]:
                      for b in args.bits]
         if not args.no_paper:
             variants.append(('w2a2-paper', [Stage(2, args.epochs, True)]))
+        for row, (bits, layer_options) in LAYER_OPTION_ROWS.items():
+            variants.append((row, [
+                Stage(bits, args.epochs, layer_options=layer_options)
+            ]))
         if not args.no_progressive:
             variants.append(('w8-w4-w2a2', progressive))
         float_teacher = getattr(args, 'teacher', 'start') == 'float'
@@ -376,7 +390,8 @@ def stage_options(run: Run, stage: Stage, load_from: Optional[str],
                     run.teacher.checkpoint
                 options.append(f'model.teacher_ckpt={teacher}')
     elif stage.bits is not None:
-        options += run.task.bits_options(stage.bits, stage.paper)
+        options += run.task.bits_options(stage.bits, stage.paper,
+                                         layer_options=stage.layer_options)
     return options
 
 

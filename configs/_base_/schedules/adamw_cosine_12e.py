@@ -1,7 +1,7 @@
 # AdamW with a linear warm-up and a cosine decay over 12 epochs, gradients
-# clipped; norms and the MBB activation clips are not decayed. Change the
-# length with ``tools/train.py --epochs N``: the cosine end, the warm-up and
-# the checkpoint and validation intervals follow.
+# clipped; norms, the MBB activation clips and learned weight gains are not
+# decayed. Change the length with ``tools/train.py --epochs N``: the cosine
+# end, the warm-up and the checkpoint and validation intervals follow.
 max_epochs = 12
 
 train_cfg = dict(
@@ -18,6 +18,10 @@ optim_wrapper = dict(
     type='OptimWrapper',
     optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.05),
     paramwise_cfg=dict(
-        norm_decay_mult=0.0, custom_keys={'.clip': dict(decay_mult=0.0)}),
+        norm_decay_mult=0.0,
+        custom_keys={
+            '.clip': dict(decay_mult=0.0),
+            'weight_quantizer.gain': dict(decay_mult=0.0)
+        }),
     clip_grad=dict(max_norm=10, norm_type=2))
 auto_scale_lr = dict(enable=False)

@@ -18,8 +18,10 @@ class MBBQuantMixin:
     bias: Optional[Tensor]
 
     def _init_quantizers(self, w_bits: int, a_bits: int, w_mode: str,
-                         a_mode: str, a_clip: Union[str, float]) -> None:
-        self.weight_quantizer = WeightQuantizer(w_bits, w_mode)
+                         a_mode: str, a_clip: Union[str, float],
+                         w_clip: str = 'stats') -> None:
+        self.weight_quantizer = WeightQuantizer(
+            w_bits, w_mode, w_clip, channels=self.weight.shape[0])
         self.act_quantizer = ActivationQuantizer(a_bits, a_mode, a_clip)
 
     @property
@@ -149,8 +151,10 @@ class MBBQuantMixin:
     def _quant_repr(self) -> str:
         act = self.act_quantizer
         clip = "'learned'" if act.learn_clip else float(act.clip)
+        w_clip = ", w_clip='learned'" if \
+            self.weight_quantizer.learn_clip else ''
         return (f'w_bits={self.w_bits}, a_bits={self.a_bits}, '
-                f'w_mode={self.weight_quantizer.mode!r}, '
+                f'w_mode={self.weight_quantizer.mode!r}{w_clip}, '
                 f'a_mode={act.mode!r}, a_clip={clip}')
 
 
@@ -175,6 +179,8 @@ class MBBConv2d(MBBQuantMixin, nn.Conv2d):
             :class:`mmbinary.quant.WeightQuantizer`.
         a_mode (str): ``'auto'`` (default), ``'signed'`` or ``'unsigned'``.
         a_clip (str | float): ``'learned'`` (default) or a fixed clip.
+        w_clip (str): ``'stats'`` (default: the weight scale from the
+            weights) or ``'learned'`` (times a learned per-channel gain).
     """
 
     #: ``nn.Conv2d``'s positional arguments, read off a float conv.
@@ -198,14 +204,16 @@ class MBBConv2d(MBBQuantMixin, nn.Conv2d):
                  a_bits: int = 2,
                  w_mode: str = 'channel',
                  a_mode: str = 'auto',
-                 a_clip: Union[str, float] = 'learned') -> None:
+                 a_clip: Union[str, float] = 'learned',
+                 w_clip: str = 'stats') -> None:
         if padding_mode != 'zeros':
             raise ValueError("MBBConv supports padding_mode='zeros' only, got "
                              f'{padding_mode!r}')
         super().__init__(in_channels, out_channels, kernel_size, stride,
                          padding, dilation, groups, bias, padding_mode,
                          device, dtype)
-        self._init_quantizers(w_bits, a_bits, w_mode, a_mode, a_clip)
+        self._init_quantizers(w_bits, a_bits, w_mode, a_mode, a_clip,
+                              w_clip)
 
     @classmethod
     def from_float(cls, module: nn.Conv2d, **options) -> 'MBBConv2d':
@@ -214,7 +222,7 @@ class MBBConv2d(MBBQuantMixin, nn.Conv2d):
         Args:
             module (nn.Conv2d): a float convolution (trained or not).
             **options: ``w_bits``, ``a_bits``, ``w_mode``, ``a_mode``,
-                ``a_clip``.
+                ``a_clip``, ``w_clip``.
         """
         return cls._share_float(module, nn.Conv2d, options)
 

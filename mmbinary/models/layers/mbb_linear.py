@@ -31,9 +31,11 @@ class MBBLinear(MBBQuantMixin, nn.Linear):
                  a_bits: int = 2,
                  w_mode: str = 'channel',
                  a_mode: str = 'auto',
-                 a_clip: Union[str, float] = 'learned') -> None:
+                 a_clip: Union[str, float] = 'learned',
+                 w_clip: str = 'stats') -> None:
         super().__init__(in_features, out_features, bias, device, dtype)
-        self._init_quantizers(w_bits, a_bits, w_mode, a_mode, a_clip)
+        self._init_quantizers(w_bits, a_bits, w_mode, a_mode, a_clip,
+                              w_clip)
 
     @classmethod
     def from_float(cls, module: nn.Linear, **options) -> 'MBBLinear':
