@@ -143,3 +143,23 @@ def test_demo_detector_table_and_agreement(tool, capsys):
                             r'(\d+) % \|', breakdown, re.M)
         assert len(shares) == len(layer_rows), (len(shares), len(layer_rows))
     assert '**all ' in breakdown
+
+
+def test_no_row_bands_runs_blocks_at_once_for_that_run_only(tool, capsys):
+    from mmbinary.models.packing import packed_flow
+    banded = packed_flow.MIN_BANDED_BYTES
+    seen = []
+
+    def run_benchmark(args):
+        seen.append(packed_flow.MIN_BANDED_BYTES)
+        return 0
+
+    original = tool.run_benchmark
+    tool.run_benchmark = run_benchmark
+    try:
+        assert tool.main([DEMO_CONFIG, '--no-row-bands']) == 0
+        assert tool.main([DEMO_CONFIG]) == 0
+    finally:
+        tool.run_benchmark = original
+    assert seen == [float('inf'), banded]
+    assert packed_flow.MIN_BANDED_BYTES == banded

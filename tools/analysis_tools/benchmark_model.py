@@ -22,6 +22,7 @@ runs with forward hooks.
 """
 import argparse
 import copy
+import math
 import os
 import os.path as osp
 import sys
@@ -35,7 +36,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmbinary.models.layers import MBBConv2d, MBBLinear
 from mmbinary.models.packing import (LAYOUT_KEY, PackedMBBConv2d,
-                                     choose_kernels, convert_to_packed)
+                                     choose_kernels, convert_to_packed,
+                                     packed_flow)
 from mmbinary.ops import build_info, ext_loaded
 from mmbinary.utils import benchmark as bm
 from mmbinary.utils.memory import (forward_peak_memory, keep_freed_memory,
@@ -94,6 +96,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         help='let glibc unmap large freed blocks (its '
                         'default) instead of keeping them for the next '
                         'forward; see mmbinary.utils.memory')
+    parser.add_argument('--no-row-bands', action='store_true',
+                        help="run large inverted-residual blocks at once "
+                        "instead of in bands of rows (packed_flow's "
+                        'MIN_BANDED_BYTES); for comparing the two')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, key=value pairs')
     args = parser.parse_args(argv)
@@ -436,6 +442,10 @@ def header_lines(args, cfg: Config, shape, ghz: Optional[float],
                               if args.no_keep_freed_memory else
                               'kept for the next forward, for every model '
                               '(mmbinary.utils.memory)'),
+        '- inverted-residual blocks: ' + (
+            'at once (--no-row-bands)' if args.no_row_bands else
+            'in bands of rows where their float outputs exceed '
+            f'{packed_flow.MIN_BANDED_BYTES >> 20} MB'),
         f'- command: python {TOOL} {" ".join(args.argv)}'
     ]
 
@@ -598,6 +608,17 @@ def log(message: str) -> None:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
+    banded = packed_flow.MIN_BANDED_BYTES
+    if args.no_row_bands:
+        packed_flow.MIN_BANDED_BYTES = math.inf
+    try:
+        return run_benchmark(args)
+    finally:
+        packed_flow.MIN_BANDED_BYTES = banded
+
+
+def run_benchmark(args: argparse.Namespace) -> int:
+    """Everything :func:`main` prints, for the parsed ``args``."""
     if not args.no_keep_freed_memory:
         # Every model below runs with it: large activations are not
         # page-faulted in again at every forward (as under jemalloc).
