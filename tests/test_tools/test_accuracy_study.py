@@ -40,30 +40,33 @@ def test_plan_has_every_row_with_the_same_budget(study):
     runs = study.plan(study_args(), study.TASKS['det'])
     names = [(run.variant, run.seed) for run in runs]
     variants = ['float', 'w8a8', 'w4a4', 'w2a2', 'w1a1', 'w2a2-paper',
-                'w8-w4-w2a2', 'w2a2-kd', 'w2a2-kd-plbn', 'w1a1-react-kd',
-                'w2a2-8bit-ends']
+                'w2a2-lsqw', 'w8-w4-w2a2', 'w2a2-kd', 'w2a2-kd-plbn',
+                'w1a1-react-kd', 'w2a2-8bit-ends']
     assert names == [(v, s) for s in (0, 1) for v in variants]
     for run in runs:
         assert sum(stage.epochs for stage in run.stages) == 6
+        assert run.teacher is None  # distilled from the float start
+    lsqw, = runs[6].stages
+    assert lsqw.bits == 2 and lsqw.layer_options == dict(w_clip='learned')
     # one run with the hook, a third of the budget per width
-    progressive, = runs[6].stages
+    progressive, = runs[7].stages
     assert progressive.config.endswith('progressive_pennfudan.py')
     assert progressive.options == (
         'custom_hooks.0.schedule=[[0,8,8],[2,4,4],[4,2,2]]', )
     assert runs[5].stages[0].paper and not runs[3].stages[0].paper
     assert runs[0].stages[0].bits is None
-    kd, = runs[7].stages
+    kd, = runs[8].stages
     assert kd.model_prefix == 'model.architecture'
     assert kd.eval_config.endswith('retinanet_mnv2_mbb_w2a2_pennfudan.py')
-    ends, = runs[10].stages
+    ends, = runs[11].stages
     assert ends.model_prefix == 'model' and ends.bits == 2
     assert ends.config == ends.eval_config
     assert len({run.work_dir for run in runs}) == len(runs)
     few = study.plan(study_args(seeds=[3], bits=[2], no_paper=True,
                                 no_progressive=True, kd_rows=[]),
                      study.TASKS['seg'])
-    assert [(run.variant, run.seed) for run in few] == [('float', 3),
-                                                        ('w2a2', 3)]
+    assert [(run.variant, run.seed) for run in few] == [
+        ('float', 3), ('w2a2', 3), ('w2a2-lsqw', 3)]
     chosen = study.plan(study_args(seeds=[0], rows=['w2a2-kd', 'float']),
                         study.TASKS['seg'])
     assert [run.variant for run in chosen] == ['float', 'w2a2-kd']
@@ -142,6 +145,41 @@ def test_bits_and_paper_options_reach_every_encoded_layer(
         assert {float(m.act_quantizer.clip) for m in layers} == {1.0}
     else:
         assert w_modes == {'channel'} and clips == {True}
+
+
+@pytest.mark.parametrize('task_name', ['det', 'seg'])
+def test_learned_weight_clip_row_reaches_every_encoded_layer(
+        study, task_name):
+    task = study.TASKS[task_name]
+    run, = study.plan(study_args(seeds=[0], rows=['w2a2-lsqw']), task)
+    stage, = run.stages
+    for evaluate in (False, True):  # training, and testing and packing
+        options = study.stage_options(run, stage, 'start.pth', study_args(),
+                                      evaluate=evaluate)
+        model = build_model(task.mbb_config, [
+            option for option in options if option.startswith('model.')
+            and 'init_cfg' not in option
+        ])
+        layers = [m for m in model.modules() if isinstance(m, MBBConv2d)]
+        assert layers and all(m.weight_quantizer.learn_clip for m in layers)
+        assert {(m.w_bits, m.a_bits) for m in layers} == {(2, 2)}
+
+
+def test_float_row_teacher_is_the_float_row_of_the_same_seed(study):
+    task = study.TASKS['det']
+    args = study_args(seeds=[0, 1], teacher='float', kd_rows=['w2a2-kd'],
+                      rows=['w2a2-kd-tfloat'])
+    runs = study.plan(args, task)
+    assert [(run.variant, run.seed) for run in runs] == [
+        ('w2a2-kd-tfloat', 0), ('w2a2-kd-tfloat', 1)]
+    for run in runs:
+        teacher = run.teacher
+        assert teacher.variant == 'float' and teacher.seed == run.seed
+        assert teacher.checkpoint == osp.join(
+            'study', 'det', f'float_seed{run.seed}', 'stage0', 'epoch_6.pth')
+        options = study.stage_options(run, run.stages[0], 'start.pth', args)
+        assert f'model.teacher_ckpt={teacher.checkpoint}' in options
+        assert 'load_from=start.pth' in options
 
 
 def test_float_configs_have_no_encoded_layer(study):
