@@ -468,8 +468,9 @@ def _flow_inverted_residual(block: nn.Module, parts: BlockParts,
 
 def _row_bands(parts: BlockParts, x: Tensor) -> int:
     """How many bands of output rows the block runs in (1: at once): the
-    expand conv's float output divided into :data:`BAND_BYTES` parts if it
-    has at least :data:`MIN_BANDED_BYTES` (batch 1, channels-last)."""
+    float outputs of its expand and depthwise convs divided into parts of
+    :data:`BAND_BYTES` per torch thread if they have at least
+    :data:`MIN_BANDED_BYTES` (batch 1, channels-last)."""
     if x.shape[0] != 1 or \
             not x.is_contiguous(memory_format=torch.channels_last):
         return 1
@@ -481,7 +482,8 @@ def _row_bands(parts: BlockParts, x: Tensor) -> int:
         pixels if parts.expand is not None else 0))
     if hidden_bytes < MIN_BANDED_BYTES:
         return 1
-    return min(math.ceil(hidden_bytes / BAND_BYTES), x.shape[2])
+    band_bytes = BAND_BYTES * torch.get_num_threads()
+    return min(math.ceil(hidden_bytes / band_bytes), x.shape[2])
 
 
 def _flow_inverted_residual_in_bands(block: nn.Module, parts: BlockParts,
@@ -550,13 +552,14 @@ def _flow_inverted_residual_forward(self: nn.Module, x: Tensor) -> Tensor:
         raise
 
 
-#: Inverted-residual blocks whose expand conv writes at least this many
-#: bytes of float output run in bands of output rows of about
-#: ``BAND_BYTES`` of it each (:func:`_flow_inverted_residual_in_bands`):
-#: in the cache, not in memory, between the expand, depthwise and linear
-#: convs. Measured on MobileNetV2 at 800x1333: the 102 MB of layer2.0 take
-#: 38 ms at once and 27 ms in bands of about 13 MB; 13 MB blocks gain
-#: nothing and lose the bands' per-call costs.
+#: Inverted-residual blocks whose expand and depthwise convs write at
+#: least this many bytes of float output run in bands of output rows of
+#: about ``BAND_BYTES`` of it per thread
+#: (:func:`_flow_inverted_residual_in_bands`): in the cache, not in memory,
+#: between the expand, depthwise and linear convs. Measured on MobileNetV2
+#: at 800x1333, 1 thread: the 102 MB of layer2.0's expand output take 31-34
+#: ms at once and 21-24 ms in bands; blocks of 13 MB gain nothing and lose
+#: the bands' per-call costs. With 2 threads, 32 MB bands beat 16 MB ones.
 BAND_BYTES = 16 << 20
 MIN_BANDED_BYTES = 32 << 20
 #: The flow forwards, as installed on instances.

@@ -331,7 +331,9 @@ def test_blocks_in_bands_of_rows_equal_the_layers(monkeypatch, kind, bits,
     model = to_channels_last(packed_backbone(kind, bits))
     enable_packed_flow(model, fuse_depthwise=False)
     monkeypatch.setattr(pf, 'MIN_BANDED_BYTES', 0)
-    monkeypatch.setattr(pf, 'BAND_BYTES', band_bytes)
+    # (bands of BAND_BYTES per thread)
+    monkeypatch.setattr(pf, 'BAND_BYTES',
+                        max(1, band_bytes // torch.get_num_threads()))
     banded = []
     in_bands = pf._flow_inverted_residual_in_bands
 
@@ -361,7 +363,14 @@ def test_bands_only_for_large_channels_last_batch_one_inputs():
     hidden = 4 * 96 * (400 * 667 + 400 * 667 // 4)
     assert pf._row_bands(parts, large) == 1  # NCHW
     cl = large.contiguous(memory_format=torch.channels_last)
-    assert pf._row_bands(parts, cl) == math.ceil(hidden / pf.BAND_BYTES)
+    threads = torch.get_num_threads()
+    try:
+        for count in (1, 2):  # bands of BAND_BYTES per thread
+            torch.set_num_threads(count)
+            assert pf._row_bands(parts, cl) == math.ceil(
+                hidden / (pf.BAND_BYTES * count))
+    finally:
+        torch.set_num_threads(threads)
     assert pf._row_bands(parts, torch.empty(2, 16, 400, 667).contiguous(
         memory_format=torch.channels_last)) == 1
     small = torch.empty(1, 16, 40, 66).contiguous(
