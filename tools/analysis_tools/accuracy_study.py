@@ -406,6 +406,7 @@ def train_and_evaluate(run: Run, args, threads: int) -> dict:
 
 
 def _train_and_evaluate(run: Run, args, threads: int) -> dict:
+    """:func:`train_and_evaluate` of ``run`` itself, under its lock."""
     from mmbinary.utils.atomic_write import atomic_open
     from mmbinary.utils.logged_metrics import read_test_metrics
     result_file = osp.join(run.work_dir, 'result.json')
