@@ -441,7 +441,8 @@ def _flow_inverted_residual(block: nn.Module, parts: BlockParts,
                             x: Tensor) -> Tensor:
     """expand (words in, float out) -> depthwise -> linear conv (words in,
     + x in its epilogue) -> float out, the next block's words handed on;
-    in bands of rows where the expand conv's output is large."""
+    in bands of rows where the expand and depthwise outputs are large
+    (:func:`_row_bands`)."""
     fuse = block.__dict__.get(_FUSE_DEPTHWISE, FUSE_DEPTHWISE)
     bands = 1 if fuse else _row_bands(parts, x)
     if bands > 1:
