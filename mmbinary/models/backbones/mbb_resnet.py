@@ -6,7 +6,7 @@ from mmdet.models.backbones import ResNet
 
 from mmbinary.registry import MODELS
 
-from .resnet_swap import Bits, MBBResNetMixin
+from .resnet_swap import Bits, MBBResNetMixin, PartBits
 
 
 @MODELS.register_module()
@@ -37,6 +37,12 @@ class MBBResNet(MBBResNetMixin, ResNet):
             mode), with stage 1's bits. Default: False.
         encode_shortcut (bool): encode the 1x1 shortcut convs, with their
             stage's bits. Default: False.
+        stem_bits (int | tuple[int, int], optional): the encoded stem's
+            own bits, W=A or (w_bits, a_bits). Default: stage 1's.
+        shortcut_bits (int | tuple[int, int], optional): the encoded
+            shortcut convs' own bits, e.g. ``(4, 8)`` in a W1A1 network
+            (any weight bits up to 7 run on the integer kernel at int8
+            speed). Default: their stage's.
         mbb_cfg (dict, optional): other MBB layer options, e.g.
             ``dict(w_mode='paper')``; not the bits or ``a_mode``.
         **kwargs: the other arguments of mmdet's ``ResNet``
@@ -59,8 +65,10 @@ class MBBResNet(MBBResNetMixin, ResNet):
                  a_bits: Bits = 2,
                  encode_stem: bool = False,
                  encode_shortcut: bool = False,
+                 stem_bits: PartBits = None,
+                 shortcut_bits: PartBits = None,
                  mbb_cfg: Optional[dict] = None,
                  **kwargs) -> None:
         super().__init__(depth, **kwargs)
         self._swap_convs(w_bits, a_bits, encode_stem, encode_shortcut,
-                            mbb_cfg)
+                            mbb_cfg, stem_bits, shortcut_bits)

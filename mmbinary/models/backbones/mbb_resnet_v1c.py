@@ -6,7 +6,7 @@ from mmseg.models.backbones import ResNetV1c
 
 from mmbinary.registry import MODELS
 
-from .resnet_swap import Bits, MBBResNetMixin
+from .resnet_swap import Bits, MBBResNetMixin, PartBits
 
 
 @MODELS.register_module()
@@ -36,6 +36,12 @@ class MBBResNetV1c(MBBResNetMixin, ResNetV1c):
             Default: False.
         encode_shortcut (bool): encode the 1x1 shortcut convs. Default:
             False.
+        stem_bits (int | tuple[int, int], optional): the encoded stem's
+            own bits, W=A or (w_bits, a_bits). Default: stage 1's.
+        shortcut_bits (int | tuple[int, int], optional): the encoded
+            shortcut convs' own bits, e.g. ``(4, 8)`` in a W1A1 network
+            (any weight bits up to 7 run on the integer kernel at int8
+            speed). Default: their stage's.
         mbb_cfg (dict, optional): other MBB layer options (not the bits or
             ``a_mode``).
         **kwargs: the other arguments of mmseg's ``ResNetV1c``.
@@ -48,8 +54,10 @@ class MBBResNetV1c(MBBResNetMixin, ResNetV1c):
                  a_bits: Bits = 2,
                  encode_stem: bool = False,
                  encode_shortcut: bool = False,
+                 stem_bits: PartBits = None,
+                 shortcut_bits: PartBits = None,
                  mbb_cfg: Optional[dict] = None,
                  **kwargs) -> None:
         super().__init__(depth=depth, **kwargs)
         self._swap_convs(w_bits, a_bits, encode_stem, encode_shortcut,
-                            mbb_cfg)
+                            mbb_cfg, stem_bits, shortcut_bits)

@@ -21,9 +21,11 @@ from torch import nn
 from mmbinary.quant import check_bits
 
 from ..swap import deprecated_alias
-from .layer_swap import check_mbb_cfg, to_mbb
+from .layer_swap import check_mbb_cfg, check_part_bits, to_mbb
 
 Bits = Union[int, Sequence[int]]
+#: One part's own precision: W=A bits or (w_bits, a_bits); None: its stage's.
+PartBits = Union[None, int, Tuple[int, int]]
 
 
 def per_stage(bits: Bits, num_stages: int, name: str) -> Tuple[int, ...]:
@@ -62,7 +64,8 @@ def _swap_stem(resnet: nn.Module, w_bits: int, a_bits: int,
 
 
 def _swap_block(block: nn.Module, w_bits: int, a_bits: int,
-                  encode_shortcut: bool, mbb_cfg: dict) -> None:
+                  shortcut_bits: Optional[Tuple[int, int]],
+                  mbb_cfg: dict) -> None:
     modes = dict(conv1='unsigned', conv2='unsigned', conv3='unsigned')
     # mmdet's Bottleneck may run plugins between a ReLU and the next conv.
     if getattr(block, 'after_conv1_plugin_names', None):
@@ -74,9 +77,9 @@ def _swap_block(block: nn.Module, w_bits: int, a_bits: int,
         if conv is not None:
             setattr(block, name, to_mbb(conv, w_bits, a_bits, a_mode,
                                         mbb_cfg))
-    if encode_shortcut and block.downsample is not None:
+    if shortcut_bits is not None and block.downsample is not None:
         for index, module in enumerate(block.downsample):
-            block.downsample[index] = to_mbb(module, w_bits, a_bits,
+            block.downsample[index] = to_mbb(module, *shortcut_bits,
                                              'unsigned', mbb_cfg)
 
 
@@ -86,7 +89,9 @@ def swap_resnet_convs(resnet: nn.Module,
                       *,
                       encode_stem: bool = False,
                       encode_shortcut: bool = False,
-                      mbb_cfg: Optional[dict] = None
+                      mbb_cfg: Optional[dict] = None,
+                      stem_bits: PartBits = None,
+                      shortcut_bits: PartBits = None
                       ) -> Tuple[Tuple[int, ...], Tuple[int, ...]]:
     """Replace a built ResNet's convs by MBB convs, in place.
 
@@ -101,6 +106,11 @@ def swap_resnet_convs(resnet: nn.Module,
             their stage's bits. Default: False.
         mbb_cfg (dict, optional): other MBB layer options, e.g.
             ``dict(w_mode='paper')``.
+        stem_bits (int | tuple[int, int], optional): the encoded stem's
+            own bits, W=A or (w_bits, a_bits), e.g. ``(4, 8)`` in a W1A1
+            network. Default: stage 1's.
+        shortcut_bits (int | tuple[int, int], optional): the encoded
+            shortcut convs' own bits, likewise. Default: their stage's.
 
     Returns:
         tuple: per-stage weight bits and per-stage activation bits.
@@ -109,12 +119,17 @@ def swap_resnet_convs(resnet: nn.Module,
     stage_w_bits = per_stage(w_bits, num_stages, 'w_bits')
     stage_a_bits = per_stage(a_bits, num_stages, 'a_bits')
     mbb_cfg = check_mbb_cfg(mbb_cfg)
+    stem = check_part_bits(stem_bits, 'stem_bits', encode_stem,
+                           'encode_stem', (stage_w_bits[0], stage_a_bits[0]))
     if encode_stem:
-        _swap_stem(resnet, stage_w_bits[0], stage_a_bits[0], mbb_cfg)
+        _swap_stem(resnet, *stem, mbb_cfg)
     for layer_name, w, a in zip(resnet.res_layers, stage_w_bits,
                                 stage_a_bits):
+        shortcut = check_part_bits(shortcut_bits, 'shortcut_bits',
+                                   encode_shortcut, 'encode_shortcut', (w, a))
         for block in getattr(resnet, layer_name):
-            _swap_block(block, w, a, encode_shortcut, mbb_cfg)
+            _swap_block(block, w, a, shortcut if encode_shortcut else None,
+                        mbb_cfg)
     return stage_w_bits, stage_a_bits
 
 
@@ -123,8 +138,14 @@ class MBBResNetMixin:
     ResNet: swap its convs for MBB convs and freeze the new ones as the old
     were."""
 
-    def _swap_convs(self, w_bits: Bits, a_bits: Bits, encode_stem: bool,
-                    encode_shortcut: bool, mbb_cfg: Optional[dict]) -> None:
+    def _swap_convs(self,
+                    w_bits: Bits,
+                    a_bits: Bits,
+                    encode_stem: bool,
+                    encode_shortcut: bool,
+                    mbb_cfg: Optional[dict],
+                    stem_bits: PartBits = None,
+                    shortcut_bits: PartBits = None) -> None:
         self.encode_stem = encode_stem
         self.encode_shortcut = encode_shortcut
         self.w_bits, self.a_bits = swap_resnet_convs(
@@ -133,7 +154,9 @@ class MBBResNetMixin:
             a_bits,
             encode_stem=encode_stem,
             encode_shortcut=encode_shortcut,
-            mbb_cfg=mbb_cfg)
+            mbb_cfg=mbb_cfg,
+            stem_bits=stem_bits,
+            shortcut_bits=shortcut_bits)
         # The MBB convs are new modules: freeze them as the float ones were.
         self._freeze_stages()
 

@@ -71,6 +71,26 @@ def test_encode_stem_and_shortcut_on_request():
     assert (shortcut.w_bits, shortcut.a_mode) == (2, 'unsigned')
 
 
+@pytest.mark.parametrize('backbone', [MBBResNet, MBBResNetV1c])
+def test_stem_and_shortcuts_at_their_own_bits(backbone):
+    model = backbone(
+        depth=50, w_bits=1, a_bits=1, encode_stem=True, stem_bits=(4, 8),
+        encode_shortcut=True, shortcut_bits=3)
+    assert float_convs(model) == []
+    stem = [m for m in model.modules() if isinstance(m, MBBConv2d)][:1]
+    assert (stem[0].w_bits, stem[0].a_bits, stem[0].a_mode) == (4, 8,
+                                                                 'signed')
+    for layer in (model.layer1, model.layer2, model.layer3, model.layer4):
+        shortcut = layer[0].downsample[0]
+        assert (shortcut.w_bits, shortcut.a_bits) == (3, 3)
+        assert shortcut.a_mode == 'unsigned'
+        assert (layer[0].conv2.w_bits, layer[0].conv2.a_bits) == (1, 1)
+    model.eval()
+    with torch.no_grad():
+        outs = model(torch.randn(1, 3, 32, 32))
+    assert [out.shape[1] for out in outs] == [256, 512, 1024, 2048]
+
+
 def test_float_resnet_state_dict_loads_strict():
     float_model = ResNet(depth=18)
     model = MBBResNet(depth=18)
@@ -120,6 +140,10 @@ def test_norm_eval():
     (dict(w_bits=[2, 2, 9, 2]), 'w_bits[2]'),
     (dict(a_bits=[2, 2]), 'a_bits'),
     (dict(mbb_cfg=dict(a_mode='signed')), 'mbb_cfg'),
+    (dict(shortcut_bits=8), 'shortcut_bits=8 needs encode_shortcut=True'),
+    (dict(stem_bits=(4, 8)), 'stem_bits=.* needs encode_stem=True'),
+    (dict(encode_shortcut=True, shortcut_bits=(4, 9)), 'shortcut_bits[1]'),
+    (dict(encode_stem=True, stem_bits=(1, 2, 3)), 'stem_bits'),
 ])
 def test_bad_options_are_rejected_by_name(kwargs, key):
     with pytest.raises(ValueError, match=key.replace('[', r'\[')):

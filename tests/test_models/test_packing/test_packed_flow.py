@@ -44,6 +44,27 @@ def test_flow_equals_layer_by_layer(depth, bits):
         assert torch.equal(a, b)
 
 
+def test_flow_with_shortcuts_at_their_own_bits_equals_layer_by_layer():
+    # A W1A1 body with W4A8 shortcut convs: the block input is packed at
+    # 1 bit for conv1 and at 8 bits for the shortcut, both exactly.
+    torch.manual_seed(0)
+    model = MBBResNet(depth=50, w_bits=1, a_bits=1, base_channels=16,
+                      encode_shortcut=True, shortcut_bits=(4, 8))
+    model.train()
+    with torch.no_grad():
+        model(torch.randn(2, 3, 64, 64))
+    model.eval()
+    model = convert_to_packed(model)
+    assert len(enable_packed_flow(model)) == 16
+    x = torch.randn(1, 3, 40, 56)
+    with torch.no_grad():
+        flow = model(x)
+        disable_packed_flow(model)
+        layerwise = model(x)
+    for a, b in zip(flow, layerwise):
+        assert torch.equal(a, b)
+
+
 def test_flow_propagates_nan_through_the_layer_path():
     model = convert_to_packed(trained_backbone(18, 2))
     x = torch.randn(1, 3, 32, 32)
