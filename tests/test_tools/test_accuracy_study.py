@@ -4,6 +4,7 @@ and a shortened run on Penn-Fudan (skipped where the data is absent)."""
 import argparse
 import importlib.util
 import json
+import os
 import os.path as osp
 import subprocess
 import sys
@@ -180,6 +181,48 @@ def test_float_row_teacher_is_the_float_row_of_the_same_seed(study):
         options = study.stage_options(run, run.stages[0], 'start.pth', args)
         assert f'model.teacher_ckpt={teacher.checkpoint}' in options
         assert 'load_from=start.pth' in options
+
+
+def test_recalibrated_rows_recalibrate_the_row_they_follow(
+        study, monkeypatch, tmp_path):
+    task = study.TASKS['det']
+    args = study_args(seeds=[0], bits=[2], no_paper=True,
+                      no_progressive=True, kd_rows=['w2a2-kd'],
+                      rows=['float', 'w2a2', 'w2a2-kd'],
+                      bn_recalibration=True, work_dir=str(tmp_path))
+    runs = study.plan(args, task)
+    assert [run.variant for run in runs] == [
+        'float', 'float-bnr', 'w2a2', 'w2a2-bnr', 'w2a2-kd', 'w2a2-kd-bnr']
+    for base, bnr in zip(runs[::2], runs[1::2]):
+        assert bnr.recalibrates is base and bnr.needs == [base]
+        assert bnr.stages == base.stages and bnr.work_dir != base.work_dir
+        assert bnr.checkpoint == osp.join(bnr.work_dir, 'recalibrated.pth')
+    commands = []
+    monkeypatch.setattr(study, 'execute',
+                        lambda run, step, command, *rest: commands.append(
+                            command))
+    for bnr in runs[1::2]:
+        source = bnr.recalibrates.checkpoint
+        with pytest.raises(RuntimeError, match='is gone'):
+            study.recalibrate(bnr, args, 1)
+        os.makedirs(osp.dirname(source), exist_ok=True)
+        open(source, 'wb').close()
+        assert study.recalibrate(bnr, args, 1) == bnr.checkpoint
+        command = commands[-1]
+        assert command[1].endswith('recalibrate_batch_norms.py')
+        assert command[3:6] == [source, bnr.checkpoint, '--force']
+        options = command[7:]
+        stage = bnr.stages[0]
+        if bnr.variant == 'float-bnr':
+            assert command[2] == task.float_config
+            assert not any('bits' in option for option in options)
+        elif bnr.variant == 'w2a2-bnr':  # the row's bits reach the model
+            assert command[2] == task.mbb_config
+            assert 'model.backbone.w_bits=2' in options
+        else:  # the distilled row: its student alone, no teacher
+            assert command[2] == stage.eval_config
+            assert not any('teacher' in option for option in options)
+        assert 'randomness.seed=0' in options
 
 
 def test_float_configs_have_no_encoded_layer(study):

@@ -20,7 +20,12 @@ so any run can be repeated by hand):
    seed, with per-level head norms, with the ReAct structure);
 3. evaluate each with ``tools/test.py`` (mmdet's CocoMetric, mmseg's
    IoUMetric), pack it with ``tools/pack_model.py`` and evaluate the packed
-   model through the same pipeline.
+   model through the same pipeline;
+4. with ``--bn-recalibration``, beside each row a ``-bnr`` row: the row's
+   trained checkpoint with its batch norms estimated again on the training
+   data (``tools/model_converters/recalibrate_batch_norms.py``), evaluated
+   and packed the same way (the same training, so the pair shows what the
+   recalibration alone changes).
 
 Finished runs are kept (``result.json`` in each run's folder) and skipped
 when the study is run again, so it can be stopped and resumed. The table
@@ -153,6 +158,9 @@ LAYER_OPTION_ROWS = {'w2a2-lsqw': (2, dict(w_clip='learned'))}
 #: this suffix.
 TEACHERS = ('start', 'float')
 FLOAT_TEACHER_SUFFIX = '-tfloat'
+#: Rows whose trained checkpoint had its batch norms estimated again
+#: (``--bn-recalibration``): the row's name with this suffix.
+RECALIBRATED_SUFFIX = '-bnr'
 #: Rows of ROW_CONFIGS trained without a teacher: W2A2 with the stem and
 #: the predictors at W8A8 instead of float.
 PLAIN_CONFIG_ROWS = ('w2a2-8bit-ends', )
@@ -205,11 +213,17 @@ class Run:
     #: a distilled row's teacher: the float row of the same seed (its
     #: run, trained first when missing), or None for the float start.
     teacher: Optional['Run'] = None
+    #: a ``-bnr`` row: the run whose trained checkpoint it recalibrates
+    #: (trained first when missing) instead of training.
+    recalibrates: Optional['Run'] = None
     commands: List[str] = field(default_factory=list)
 
     @property
     def checkpoint(self) -> str:
-        """The checkpoint of the last stage (once trained)."""
+        """The checkpoint of the last stage (once trained), or of a
+        ``-bnr`` row the recalibrated one."""
+        if self.recalibrates is not None:
+            return osp.join(self.work_dir, 'recalibrated.pth')
         stage = self.stages[-1]
         return osp.join(self.work_dir, f'stage{len(self.stages) - 1}',
                         f'epoch_{stage.epochs}.pth')
@@ -217,6 +231,11 @@ class Run:
     @property
     def label(self) -> str:
         return f'{self.task.name} {self.variant} seed {self.seed}'
+
+    @property
+    def needs(self) -> List['Run']:
+        """The runs this one needs done first (teacher, recalibrated)."""
+        return [r for r in (self.teacher, self.recalibrates) if r is not None]
 
 
 def parse_args() -> argparse.Namespace:
@@ -252,6 +271,12 @@ def parse_args() -> argparse.Namespace:
                         "(default) or the float row of the same seed "
                         "(trained as long as every row; the rows are named "
                         "with a '-tfloat' suffix)")
+    parser.add_argument(
+        '--bn-recalibration', action='store_true',
+        help="add a '-bnr' row beside each planned row: its trained "
+        'checkpoint with the batch norms estimated again on the training '
+        'data (tools/model_converters/recalibrate_batch_norms.py), tested '
+        'and packed; the row itself is trained first when missing')
     parser.add_argument('--rows', nargs='*', default=None,
                         help='run only these rows (names as in the table, '
                         'e.g. float w2a2 w2a2-kd); default: all planned')
@@ -324,6 +349,7 @@ def plan(args, task: Task) -> List[Run]:
                     (row,
                      [Stage(2, args.epochs, config=train, eval_config=test)]))
         rows = getattr(args, 'rows', None)
+        recalibrate = getattr(args, 'bn_recalibration', False)
         float_row = None
         for variant, stages in variants:
             work_dir = osp.join(args.work_dir, task.name,
@@ -333,8 +359,15 @@ def plan(args, task: Task) -> List[Run]:
                 float_row = run
             if float_teacher and variant in distilled:
                 run.teacher = float_row
-            if rows is None or variant in rows:
-                runs.append(run)
+            if rows is not None and variant not in rows:
+                continue
+            runs.append(run)
+            if recalibrate:
+                name = variant + RECALIBRATED_SUFFIX
+                runs.append(
+                    Run(task, name, seed, stages,
+                        osp.join(args.work_dir, task.name,
+                                 f'{name}_seed{seed}'), recalibrates=run))
     return runs
 
 
@@ -354,6 +387,13 @@ def execute(run: Run, step: str, command: List[str], log_file: str,
     if result.returncode != 0:
         raise RuntimeError(f'[{run.label}] {step} failed (exit code '
                            f'{result.returncode}); see {log_file}')
+
+
+def train_config(run: Run, stage: Stage) -> str:
+    """The config a stage trains with: its own, or the task's float or
+    encoded one."""
+    return stage.config or (run.task.float_config if stage.bits is None else
+                            run.task.mbb_config)
 
 
 def stage_options(run: Run, stage: Stage, load_from: Optional[str],
@@ -399,8 +439,8 @@ def train_and_evaluate(run: Run, args, threads: int) -> dict:
     """Train every stage of ``run`` (its float-row teacher first, if it
     has one), evaluate it unpacked and packed; a finished run is read back
     from its ``result.json``."""
-    if run.teacher is not None:  # the float row of the seed: trained first
-        train_and_evaluate(run.teacher, args, threads)
+    for needed in run.needs:  # a teacher, a row to recalibrate: first
+        train_and_evaluate(needed, args, threads)
     with _run_lock(run.work_dir):
         return _train_and_evaluate(run, args, threads)
 
@@ -417,9 +457,9 @@ def _train_and_evaluate(run: Run, args, threads: int) -> dict:
     begin = time.time()
     checkpoint = run.start or None
     options = []
-    for index, stage in enumerate(run.stages):
-        config = stage.config or (run.task.float_config if stage.bits is None
-                                  else run.task.mbb_config)
+    for index, stage in enumerate(
+            run.stages if run.recalibrates is None else []):
+        config = train_config(run, stage)
         stage_dir = osp.join(run.work_dir, f'stage{index}')
         options = stage_options(run, stage, checkpoint, args)
         bits = 'float' if stage.bits is None else f'W{stage.bits}A{stage.bits}'
@@ -437,6 +477,11 @@ def _train_and_evaluate(run: Run, args, threads: int) -> dict:
             execute(run, f'train {bits}, {stage.epochs} epochs', command,
                     osp.join(stage_dir, 'train.log'), threads)
         checkpoint = osp.join(stage_dir, f'epoch_{stage.epochs}.pth')
+    stage = run.stages[-1]
+    if run.recalibrates is not None:
+        checkpoint = recalibrate(run, args, threads)
+        config = train_config(run, stage)
+        options = stage_options(run, stage, checkpoint, args)
     if stage.config is not None:
         # (a distiller's checkpoint holds the student alone)
         config = stage.eval_config
@@ -471,6 +516,25 @@ def _train_and_evaluate(run: Run, args, threads: int) -> dict:
         json.dump(result, f, indent=2)
     print(f'[{run.label}] done: {result["unpacked"]}', flush=True)
     return result
+
+
+def recalibrate(run: Run, args, threads: int) -> str:
+    """Write the batch-norm recalibration of the trained checkpoint of
+    ``run.recalibrates`` into ``run``'s folder; return its path."""
+    source = run.recalibrates.checkpoint
+    if not osp.isfile(source):
+        raise RuntimeError(
+            f'[{run.label}] {source} is gone (the row was read back from its '
+            'result.json); delete that folder to train the row again')
+    stage = run.stages[-1]
+    config = stage.eval_config or train_config(run, stage)
+    options = stage_options(run, stage, None, args,
+                            evaluate=stage.config is not None)
+    execute(run, 'recalibrate batch norms', [
+        sys.executable, 'tools/model_converters/recalibrate_batch_norms.py',
+        config, source, run.checkpoint, '--force', '--cfg-options', *options
+    ], osp.join(run.work_dir, 'recalibrate.log'), threads)
+    return run.checkpoint
 
 
 def spread(values: Sequence[float]) -> str:
@@ -553,8 +617,8 @@ def main() -> int:
             for other in runs:
                 if other.task is run.task:
                     other.start = start['checkpoint']
-                    if other.teacher is not None:
-                        other.teacher.start = start['checkpoint']
+                    for needed in other.needs:
+                        needed.start = start['checkpoint']
         results = list(
             pool.map(lambda r: train_and_evaluate(r, args, threads),
                      runs))
