@@ -22,7 +22,8 @@ needs_vnni = pytest.mark.skipif(not _supported(),
 #: C, O, kernel, stride, padding, dilation, w_bits, a_bits, signed
 CASES = [(64, 64, 3, 1, 1, 1, 4, 4, False), (37, 21, 3, 2, 1, 1, 3, 5, True),
          (130, 70, 5, 1, 2, 2, 7, 8, True), (5, 3, 1, 1, 0, 1, 1, 1, False),
-         (20, 33, 3, 1, 4, 3, 2, 2, True)]
+         (20, 33, 3, 1, 4, 3, 2, 2, True), (3, 16, 7, 2, 3, 1, 8, 8, True),
+         (70, 20, 3, 1, 2, 2, 8, 4, False)]
 
 
 def _random_cases(count: int):
@@ -30,7 +31,7 @@ def _random_cases(count: int):
     for _ in range(count):
         k = rng.choice([1, 3, 5])
         yield (rng.randint(1, 140), rng.randint(1, 70), k, rng.randint(1, 2),
-               rng.randint(0, 3), rng.randint(1, 3), rng.randint(1, 7),
+               rng.randint(0, 3), rng.randint(1, 3), rng.randint(1, 8),
                rng.randint(1, 8), rng.random() < 0.5)
 
 
@@ -75,11 +76,32 @@ def test_int8_kernel_equals_popcount_kernel(case, residual):
 
 
 @needs_vnni
-def test_int8_kernel_refuses_eight_bit_weights():
-    codes = torch.ones(4, 8, 1, 1, dtype=torch.int32)
+@pytest.mark.parametrize('signed', [False, True])
+def test_eight_bit_weights_at_the_extreme_codes(signed):
+    """8-bit codes reach +-255, outside int8: the kernel holds
+    h = (w - 1) / 2 and adds each patch's sum of levels back; the extreme
+    codes, full levels and padded borders (where the patch is partial)
+    give the popcount kernel's accumulators."""
+    gen = torch.Generator().manual_seed(8)
+    codes = torch.where(torch.rand(24, 70, 3, 3, generator=gen) < 0.5, -255,
+                        255).int()
+    codes[:, :3] = torch.randint(0, 256, (24, 3, 3, 3), generator=gen) * 2 \
+        - 255
     words = pack_weight_codes(codes, 8)
-    with pytest.raises(RuntimeError, match='w_bits'):
-        torch.ops.mmbinary.mbb_int8_prepare_weight(words, 8, 8, [1, 1])
+    x = torch.full((1, 70, 6, 20), 9.0)  # every level at its top
+    x[:, :, 2:4] = torch.randn(1, 70, 2, 20, generator=gen)
+    act = quantize_pack(x, 8, 30.0, signed)
+    ops = torch.ops.mmbinary
+    w8, wsum = ops.mbb_int8_prepare_weight(words, 70, 8, [3, 3])
+    for stride, pad, dilation in ((1, 1, 1), (2, 3, 2)):
+        geometry = ([3, 3], [stride] * 2, [pad] * 2, [dilation] * 2)
+        expected = ops.mbb_conv2d_accumulate(act, words, 70, 24, 8, 8,
+                                             signed, *geometry, 1)
+        acc = ops.mbb_conv2d_int8_words(
+            act, words, w8, wsum, torch.ones(24), torch.zeros(24), 70, 8, 8,
+            signed, *geometry, None, -float('inf'), float('inf'), False, 0,
+            1.0, False, True)[0]
+        assert torch.equal(acc, expected)
 
 
 @needs_vnni
@@ -121,7 +143,8 @@ WIDE_CASES = [(64, 64, 3, 1, 1, 1, 2, 2, False, 40),
               (256, 48, 1, 1, 0, 1, 1, 1, True, 21),
               (37, 21, 3, 2, 1, 1, 3, 5, True, 35),
               (130, 70, 5, 1, 2, 2, 7, 8, True, 16),
-              (96, 144, 3, 1, 6, 6, 4, 4, False, 50)]
+              (96, 144, 3, 1, 6, 6, 4, 4, False, 50),
+              (3, 64, 7, 2, 3, 1, 8, 8, True, 40)]
 
 
 def _random_wide_cases(count: int):
@@ -129,7 +152,7 @@ def _random_wide_cases(count: int):
     for _ in range(count):
         k, d = rng.choice([1, 3, 5]), rng.randint(1, 3)
         yield (rng.randint(1, 200), rng.randint(1, 90), k, rng.randint(1, 2),
-               rng.randint(0, d * (k - 1) // 2), d, rng.randint(1, 7),
+               rng.randint(0, d * (k - 1) // 2), d, rng.randint(1, 8),
                rng.randint(1, 8), rng.random() < 0.5, rng.randint(16, 70))
 
 

@@ -280,9 +280,7 @@ def int8_kernel_ms(args, x, act_words, words, scale, bias, cin, w_bits,
     """ms of the integer kernel (weights laid out once, as a packed layer
     does) on activation words packed beforehand and on the float input
     ``x`` (quantized by the op with the same ``inv_step`` 2.0); NaN where
-    it cannot run the layer (w_bits 8)."""
-    if w_bits > 7:
-        return [float('nan')] * 2
+    it cannot run the layer."""
     ops = torch.ops.mmbinary
     weight_int8, weight_sums = ops.mbb_int8_prepare_weight(
         words, cin, w_bits, [kernel] * 2)

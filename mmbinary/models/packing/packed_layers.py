@@ -199,8 +199,6 @@ class PackedMBBConv2d(nn.Module):
             return 'this CPU or build has no AVX-512 VNNI'
         if self.groups != 1:
             return f'groups={self.groups} (the integer kernel needs 1)'
-        if self.w_bits > 7:
-            return f'w_bits={self.w_bits} (the integer kernel needs <= 7)'
         return None
 
     def set_kernel(self, kernel: str) -> None:

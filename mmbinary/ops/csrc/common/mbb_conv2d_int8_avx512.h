@@ -1,6 +1,6 @@
 // Copyright (c) mmbinary contributors. All rights reserved.
 // The integer (AVX-512 VNNI) kernel of the packed MBB conv (groups == 1,
-// M <= 7, K <= 8): the same integer codes and accumulator as the bit-serial
+// M <= 8, K <= 8): the same integer codes and accumulator as the bit-serial
 // popcount kernels, computed with vpdpbusd (u8 levels x s8 weight codes,
 // four channels per int32 lane, no saturation) instead of M * K AND +
 // popcount plane pairs.
@@ -9,7 +9,10 @@
 //     into u8 levels q, channels last (64 * Wg bytes a pixel, pad channels
 //     0), inside a zero border of the padding: a padded tap then adds
 //     exactly 0 to sum w * q, and the inner loop has no branch;
-//   * weights: odd codes w as s8, prepared once per layer
+//   * weights: odd codes w as s8, prepared once per layer; 8-bit codes
+//     (odd, up to +-255) as h = (w - 1) / 2 in -128..127, the kernel's sum
+//     h * q doubled in the epilogue plus the patch's sum of q
+//     (MBBInt8Args::patch_sums): sum w * q = 2 * sum h * q + sum q;
 //     (mbb_int8_weight_layout) as (ceil(O / 16), kh * kw, C4, 16, 4): 16
 //     output channels per vector, 4 consecutive input channels per lane,
 //     C4 = 16 * ceil(C / 64) quads (zero codes past C), so that 16 quads
@@ -20,6 +23,7 @@
 //     one output row (24 accumulators);
 //   * the epilogue (epilogue_rows, shared with the AMX kernel), a tile's
 //     accumulators a block of 16 channels at a time:
+//     (8-bit weights: sum w * q = 2 * sum h * q + the patch sum, first)
 //     unsigned acc = sum w * q, signed acc = 2 * sum w * q - L * sum_valid w,
 //     then float(acc) * scale + bias (two roundings, no FMA), + residual,
 //     the clamp, the float output and/or the next layer's words.
@@ -40,10 +44,15 @@ namespace mmbinary {
 constexpr int64_t kMBBInt8Lanes = 16;
 constexpr int64_t kMBBInt8Quad = 4;
 
-// Whether the integer kernel can run a conv (codes fit s8 / u8).
+// Whether the integer kernel can run a conv (levels fit u8; weight codes
+// fit s8, halved at 8 bits).
 inline bool mbb_int8_eligible(const MBBConvShape& s) {
-  return s.G == 1 && s.M <= 7 && s.K <= 8;
+  return s.G == 1 && s.M <= 8 && s.K <= 8;
 }
+
+// Whether the s8 layout holds h = (w - 1) / 2 instead of the code w (8-bit
+// weights, odd codes up to +-255).
+inline bool mbb_int8_halved(const MBBConvShape& s) { return s.M == 8; }
 
 inline int64_t mbb_int8_blocks(int64_t O) {
   return (O + kMBBInt8Lanes - 1) / kMBBInt8Lanes;
@@ -61,7 +70,8 @@ inline int64_t mbb_int8_padded_quads(int64_t C) {
 
 // Weight words (O, M, kh, kw, Wg) -> s8 codes in the vpdpbusd layout
 // (ceil(O / 16), kh * kw, C4, 16, 4) with C4 = mbb_int8_padded_quads(C),
-// zero for pad channels, for the output channels [o_begin, o_end); `out`
+// zero for pad channels (8-bit weights: h = (w - 1) / 2 = n - 128, see
+// mbb_int8_halved), for the output channels [o_begin, o_end); `out`
 // zero-filled by the caller.
 inline void mbb_int8_weight_layout(const MBBConvShape& s,
                                    const uint64_t* weight, int8_t* out,
@@ -81,7 +91,8 @@ inline void mbb_int8_weight_layout(const MBBConvShape& s,
                    1ULL)
                << m;
         dst[((c / kMBBInt8Quad) * kMBBInt8Lanes + lane) * kMBBInt8Quad +
-            c % kMBBInt8Quad] = static_cast<int8_t>(2 * n - mmax);
+            c % kMBBInt8Quad] = static_cast<int8_t>(
+            mbb_int8_halved(s) ? n - (mmax + 1) / 2 : 2 * n - mmax);
       }
     }
   }
@@ -89,11 +100,14 @@ inline void mbb_int8_weight_layout(const MBBConvShape& s,
 
 // Everything the integer kernel reads and writes.
 struct MBBInt8Args {
-  MBBConvShape s;             // groups == 1, M <= 7, K <= 8
+  MBBConvShape s;             // groups == 1, M <= 8, K <= 8
   const uint8_t* levels;      // (N, H + 2 ph, W + 2 pw, 64 * Wg) u8 levels
   int64_t Hp, Wp, pixel_bytes;
   const int8_t* weight;       // (O16 / 16, kh * kw, C4, 16, 4) s8 codes
   const int32_t* wsum_prefix;  // (kh + 1, kw + 1, O16), signed mode
+  // (N, Ho, Wo) sum of the levels over each output's taps, for 8-bit
+  // weights (mbb_int8_halved), else null
+  const int32_t* patch_sums = nullptr;
   const int64_t* ky_range;    // (Ho, 2) valid kernel rows [lo, hi)
   const int64_t* kx_range;    // (Wo, 2)
   const float* scale;         // (O16,) zero padded
@@ -245,9 +259,16 @@ void epilogue_rows(const MBBInt8Args& a, int64_t n, int64_t y, int64_t x0,
         _mm512_add_epi32(acc, acc),
         _mm512_sub_epi32(_mm512_slli_epi32(wsum, s.K), wsum));
   };
+  // 8-bit weights: sum w * q = 2 * sum h * q + sum q over the patch
+  const int32_t* patch = a.patch_sums ? a.patch_sums + first_pixel : nullptr;
+  const auto whole_codes = [&](__m512i acc, int64_t p) {
+    return _mm512_add_epi32(_mm512_add_epi32(acc, acc),
+                            _mm512_set1_epi32(patch[p]));
+  };
   if (MODE & kEpiAccOut) {
     for (int64_t p = 0; p < count; ++p) {
       __m512i acc = _mm512_load_si512(rows + p * kMBBInt8Lanes);
+      if (patch) acc = whole_codes(acc, p);
       if (MODE & kEpiSigned) acc = signed_acc(acc, x0 + p);
       _mm512_mask_storeu_epi32(a.out_acc + first + p * s.O, lanes, acc);
     }
@@ -265,6 +286,7 @@ void epilogue_rows(const MBBInt8Args& a, int64_t n, int64_t y, int64_t x0,
   for (int64_t p = 0; p < count; ++p) {
     const int64_t at = first + p * s.O;
     __m512i acc = _mm512_load_si512(rows + p * kMBBInt8Lanes);
+    if (patch) acc = whole_codes(acc, p);
     if (MODE & kEpiSigned) acc = signed_acc(acc, x0 + p);
     // float(acc) * scale + bias: two roundings (no FMA contraction).
     __m512 value =

@@ -2,7 +2,7 @@
 // CPU launchers of the integer kernel of the packed MBB conv: the weight
 // preparation, done once per layer, and mbb_conv2d_int8_words, the same op
 // as mbb_conv2d_words (same activation words in, same float output and next
-// layer's words out, bit-identical) for groups == 1, w_bits <= 7 on a CPU
+// layer's words out, bit-identical) for groups == 1, w_bits <= 8 on a CPU
 // with AVX-512 VNNI. Its inner loop runs on AMX tiles where the CPU has
 // them and the output is at least 16 columns wide
 // (common/mbb_conv2d_int8_amx.h), else on vpdpbusd
@@ -53,9 +53,9 @@ void check_int8(const MBBConvShape& s) {
               "mbb_conv2d_int8: this CPU or build has no AVX-512 VNNI "
               "(avx512f, avx512bw, avx512vl, avx512vnni); use "
               "mbb_conv2d_words (the popcount kernels)");
-  TORCH_CHECK(s.G == 1 && s.M <= 7 && s.K <= 8,
-              "mbb_conv2d_int8 needs groups == 1 and w_bits <= 7 (odd "
-              "weight codes in int8), got groups=", s.G, ", w_bits=", s.M);
+  TORCH_CHECK(mbb_int8_eligible(s),
+              "mbb_conv2d_int8 needs groups == 1, w_bits <= 8 and a_bits "
+              "<= 8, got groups=", s.G, ", w_bits=", s.M, ", a_bits=", s.K);
 }
 
 
@@ -115,8 +115,8 @@ std::tuple<at::Tensor, at::Tensor> mbb_int8_prepare_weight_cpu(
   MMBINARY_CHECK_CPU(weight_words);
   const MBBConvShape s =
       mbb_weight_shape(weight_words, in_channels, w_bits, kernel_size);
-  TORCH_CHECK(s.M <= 7, "mbb_int8_prepare_weight: w_bits must be <= 7 (odd "
-              "codes in int8), got ", s.M);
+  TORCH_CHECK(s.M <= 8, "mbb_int8_prepare_weight: w_bits must be <= 8, "
+              "got ", s.M);
   const auto opts = weight_words.options();
   const int64_t OB = mbb_int8_blocks(s.O), taps = s.kh * s.kw;
   const int64_t O16 = OB * kMBBInt8Lanes;
@@ -139,6 +139,42 @@ std::tuple<at::Tensor, at::Tensor> mbb_int8_prepare_weight_cpu(
 }
 
 namespace {
+
+// 8-bit weights (mbb_int8_halved): per output pixel, the sum of the levels
+// of its C channels over its taps, (N, Ho, Wo) int32. Padded taps read the
+// zero border (the bytes past C of a pixel may hold anything: their weights
+// are 0).
+at::Tensor mbb_int8_patch_sums(const MBBInt8Args& a) {
+  const MBBConvShape& s = a.s;
+  const auto int_options = at::TensorOptions().dtype(at::kInt);
+  at::Tensor pixel_sums = at::empty({s.N * a.Hp * a.Wp}, int_options);
+  int32_t* pixel = pixel_sums.data_ptr<int32_t>();
+  at::parallel_for(0, s.N * a.Hp * a.Wp, 1024, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      const uint8_t* level = a.levels + i * a.pixel_bytes;
+      int32_t sum = 0;
+      for (int64_t c = 0; c < s.C; ++c) sum += level[c];
+      pixel[i] = sum;
+    }
+  });
+  at::Tensor patch_sums = at::empty({s.N * s.Ho * s.Wo}, int_options);
+  int32_t* patch = patch_sums.data_ptr<int32_t>();
+  at::parallel_for(0, s.N * s.Ho, 16, [&](int64_t b, int64_t e) {
+    for (int64_t r = b; r < e; ++r) {
+      const int64_t n = r / s.Ho, y = r % s.Ho;
+      for (int64_t x = 0; x < s.Wo; ++x) {
+        int32_t sum = 0;
+        for (int64_t ky = 0; ky < s.kh; ++ky) {
+          const int32_t* row =
+              pixel + (n * a.Hp + y * s.sh + ky * s.dh) * a.Wp + x * s.sw;
+          for (int64_t kx = 0; kx < s.kw; ++kx) sum += row[kx * s.dw];
+        }
+        patch[r * s.Wo + x] = sum;
+      }
+    }
+  });
+  return patch_sums;
+}
 
 // Where the integer kernel's u8 levels come from: activation words
 // (unpacked) or a float channels-last input (quantized); fills the
@@ -241,6 +277,11 @@ std::tuple<at::Tensor, at::Tensor> run_int8(
               "mbb_conv2d_int8: input holds NaN, which has no activation "
               "level (mbb_conv2d on the float input propagates NaN to the "
               "outputs it reaches)");
+  at::Tensor patch_sums;
+  if (mbb_int8_halved(s)) {
+    patch_sums = mbb_int8_patch_sums(a);
+    a.patch_sums = patch_sums.const_data_ptr<int32_t>();
+  }
   at::Tensor tables = at::empty({2 * (s.Ho + s.Wo)}, opts.dtype(at::kLong));
   int64_t* table_ptr = tables.data_ptr<int64_t>();
   mbb_tap_ranges(s, table_ptr, table_ptr + 2 * s.Ho);
