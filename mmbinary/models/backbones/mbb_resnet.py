@@ -40,8 +40,8 @@ class MBBResNet(MBBResNetMixin, ResNet):
         stem_bits (int | tuple[int, int], optional): the encoded stem's
             own bits, W=A or (w_bits, a_bits). Default: stage 1's.
         shortcut_bits (int | tuple[int, int], optional): the encoded
-            shortcut convs' own bits, e.g. ``(4, 8)`` in a W1A1 network
-            (any weight bits up to 7 run on the integer kernel at int8
+            shortcut convs' own bits, e.g. ``8`` in a W1A1 network (up to
+            8 bits they run on the packed model's integer kernel at int8
             speed). Default: their stage's.
         mbb_cfg (dict, optional): other MBB layer options, e.g.
             ``dict(w_mode='paper')``; not the bits or ``a_mode``.

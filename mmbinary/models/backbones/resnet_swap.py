@@ -107,7 +107,7 @@ def swap_resnet_convs(resnet: nn.Module,
         mbb_cfg (dict, optional): other MBB layer options, e.g.
             ``dict(w_mode='paper')``.
         stem_bits (int | tuple[int, int], optional): the encoded stem's
-            own bits, W=A or (w_bits, a_bits), e.g. ``(4, 8)`` in a W1A1
+            own bits, W=A or (w_bits, a_bits), e.g. ``8`` in a W1A1
             network. Default: stage 1's.
         shortcut_bits (int | tuple[int, int], optional): the encoded
             shortcut convs' own bits, likewise. Default: their stage's.
