@@ -14,22 +14,18 @@ CHECKPOINT, as it was.
 """
 import argparse
 import os.path as osp
-import re
-from collections import OrderedDict
 
 import torch
 from mmengine.config import DictAction
-from mmengine.runner.checkpoint import load_state_dict
 
 import mmbinary
 from mmbinary.models.layers import MBBConv2d, MBBLinear
 from mmbinary.models.packing import (LAYOUT_KEY, convert_to_packed,
-                                     is_packed_checkpoint, packed_layout,
+                                     load_trained_checkpoint, packed_layout,
                                      state_dict_bytes)
-from mmbinary.quant import (ALLOW_BIT_CHANGE_KEY, BitWidthMismatchError,
-                            allow_bit_change)
+from mmbinary.quant import ALLOW_BIT_CHANGE_KEY, BitWidthMismatchError
 from mmbinary.utils.atomic_write import atomic_write_path
-from mmbinary.utils.checkpoint import CheckpointError, safe_torch_load
+from mmbinary.utils.checkpoint import CheckpointError
 from mmbinary.utils.scope import load_tool_config, register_modules_for
 
 
@@ -66,33 +62,6 @@ def size_table(rows, float_total: int, packed_total: int) -> str:
     return '\n'.join(lines)
 
 
-def load_trained_checkpoint(model: torch.nn.Module, filename: str,
-                            allow_bits: bool) -> None:
-    """Load an unpacked checkpoint strictly; refuse a packed one, a damaged
-    one or one of other bit widths with a one-line message."""
-    try:
-        checkpoint = safe_torch_load(filename, map_location='cpu')
-    except CheckpointError as error:
-        raise SystemExit(str(error))
-    if is_packed_checkpoint(checkpoint):
-        raise SystemExit(
-            f'{filename} is already packed (its meta holds {LAYOUT_KEY!r}); '
-            'evaluate it with tools/test.py CONFIG CHECKPOINT --packed, or '
-            'pack the trained checkpoint it came from')
-    state_dict = checkpoint.get('state_dict', checkpoint)
-    # as mmengine's load_checkpoint: a DataParallel prefix goes, the
-    # modules' version metadata stays
-    metadata = getattr(state_dict, '_metadata', OrderedDict())
-    state_dict = OrderedDict((re.sub(r'^module\.', '', key), value)
-                             for key, value in state_dict.items())
-    state_dict._metadata = metadata
-    try:
-        with allow_bit_change(allow_bits):
-            load_state_dict(model, state_dict, strict=True)
-    except BitWidthMismatchError as error:
-        raise SystemExit(str(error))
-
-
 def main() -> None:
     args = parse_args()
     if osp.exists(args.out) and not args.force:
@@ -108,8 +77,11 @@ def main() -> None:
     register_modules_for(cfg)
     from mmengine.registry import MODELS
     model = MODELS.build(cfg.model)
-    load_trained_checkpoint(model, args.checkpoint,
-                            bool(cfg.get(ALLOW_BIT_CHANGE_KEY, False)))
+    try:
+        load_trained_checkpoint(model, args.checkpoint,
+                                bool(cfg.get(ALLOW_BIT_CHANGE_KEY, False)))
+    except (CheckpointError, ValueError, BitWidthMismatchError) as error:
+        raise SystemExit(str(error))
     model.eval()
 
     float_total = state_dict_bytes(model)

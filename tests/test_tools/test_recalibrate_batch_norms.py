@@ -139,6 +139,6 @@ def test_bad_arguments_are_refused_and_nothing_is_overwritten(
     packed = tmp_path / 'packed.pth'
     torch.save(dict(state_dict=model.state_dict(),
                     meta={LAYOUT_KEY: packed_layout(model)}), packed)
-    with pytest.raises(SystemExit, match='is packed'):
+    with pytest.raises(SystemExit, match='already packed'):
         run_tool(monkeypatch, config, str(packed), str(tmp_path / 'b.pth'))
     assert tiny['checkpoint'].read_bytes() == before

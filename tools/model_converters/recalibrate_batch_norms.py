@@ -15,20 +15,16 @@ CHECKPOINT.
 """
 import argparse
 import os.path as osp
-import re
-from collections import OrderedDict
 
 import torch
 from mmengine.config import DictAction
 from mmengine.runner import Runner, set_random_seed
-from mmengine.runner.checkpoint import load_state_dict
 
 from mmbinary.engine import recalibrate_batch_norms
-from mmbinary.models.packing import is_packed_checkpoint
-from mmbinary.quant import (ALLOW_BIT_CHANGE_KEY, BitWidthMismatchError,
-                            allow_bit_change)
+from mmbinary.models.packing import load_trained_checkpoint
+from mmbinary.quant import ALLOW_BIT_CHANGE_KEY, BitWidthMismatchError
 from mmbinary.utils.atomic_write import atomic_write_path
-from mmbinary.utils.checkpoint import CheckpointError, safe_torch_load
+from mmbinary.utils.checkpoint import CheckpointError
 from mmbinary.utils.scope import load_tool_config, register_modules_for
 
 
@@ -67,28 +63,18 @@ def main() -> None:
         raise SystemExit(f'the folder of OUT does not exist: {out_dir}')
     cfg = load_tool_config(args.config, args.cfg_options)
     register_modules_for(cfg)
-    try:
-        checkpoint = safe_torch_load(args.checkpoint, map_location='cpu')
-    except CheckpointError as error:
-        raise SystemExit(str(error))
-    if is_packed_checkpoint(checkpoint):
-        raise SystemExit(
-            f'{args.checkpoint} is packed: its batch norms are folded into '
-            'the integer epilogues; recalibrate the trained checkpoint it '
-            'came from, then pack that')
-    if not isinstance(checkpoint, dict) or 'state_dict' not in checkpoint:
-        checkpoint = dict(state_dict=checkpoint)
-    state_dict = OrderedDict(
-        (re.sub(r'^module\.', '', key), value)
-        for key, value in checkpoint['state_dict'].items())
-
     from mmengine.registry import MODELS
     model = MODELS.build(cfg.model)
     try:
-        with allow_bit_change(bool(cfg.get(ALLOW_BIT_CHANGE_KEY, False))):
-            load_state_dict(model, state_dict, strict=True)
-    except BitWidthMismatchError as error:
+        checkpoint = load_trained_checkpoint(
+            model, args.checkpoint,
+            bool(cfg.get(ALLOW_BIT_CHANGE_KEY, False)))
+    except (CheckpointError, BitWidthMismatchError) as error:
         raise SystemExit(str(error))
+    except ValueError as error:  # packed: the norms are folded
+        raise SystemExit(f'{error}; a packed model\'s batch norms are '
+                         'folded into its integer epilogues: recalibrate '
+                         'the trained checkpoint, then pack that')
     seed = (cfg.get('randomness') or {}).get('seed')
     seed = 0 if seed is None else seed
     set_random_seed(seed)

@@ -3,7 +3,8 @@
 from .convert import (LAYOUT_KEY, FoldedNorm, apply_packed_layout,
                       checkpoint_layout, convert_to_packed,
                       is_packed_checkpoint, load_packed_checkpoint,
-                      packed_layout, state_dict_bytes)
+                      load_trained_checkpoint, packed_layout,
+                      state_dict_bytes)
 from .float_convs import OneDNNConv2d, use_onednn_convs
 from .kernel_choice import KernelChoice, choose_kernels
 from .norm_folding import find_layer_norm_pairs, fold_norm
@@ -13,7 +14,8 @@ from .packed_layers import (KERNELS, PackedMBBConv2d, PackedMBBLinear,
 __all__ = [
     'LAYOUT_KEY', 'FoldedNorm', 'apply_packed_layout', 'checkpoint_layout',
     'convert_to_packed', 'is_packed_checkpoint',
-    'load_packed_checkpoint', 'packed_layout', 'state_dict_bytes',
+    'load_packed_checkpoint', 'load_trained_checkpoint', 'packed_layout',
+    'state_dict_bytes',
     'find_layer_norm_pairs', 'fold_norm', 'PackedMBBConv2d',
     'PackedMBBLinear', 'KERNELS', 'int8_kernel_available', 'KernelChoice',
     'choose_kernels', 'OneDNNConv2d', 'use_onednn_convs'

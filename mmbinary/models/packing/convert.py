@@ -9,6 +9,8 @@ built from the same config can take the packed form before its state dict
 is loaded, without any float weight of the packed layers.
 """
 import math
+import re
+from collections import OrderedDict
 from typing import Dict, List, Optional, Union
 
 import torch
@@ -245,4 +247,46 @@ def load_packed_checkpoint(model: nn.Module,
             f"meta['{LAYOUT_KEY}']); make one with tools/pack_model.py")
     apply_packed_layout(model, layout)
     model.load_state_dict(checkpoint['state_dict'], strict=True)
+    return checkpoint
+
+
+def load_trained_checkpoint(model: nn.Module,
+                            filename: str,
+                            allow_bits: bool = False) -> dict:
+    """Load a trained (unpacked) checkpoint into a model built from its
+    config, strictly; a ``module.`` prefix (DataParallel) is dropped, as
+    mmengine's ``load_checkpoint`` does.
+
+    Args:
+        model (nn.Module): the model, built from the training config.
+        filename (str): the checkpoint file.
+        allow_bits (bool): accept MBB layers saved at other bit widths.
+
+    Returns:
+        dict: the checkpoint (``state_dict``, ``meta`` and the rest; a bare
+        state dict comes back as ``dict(state_dict=...)``).
+
+    Raises:
+        CheckpointError: a damaged or unsafe file.
+        ValueError: a packed checkpoint (its batch norms are folded).
+        BitWidthMismatchError: layers of other bit widths.
+    """
+    from mmengine.runner.checkpoint import load_state_dict
+
+    from mmbinary.quant import allow_bit_change
+    checkpoint = safe_torch_load(filename, map_location='cpu')
+    if is_packed_checkpoint(checkpoint):
+        raise ValueError(
+            f'{filename} is already packed (its meta holds {LAYOUT_KEY!r}); '
+            'evaluate it with tools/test.py CONFIG CHECKPOINT --packed, or '
+            'use the trained checkpoint it came from')
+    if not isinstance(checkpoint, dict) or 'state_dict' not in checkpoint:
+        checkpoint = dict(state_dict=checkpoint)
+    state_dict = checkpoint['state_dict']
+    metadata = getattr(state_dict, '_metadata', OrderedDict())
+    state_dict = OrderedDict((re.sub(r'^module\.', '', key), value)
+                             for key, value in state_dict.items())
+    state_dict._metadata = metadata
+    with allow_bit_change(allow_bits):
+        load_state_dict(model, state_dict, strict=True)
     return checkpoint
