@@ -25,7 +25,8 @@ from mmbinary.models.packing import (LAYOUT_KEY, convert_to_packed,
                                      state_dict_bytes)
 from mmbinary.quant import ALLOW_BIT_CHANGE_KEY, BitWidthMismatchError
 from mmbinary.utils.atomic_write import atomic_write_path
-from mmbinary.utils.checkpoint import CheckpointError
+from mmbinary.utils.checkpoint import (CheckpointError,
+                                       check_conversion_paths)
 from mmbinary.utils.scope import load_tool_config, register_modules_for
 
 
@@ -64,15 +65,11 @@ def size_table(rows, float_total: int, packed_total: int) -> str:
 
 def main() -> None:
     args = parse_args()
-    if osp.exists(args.out) and not args.force:
-        raise SystemExit(f'{args.out} exists; pass --force to overwrite it')
-    for what, path in (('config', args.config),
-                       ('checkpoint', args.checkpoint)):
-        if not osp.isfile(path):
-            raise SystemExit(f'{what} not found: {path}')
-    out_dir = osp.dirname(osp.abspath(args.out))
-    if not osp.isdir(out_dir):
-        raise SystemExit(f'the folder of OUT does not exist: {out_dir}')
+    try:
+        check_conversion_paths(args.config, args.checkpoint, args.out,
+                               args.force)
+    except ValueError as error:
+        raise SystemExit(str(error))
     cfg = load_tool_config(args.config, args.cfg_options)
     register_modules_for(cfg)
     from mmengine.registry import MODELS

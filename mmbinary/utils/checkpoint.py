@@ -225,3 +225,23 @@ def register_safe_checkpoint_loader() -> None:
         if not osp.isfile(filename):
             raise FileNotFoundError(f'{filename} can not be found.')
         return safe_torch_load(filename, map_location=map_location)
+
+
+def check_conversion_paths(config: str, checkpoint: str, out: str,
+                           force: bool) -> None:
+    """The paths of a tool that reads CONFIG and CHECKPOINT and writes a
+    new checkpoint OUT (``tools/pack_model.py``,
+    ``tools/model_converters/*``): the two inputs exist, OUT's folder
+    exists, and an existing OUT is replaced only with ``force``.
+
+    Raises:
+        ValueError: what is wrong, naming the path.
+    """
+    for what, path in (('config', config), ('checkpoint', checkpoint)):
+        if not osp.isfile(path):
+            raise ValueError(f'{what} not found: {path}')
+    if osp.exists(out) and not force:
+        raise ValueError(f'{out} exists; pass --force to overwrite it')
+    out_dir = osp.dirname(osp.abspath(out))
+    if not osp.isdir(out_dir):
+        raise ValueError(f'the folder of OUT does not exist: {out_dir}')

@@ -24,7 +24,8 @@ from mmbinary.engine import recalibrate_batch_norms
 from mmbinary.models.packing import load_trained_checkpoint
 from mmbinary.quant import ALLOW_BIT_CHANGE_KEY, BitWidthMismatchError
 from mmbinary.utils.atomic_write import atomic_write_path
-from mmbinary.utils.checkpoint import CheckpointError
+from mmbinary.utils.checkpoint import (CheckpointError,
+                                       check_conversion_paths)
 from mmbinary.utils.scope import load_tool_config, register_modules_for
 
 
@@ -49,18 +50,14 @@ def main() -> None:
     if args.num_batches is not None and args.num_batches < 1:
         raise SystemExit('--num-batches must be a positive integer, got '
                          f'{args.num_batches}')
-    for what, path in (('config', args.config),
-                       ('checkpoint', args.checkpoint)):
-        if not osp.isfile(path):
-            raise SystemExit(f'{what} not found: {path}')
     if osp.abspath(args.out) == osp.abspath(args.checkpoint):
         raise SystemExit('OUT must differ from CHECKPOINT: the trained '
                          'checkpoint is kept as it is')
-    if osp.exists(args.out) and not args.force:
-        raise SystemExit(f'{args.out} exists; pass --force to overwrite it')
-    out_dir = osp.dirname(osp.abspath(args.out))
-    if not osp.isdir(out_dir):
-        raise SystemExit(f'the folder of OUT does not exist: {out_dir}')
+    try:
+        check_conversion_paths(args.config, args.checkpoint, args.out,
+                               args.force)
+    except ValueError as error:
+        raise SystemExit(str(error))
     cfg = load_tool_config(args.config, args.cfg_options)
     register_modules_for(cfg)
     from mmengine.registry import MODELS
