@@ -299,17 +299,22 @@ def _register_fake() -> None:
             dtype=torch.int32)
         return codes, sums
 
-    @torch.library.register_fake('mmbinary::mbb_conv2d_int8')
-    def _(input, weight_words, weight_int8, weight_sums, out_scale, out_bias,
-          in_channels, w_bits, a_bits, inv_step, is_signed, kernel_size,
-          stride, padding, dilation, residual, act_min, act_max, float_out,
-          out_a_bits, out_inv_step, out_signed):
+    def _float_input_int8(input, weight_words, weight_int8, weight_sums,
+                          out_scale, out_bias, in_channels, w_bits, a_bits,
+                          inv_step, is_signed, kernel_size, stride, padding,
+                          dilation, residual, act_min, act_max, float_out,
+                          out_a_bits, out_inv_step, out_signed):
         shape = out_shape(input.shape[0], out_scale.shape[0],
                           input.shape[2:4], kernel_size, stride, padding,
                           dilation)
         words_like = input.new_empty((0, ), dtype=torch.int64)
         return _words_op_outputs(words_like, out_scale, shape, float_out,
                                  out_a_bits)
+
+    for name in ('mbb_conv2d_int8', 'mbb_conv2d_int8_im2col'):
+        if hasattr(torch.ops.mmbinary, name):  # an older build lacks one
+            torch.library.register_fake(f'mmbinary::{name}')(
+                _float_input_int8)
 
     @torch.library.register_fake('mmbinary::mbb_conv2d_int8_words')
     def _(act_words, weight_words, weight_int8, weight_sums, out_scale,

@@ -266,3 +266,93 @@ def test_float_input_op_refuses_nan_and_matches_its_fake_kernel():
     args[0][0, 3, 2, 2] = float('nan')
     with pytest.raises(RuntimeError, match='NaN'):
         ops.mbb_conv2d_int8(*args)
+
+
+def _im2col_cases(count: int):
+    """Few input channels (the stem's case), kernels up to 7x7, strides,
+    paddings and dilations up to 3, every bit width, both modes."""
+    rng = random.Random(2)
+    for _ in range(count):
+        kh, kw = rng.randint(1, 7), rng.randint(1, 7)
+        dh, dw = rng.randint(1, 3), rng.randint(1, 3)
+        yield (rng.randint(1, 31), rng.randint(1, 70), (kh, kw),
+               (rng.randint(1, 3), rng.randint(1, 3)),
+               (rng.randint(0, 3), rng.randint(0, 3)), (dh, dw),
+               rng.randint(1, 8), rng.randint(1, 8), rng.random() < 0.5)
+
+
+#: C, O, kernel, stride, padding, dilation, w_bits, a_bits, signed: the
+#: ResNet stem (3 -> 64, 7x7, stride 2) at 8 and 4 bits, a patch of
+#: exactly 64 bytes, one past it, and 1x1 / 1xk kernels.
+IM2COL_CASES = [(3, 64, (7, 7), (2, 2), (3, 3), (1, 1), 8, 8, True),
+                (3, 64, (7, 7), (2, 2), (3, 3), (1, 1), 4, 8, False),
+                (16, 20, (2, 2), (1, 1), (1, 1), (1, 1), 2, 2, True),
+                (13, 17, (5, 1), (1, 2), (2, 0), (2, 1), 1, 1, True),
+                (5, 8, (1, 1), (1, 1), (0, 0), (1, 1), 3, 5, False)]
+
+
+@needs_vnni
+@pytest.mark.parametrize('case', IM2COL_CASES + list(_im2col_cases(24)))
+def test_im2col_op_equals_the_float_input_op(case, monkeypatch):
+    """mbb_conv2d_int8_im2col (the taps folded into the channels) gives
+    mbb_conv2d_int8's float output and next-layer words bit for bit, with a
+    residual, on NCHW and channels-last inputs, on AMX tiles and VNNI."""
+    from mmbinary.models.packing.packed_layers import im2col_weight
+    c, o, (kh, kw), (sh, sw), (ph, pw), (dh, dw), m, a, signed = case
+    gen = torch.Generator().manual_seed(c * 100 + o + kh)
+    out_h, out_w = 3, 21  # wide enough for the AMX tiles
+    h = (out_h - 1) * sh + dh * (kh - 1) + 1 - 2 * ph
+    w = (out_w - 1) * sw + dw * (kw - 1) + 1 - 2 * pw
+    if h < 1 or w < 1:
+        pytest.skip('no input for this geometry')
+    out_h = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    out_w = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    x = torch.randn(2, c, h, w, generator=gen) * 2
+    codes = (torch.randint(0, 2**m, (o, c, kh, kw), generator=gen) * 2 -
+             (2**m - 1)).int()
+    weight_words = pack_weight_codes(codes, m)
+    scale, bias = torch.randn(o, generator=gen), torch.randn(o, generator=gen)
+    res = torch.randn(2, o, out_h, out_w, generator=gen).contiguous(
+        memory_format=torch.channels_last)
+    ops = torch.ops.mmbinary
+    w8, wsum = ops.mbb_int8_prepare_weight(weight_words, c, m, [kh, kw])
+    folded = im2col_weight(w8, c)
+    assert folded.shape == (w8.shape[0], 1, 16 * -(-(kh * kw * c) // 64),
+                            16, 4)
+    args = (c, m, a, 1.7, signed, [kh, kw], [sh, sw], [ph, pw], [dh, dw],
+            res, 0.0, 6.0, True, 2, 1.3, False)
+    expected = ops.mbb_conv2d_int8(x, weight_words, w8, wsum, scale, bias,
+                                   *args)
+    variants = ['vnni'] + (['amx'] if _variant() == 'amx' else [])
+    for variant in variants:
+        monkeypatch.setenv('MMBINARY_INT8_KERNEL', variant)
+        for layout in (torch.contiguous_format, torch.channels_last):
+            out = ops.mbb_conv2d_int8_im2col(
+                x.contiguous(memory_format=layout), weight_words, folded,
+                wsum, scale, bias, *args)
+            assert torch.equal(out[0], expected[0]), variant
+            assert torch.equal(out[1], expected[1]), variant
+
+
+@needs_vnni
+def test_im2col_op_refuses_nan_and_matches_its_fake_kernel():
+    from mmbinary.models.packing.packed_layers import im2col_weight
+    gen = torch.Generator().manual_seed(0)
+    codes = (torch.randint(0, 4, (20, 3, 7, 7), generator=gen) * 2 - 3).int()
+    weight_words = pack_weight_codes(codes, 2)
+    ops = torch.ops.mmbinary
+    w8, wsum = ops.mbb_int8_prepare_weight(weight_words, 3, 2, [7, 7])
+    x = torch.randn(1, 3, 19, 23, generator=gen)
+    args = [x, weight_words, im2col_weight(w8, 3), wsum, torch.ones(20),
+            torch.zeros(20), 3, 2, 2, 1.0, True, [7, 7], [2, 2], [3, 3],
+            [1, 1], None, 0.0, float('inf'), True, 2, 1.0, False]
+    torch.library.opcheck(ops.mbb_conv2d_int8_im2col.default, tuple(args),
+                          test_utils=('test_faketensor', ))
+    args[0] = x.clone()
+    args[0][0, 1, 18, 22] = float('nan')  # the last element of a row
+    with pytest.raises(RuntimeError, match='NaN'):
+        ops.mbb_conv2d_int8_im2col(*args)
+    args[0] = x
+    args[2] = w8  # the unfolded layout
+    with pytest.raises(RuntimeError, match='weight_int8 must be'):
+        ops.mbb_conv2d_int8_im2col(*args)

@@ -357,11 +357,15 @@ def set_packed_kernels(mode: str, timed: nn.Module, twin: nn.Module,
         choices = choose_kernels(timed, run)
         chosen = {c.name: c.kernel for c in choices}
         saved = sum(c.ms['popcount'] - c.ms[c.kernel] for c in choices)
-        int8 = [c for c in choices if c.kernel == 'int8']
-        note = (f'per-layer choice by timing both kernels at conversion: '
+        int8 = [c for c in choices if c.kernel != 'popcount']
+        im2col = [c for c in choices if c.kernel == 'int8-im2col']
+        folded = (f' ({len(im2col)} with the taps folded into the channels, '
+                  'int8-im2col)' if im2col else '')
+        note = (f'per-layer choice by timing the kernels at conversion: '
                 f'{len(int8)} of {len(choices)} layers on the integer '
-                f'({int8_variant_text()}) kernel, {saved:.1f} ms less than '
-                'popcount everywhere (sum of the per-layer timings)')
+                f'({int8_variant_text()}) kernel{folded}, {saved:.1f} ms '
+                'less than popcount everywhere (sum of the per-layer '
+                'timings)')
         if choices and not any('int8' in c.ms for c in choices):
             note += f' ({choices[0].reason})'
     else:

@@ -2,16 +2,17 @@
 """Per-layer choice of the fastest exact CPU kernel of a packed model.
 
 Every packed conv can run on the popcount kernel (AND + popcount over its
-``M * K`` bit-plane pairs) or, with AVX-512 VNNI, on the integer kernel
-(a dot product of the same integer codes); both give the same integer
-accumulator, so the outputs are bit-identical and the choice is about
-speed alone. Which is faster depends on the layer (bits, channels, kernel
-size, image size, what the call writes) and the CPU, so it is measured:
-one forward records each layer's call (its activation words or float
-input, residual and outputs as the packed flow passes them, or the float
-input of its own forward), each layer
-replays it on both kernels and keeps the faster one. The choice is not saved with the weights (another machine
-chooses again).
+``M * K`` bit-plane pairs) or, with AVX-512 VNNI, on the integer kernel (a
+dot product of the same integer codes; a layer with few input channels
+that takes a float input also with its taps folded into the channels,
+``'int8-im2col'``). All give the same integer accumulator, so the outputs
+are bit-identical and the choice is about speed alone. Which is faster
+depends on the layer (bits, channels, kernel size, image size, what the
+call writes) and the CPU, so it is measured: one forward records each
+layer's call (its activation words or float input, residual and outputs as
+the packed flow passes them, or the float input of its own forward), each
+layer replays it on every kernel that runs it and keeps the fastest. The
+choice is not saved with the weights (another machine chooses again).
 """
 import inspect
 import time
@@ -132,6 +133,8 @@ def _time_kernels(layer: PackedMBBConv2d, call: _Call,
     kernels = ['popcount']
     if layer.int8_unsupported() is None:
         kernels.append('int8')
+    if call.run_words is None and layer.im2col_unsupported() is None:
+        kernels.append('int8-im2col')  # it folds float inputs only
     if call.run_words is not None:
         forward = lambda: layer.run_words(*call.run_words)  # noqa: E731
     elif call.run_float is not None:

@@ -40,11 +40,21 @@ def _compiled_op_runs(input: Tensor) -> bool:
 
 
 #: The exact CPU kernels a packed conv can run (bit-identical results):
-#: ``'popcount'``, AND + popcount over bit planes (every CPU), and
+#: ``'popcount'``, AND + popcount over bit planes (every CPU);
 #: ``'int8'``, an integer dot product of the same codes (AVX-512 VNNI, on
 #: AMX tiles where the CPU has them; wins where M * K is large or few
-#: channels waste the 64-bit words, and everywhere on AMX).
-KERNELS = ('popcount', 'int8')
+#: channels waste the 64-bit words, and everywhere on AMX); and
+#: ``'int8-im2col'``, the integer kernel with the conv's taps folded into
+#: the channels (each output pixel's kh * kw * C patch is one pixel of a
+#: 1x1 conv), for layers with few input channels, such as a network's
+#: stem (3 channels padded to a 64-byte pixel waste 95 % of every tap). It
+#: folds a float input; on activation words it runs as ``'int8'``.
+KERNELS = ('popcount', 'int8', 'int8-im2col')
+
+#: Input channels from which ``'int8-im2col'`` is not offered: the taps of
+#: such a layer already fill most of the integer kernel's 64-byte pixels,
+#: and its patches would multiply the level buffer by kh * kw.
+IM2COL_MAX_CHANNELS = 32
 
 
 def int8_kernel_available() -> bool:
@@ -52,6 +62,33 @@ def int8_kernel_available() -> bool:
     ops = torch.ops.mmbinary
     return (ext_loaded() and hasattr(ops, 'mbb_int8_supported')
             and bool(ops.mbb_int8_supported()))
+
+
+def im2col_weight(weight_int8: Tensor, in_channels: int) -> Tensor:
+    """The integer kernel's weight layout of a conv -> that of the 1x1
+    conv over its patches (``'int8-im2col'``): input channel
+    ``(ky * kw + kx) * C + c`` of the patch holds tap ``(ky, kx)``'s
+    channel ``c``.
+
+    Args:
+        weight_int8 (Tensor): (OB, kh * kw, C4, 16, 4) int8, from
+            ``mbb_int8_prepare_weight``.
+        in_channels (int): C.
+
+    Returns:
+        Tensor: (OB, 1, C4', 16, 4) int8 with C4' = 16 * ceil(kh * kw * C
+        / 64), zero past the patch.
+    """
+    blocks, taps, quads, lanes, quad = weight_int8.shape
+    channels = weight_int8.permute(0, 1, 2, 4, 3).reshape(
+        blocks, taps, quads * quad, lanes)[:, :, :in_channels]
+    patch = taps * in_channels
+    patch_quads = 16 * math.ceil(patch / 64)
+    flat = nn.functional.pad(
+        channels.reshape(blocks, patch, lanes),
+        (0, 0, 0, patch_quads * quad - patch))
+    return flat.reshape(blocks, patch_quads, quad, lanes).permute(
+        0, 1, 3, 2).unsqueeze(1).contiguous()
 
 
 def _next_quantizer(next_conv: Optional['PackedMBBConv2d']
@@ -148,6 +185,7 @@ class PackedMBBConv2d(nn.Module):
         #: What the choice measured: ms per kernel on the layer's input.
         self.kernel_ms: Dict[str, float] = {}
         self._int8_cache: Optional[tuple] = None
+        self._im2col_weight: Optional[Tensor] = None
         self._lane_cache: Optional[tuple] = None
 
     @classmethod
@@ -201,14 +239,29 @@ class PackedMBBConv2d(nn.Module):
             return f'groups={self.groups} (the integer kernel needs 1)'
         return None
 
+    def im2col_unsupported(self) -> Optional[str]:
+        """Why ``'int8-im2col'`` is not offered for this layer, or None."""
+        reason = self.int8_unsupported()
+        if reason is not None:
+            return reason
+        if self.kernel_size == (1, 1):
+            return 'a 1x1 kernel has no taps to fold into the channels'
+        if self.in_channels >= IM2COL_MAX_CHANNELS:
+            return (f'{self.in_channels} input channels (folding the taps '
+                    f'helps below {IM2COL_MAX_CHANNELS})')
+        return None
+
     def set_kernel(self, kernel: str) -> None:
         """Run on ``kernel`` (one of :data:`KERNELS`); same results."""
         if kernel not in KERNELS:
             raise ValueError(f'kernel must be one of {KERNELS}, got '
                              f'{kernel!r}')
-        if kernel == 'int8' and self.int8_unsupported() is not None:
-            raise ValueError(f'kernel=\'int8\' cannot run this layer: '
-                             f'{self.int8_unsupported()}')
+        reason = {'popcount': None,
+                  'int8': self.int8_unsupported,
+                  'int8-im2col': self.im2col_unsupported}[kernel]
+        if reason is not None and reason() is not None:
+            raise ValueError(f'kernel={kernel!r} cannot run this layer: '
+                             f'{reason()}')
         self.kernel = kernel
 
     def _int8_weight(self) -> Tuple[Tensor, Tensor]:
@@ -219,7 +272,18 @@ class PackedMBBConv2d(nn.Module):
             weight = torch.ops.mmbinary.mbb_int8_prepare_weight(
                 words, self.in_channels, self.w_bits, list(self.kernel_size))
             self._int8_cache = (words, words._version, weight)
+            self._im2col_weight = None
         return self._int8_cache[2]
+
+    def _int8_im2col_weight(self) -> Tuple[Tensor, Tensor]:
+        """``'int8-im2col'``'s weight layout (:func:`im2col_weight`) and
+        the kernel's weight sums, derived and cached as
+        :meth:`_int8_weight`."""
+        weight_int8, weight_sums = self._int8_weight()
+        if self._im2col_weight is None:
+            self._im2col_weight = im2col_weight(weight_int8,
+                                                self.in_channels)
+        return self._im2col_weight, weight_sums
 
     def _lane_weight(self) -> Tensor:
         """The popcount kernel's weight layout (empty where its channel-lane
@@ -240,7 +304,8 @@ class PackedMBBConv2d(nn.Module):
                   next_conv: Optional['PackedMBBConv2d'] = None,
                   residual: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
         """This conv on its activation words (CPU, one group) with the
-        chosen kernel: ``clamp(acc * scale + bias (+ residual), act_min,
+        chosen kernel (``'int8-im2col'`` runs as ``'int8'`` here: it folds
+        float inputs): ``clamp(acc * scale + bias (+ residual), act_min,
         act_max)``.
 
         Args:
@@ -262,7 +327,7 @@ class PackedMBBConv2d(nn.Module):
                     self.kernel_size, self.stride, self.padding,
                     self.dilation)
         ops = torch.ops.mmbinary
-        if self.kernel == 'int8':
+        if self.kernel in ('int8', 'int8-im2col'):
             w8, wsum = self._int8_weight()
             return ops.mbb_conv2d_int8_words(
                 act_words, self.weight_words, w8, wsum, self.out_scale,
@@ -284,7 +349,8 @@ class PackedMBBConv2d(nn.Module):
                   residual: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
         """:meth:`run_words` on a float input (CPU, one group): the
         integer kernel quantizes it straight into its levels
-        (``mbb_conv2d_int8``), the popcount kernel packs it first
+        (``mbb_conv2d_int8``; ``'int8-im2col'``: into the patches of
+        ``mbb_conv2d_int8_im2col``), the popcount kernel packs it first
         (``mbb_quantize_pack``); the same outputs either way.
 
         Args:
@@ -298,14 +364,19 @@ class PackedMBBConv2d(nn.Module):
             RuntimeError: ``input`` holds NaN (it has no activation level),
                 as ``mbb_quantize_pack`` does.
         """
-        if self.kernel != 'int8':
+        if self.kernel == 'popcount':
             words = torch.ops.mmbinary.mbb_quantize_pack(
                 input, self.a_bits, float(self.inv_step), self.signed, 1)
             return self.run_words(words, act_min, act_max, float_out,
                                   next_conv, residual)
         out_bits, out_inv, out_signed = _next_quantizer(next_conv)
-        w8, wsum = self._int8_weight()
-        return torch.ops.mmbinary.mbb_conv2d_int8(
+        if self.kernel == 'int8-im2col':
+            w8, wsum = self._int8_im2col_weight()
+            op = torch.ops.mmbinary.mbb_conv2d_int8_im2col
+        else:
+            w8, wsum = self._int8_weight()
+            op = torch.ops.mmbinary.mbb_conv2d_int8
+        return op(
             input, self.weight_words, w8, wsum, self.out_scale,
             self.out_bias, self.in_channels, self.w_bits, self.a_bits,
             float(self.inv_step), self.signed, self.kernel_size, self.stride,
@@ -318,7 +389,7 @@ class PackedMBBConv2d(nn.Module):
         On the CPU with AVX-512 the output is channels-last in memory (the
         kernel writes it so); any layout of the input is accepted.
         """
-        if (self.kernel == 'int8' and _compiled_op_runs(input)
+        if (self.kernel != 'popcount' and _compiled_op_runs(input)
                 and input.device.type == 'cpu'):
             try:
                 return self.run_float(input)[0]

@@ -20,9 +20,11 @@ needs_vnni = pytest.mark.skipif(not int8_kernel_available(),
                                 reason='no AVX-512 VNNI or no extension')
 
 
-def packed_backbone(bits: int, depth: int = 18) -> torch.nn.Module:
+def packed_backbone(bits: int, depth: int = 18,
+                    **options) -> torch.nn.Module:
     torch.manual_seed(bits)
-    model = MBBResNet(depth=depth, w_bits=bits, a_bits=bits, base_channels=16)
+    model = MBBResNet(depth=depth, w_bits=bits, a_bits=bits, base_channels=16,
+                      **options)
     model.train()
     with torch.no_grad():
         model(torch.randn(2, 3, 64, 64))
@@ -62,8 +64,42 @@ def test_int8_kernel_gives_the_popcount_outputs(bits, flow):
 
 
 @needs_vnni
-def test_choose_kernels_times_both_and_keeps_the_faster():
-    model = packed_backbone(4)
+@pytest.mark.parametrize('stem_bits', [8, (4, 8), (2, 2)])
+def test_im2col_kernel_gives_the_popcount_outputs_on_the_stem(stem_bits):
+    """The encoded 7x7 stem (3 channels, signed) on 'int8-im2col' inside a
+    whole packed model: the popcount kernel's outputs bit for bit, with the
+    other layers on either kernel."""
+    model = packed_backbone(1, encode_stem=True, stem_bits=stem_bits)
+    stem = model.conv1
+    assert stem.im2col_unsupported() is None
+    x = torch.randn(2, 3, 40, 56) * 2
+    with torch.no_grad():
+        popcount = model(x)
+        stem.set_kernel('int8-im2col')
+        folded = model(x)
+        set_all(model, 'int8')
+        stem.set_kernel('int8-im2col')
+        both = model(x)
+    for a, b, c in zip(popcount, folded, both):
+        assert torch.equal(a, b)
+        assert torch.equal(a, c)
+
+
+@needs_vnni
+def test_im2col_is_offered_for_few_channels_only():
+    wide = PackedMBBConv2d(32, 8, 3, w_bits=2, a_bits=2, signed=False)
+    with pytest.raises(ValueError, match="'int8-im2col' cannot run.*32 "
+                       'input channels'):
+        wide.set_kernel('int8-im2col')
+    pointwise = PackedMBBConv2d(3, 8, 1, w_bits=2, a_bits=2, signed=False)
+    with pytest.raises(ValueError, match='1x1 kernel has no taps'):
+        pointwise.set_kernel('int8-im2col')
+    assert wide.kernel == pointwise.kernel == 'popcount'
+
+
+@needs_vnni
+def test_choose_kernels_times_each_kernel_and_keeps_the_fastest():
+    model = packed_backbone(4, encode_stem=True)
     x = torch.randn(1, 3, 32, 48)
     with torch.no_grad():
         before = model(x)
@@ -72,15 +108,22 @@ def test_choose_kernels_times_both_and_keeps_the_faster():
                              log=lines.append)
     assert len(choices) == len(packed_layers(model)) == len(lines)
     for choice in choices:
-        assert set(choice.ms) == set(KERNELS)
-        assert choice.kernel == min(choice.ms, key=choice.ms.get)
         layer = model.get_submodule(choice.name)
+        # im2col folds float inputs, of few channels (the stem: 3; the
+        # first block: 16, from the max pool)
+        folds = choice.call.startswith('float in') and \
+            layer.in_channels < 32 and layer.kernel_size != (1, 1)
+        offered = set(KERNELS) - (set() if folds else {'int8-im2col'})
+        assert set(choice.ms) == offered
+        assert choice.kernel == min(choice.ms, key=choice.ms.get)
         assert layer.kernel == choice.kernel
         assert layer.kernel_ms == choice.ms
         assert choice.input_shape[0] == 1
         assert choice.input_shape[1] == layer.in_channels
     # Each layer was timed on the call the packed flow makes.
     calls = {choice.name: choice.call for choice in choices}
+    assert calls['conv1'] == 'float in; float out'
+    assert 'int8-im2col' in [c.ms for c in choices if c.name == 'conv1'][0]
     # the first block takes the stem's float output, the others words
     assert calls['layer1.0.conv1'] == 'float in; words out'
     assert calls['layer1.1.conv1'] == 'words in; words out'

@@ -105,6 +105,9 @@ struct MBBInt8Args {
   int64_t Hp, Wp, pixel_bytes;
   const int8_t* weight;       // (O16 / 16, kh * kw, C4, 16, 4) s8 codes
   const int32_t* wsum_prefix;  // (kh + 1, kw + 1, O16), signed mode
+  // kw + 1 of the taps' geometry: the conv's, or the original kernel's
+  // when its taps are folded into the channels (the im2col path)
+  int64_t wsum_cols;
   // (N, Ho, Wo) sum of the levels over each output's taps, for 8-bit
   // weights (mbb_int8_halved), else null
   const int32_t* patch_sums = nullptr;
@@ -212,6 +215,87 @@ inline bool quantize_levels(const MBBInt8Args& a, const float* input,
   return nan != 0;
 }
 
+// Quantizes `count` consecutive floats into u8 levels as quantize_levels
+// does (the same operations, so the same levels); returns whether a NaN
+// was read. For the im2col path's compact (N, H, W, C) level image.
+inline bool quantize_flat(const float* x, int64_t count, float inv_step,
+                          bool is_signed, int64_t K, uint8_t* dst) {
+  const float top_value = static_cast<float>((1 << K) - 1);
+  const __m512 inv = _mm512_set1_ps(inv_step), top = _mm512_set1_ps(top_value);
+  const __m512 half = _mm512_set1_ps(0.5f), zero = _mm512_setzero_ps();
+  __mmask16 nan = 0;
+  for (int64_t i = 0; i < count; i += 16) {
+    const int64_t rest = count - i;
+    const __mmask16 lanes =
+        rest >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << rest) - 1u);
+    const __m512 value = _mm512_maskz_loadu_ps(lanes, x + i);
+    nan |= _mm512_mask_cmp_ps_mask(lanes, value, value, _CMP_UNORD_Q);
+    __m512 v = _mm512_mul_ps(value, inv);
+    if (is_signed) v = _mm512_mul_ps(_mm512_add_ps(v, top), half);
+    v = _mm512_min_ps(_mm512_max_ps(v, zero), top);
+    _mm_mask_storeu_epi8(dst + i, lanes,
+                         _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(v)));
+  }
+  return nan != 0;
+}
+
+// Copies `count` bytes (masked 64-byte moves: no call per copy, no read
+// past `src + count`).
+inline void copy_bytes(uint8_t* dst, const uint8_t* src, int64_t count) {
+  for (int64_t i = 0; i < count; i += 64) {
+    const int64_t rest = count - i;
+    const __mmask64 lanes =
+        rest >= 64 ? ~__mmask64(0) : (__mmask64(1) << rest) - 1;
+    _mm512_mask_storeu_epi8(dst + i, lanes,
+                            _mm512_maskz_loadu_epi8(lanes, src + i));
+  }
+}
+
+// The patches of output row (n, y) of a conv `s` (the im2col path): pixel
+// x of `dst` (pixel_bytes each) holds, in (ky, kx, c) order, the levels of
+// its kh * kw taps read from `image`, the (N, H + 2 ph, W + 2 pw, C)
+// levels inside their zero border, then zeros up to pixel_bytes.
+inline void im2col_row(const MBBConvShape& s, const uint8_t* image,
+                       int64_t n, int64_t y, int64_t pixel_bytes,
+                       uint8_t* dst) {
+  const int64_t Wp = s.W + 2 * s.pw, patch = s.kh * s.kw * s.C;
+  const int64_t run = s.dw == 1 ? s.kw * s.C : s.C;  // contiguous bytes
+  for (int64_t x = 0; x < s.Wo; ++x, dst += pixel_bytes) {
+    for (int64_t ky = 0; ky < s.kh; ++ky) {
+      const uint8_t* src =
+          image + ((n * (s.H + 2 * s.ph) + y * s.sh + ky * s.dh) * Wp +
+                   x * s.sw) * s.C;
+      uint8_t* tap = dst + ky * s.kw * s.C;
+      if (s.dw == 1) {
+        copy_bytes(tap, src, run);
+      } else {
+        for (int64_t kx = 0; kx < s.kw; ++kx)
+          copy_bytes(tap + kx * s.C, src + kx * s.dw * s.C, run);
+      }
+    }
+    for (int64_t i = patch; i < pixel_bytes; i += 64) {
+      const int64_t rest = pixel_bytes - i;
+      const __mmask64 lanes =
+          rest >= 64 ? ~__mmask64(0) : (__mmask64(1) << rest) - 1;
+      _mm512_mask_storeu_epi8(dst + i, lanes, _mm512_setzero_si512());
+    }
+  }
+}
+
+// The sum of the first `count` levels at `levels` (a pixel's channels).
+inline int32_t level_sum(const uint8_t* levels, int64_t count) {
+  __m512i sums = _mm512_setzero_si512();  // eight u64 partial sums
+  for (int64_t c = 0; c < count; c += 64) {
+    const int64_t rest = count - c;
+    const __mmask64 lanes =
+        rest >= 64 ? ~__mmask64(0) : (__mmask64(1) << rest) - 1;
+    sums = _mm512_add_epi64(
+        sums, _mm512_sad_epu8(_mm512_maskz_loadu_epi8(lanes, levels + c),
+                              _mm512_setzero_si512()));
+  }
+  return static_cast<int32_t>(_mm512_reduce_add_epi64(sums));
+}
+
 // What the epilogue writes (template flags of epilogue_rows).
 enum MBBInt8Epilogue : int {
   kEpiSigned = 1,    // signed activations: 2 * acc - L * sum_valid w
@@ -242,7 +326,8 @@ void epilogue_rows(const MBBInt8Args& a, int64_t n, int64_t y, int64_t x0,
   const int64_t first_pixel = (n * s.Ho + y) * s.Wo + x0;
   const int64_t first = first_pixel * s.O + oc;
   // signed: the weight sums over the valid taps, from the prefix sums
-  const int64_t cols = s.kw + 1, O16 = mbb_int8_blocks(s.O) * kMBBInt8Lanes;
+  const int64_t cols = a.wsum_cols;
+  const int64_t O16 = mbb_int8_blocks(s.O) * kMBBInt8Lanes;
   const int32_t* pre = a.wsum_prefix + oc;
   const int64_t ky0 = a.ky_range[2 * y], ky1 = a.ky_range[2 * y + 1];
   const int32_t* pre_lo = pre + ky0 * cols * O16;

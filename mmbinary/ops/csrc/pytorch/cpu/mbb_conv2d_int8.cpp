@@ -21,6 +21,7 @@
 #include <optional>
 #include <string>
 #include <tuple>
+#include <vector>
 
 #include "../../common/cpu_features.h"
 #include "../../common/mbb_conv2d.h"
@@ -151,10 +152,10 @@ at::Tensor mbb_int8_patch_sums(const MBBInt8Args& a) {
   int32_t* pixel = pixel_sums.data_ptr<int32_t>();
   at::parallel_for(0, s.N * a.Hp * a.Wp, 1024, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) {
-      const uint8_t* level = a.levels + i * a.pixel_bytes;
-      int32_t sum = 0;
-      for (int64_t c = 0; c < s.C; ++c) sum += level[c];
-      pixel[i] = sum;
+#ifdef MMBINARY_MBB_HAVE_INT8_AVX512
+      pixel[i] = mbb_int8_avx512::level_sum(a.levels + i * a.pixel_bytes,
+                                            s.C);
+#endif
     }
   });
   at::Tensor patch_sums = at::empty({s.N * s.Ho * s.Wo}, int_options);
@@ -186,8 +187,13 @@ using LevelFill =
 // The integer kernel once the geometry `s` is checked: the weight layout's
 // checks, the levels (`fill`, timed as `fill_phase`), the conv and the
 // epilogue. `like`: the input, for the options of the levels and words.
+// `taps`: the geometry of the signed correction's valid taps and weight
+// sums: `s` itself, or, where the kernel's taps are folded into the
+// channels (the im2col path: `s` a 1x1 conv over the patches), the
+// original conv's.
 std::tuple<at::Tensor, at::Tensor> run_int8(
-    const MBBConvShape& s, const at::Tensor& like, const LevelFill& fill,
+    const MBBConvShape& s, const MBBConvShape& taps, const at::Tensor& like,
+    const LevelFill& fill,
     MBBPhase fill_phase,
     const at::Tensor& weight_int8, const at::Tensor& weight_sums,
     const at::Tensor& out_scale, const at::Tensor& out_bias,
@@ -211,9 +217,10 @@ std::tuple<at::Tensor, at::Tensor> run_int8(
   TORCH_CHECK(weight_sums.scalar_type() == at::kInt &&
                   weight_sums.is_contiguous() &&
                   weight_sums.sizes() ==
-                      at::IntArrayRef({s.kh + 1, s.kw + 1, O16}),
+                      at::IntArrayRef({taps.kh + 1, taps.kw + 1, O16}),
               "weight_sums must be the contiguous int32 tensor of "
-              "mbb_int8_prepare_weight, shape (", s.kh + 1, ", ", s.kw + 1,
+              "mbb_int8_prepare_weight, shape (", taps.kh + 1, ", ",
+              taps.kw + 1,
               ", ", O16, "), got ", weight_sums.scalar_type(), " ",
               weight_sums.sizes());
   TORCH_CHECK(out_a_bits >= 0 && out_a_bits <= kMBBMaxBits,
@@ -284,11 +291,12 @@ std::tuple<at::Tensor, at::Tensor> run_int8(
   }
   at::Tensor tables = at::empty({2 * (s.Ho + s.Wo)}, opts.dtype(at::kLong));
   int64_t* table_ptr = tables.data_ptr<int64_t>();
-  mbb_tap_ranges(s, table_ptr, table_ptr + 2 * s.Ho);
+  mbb_tap_ranges(taps, table_ptr, table_ptr + 2 * s.Ho);
   a.ky_range = table_ptr;
   a.kx_range = table_ptr + 2 * s.Ho;
   a.weight = weight_int8.const_data_ptr<int8_t>();
   a.wsum_prefix = weight_sums.const_data_ptr<int32_t>();
+  a.wsum_cols = taps.kw + 1;
   at::Tensor scale16 = at::zeros({O16}, float_options);
   at::Tensor bias16 = at::zeros({O16}, float_options);
   scale16.narrow(0, 0, s.O).copy_(out_scale);
@@ -391,7 +399,7 @@ std::tuple<at::Tensor, at::Tensor> mbb_conv2d_int8_words_cpu(
 #endif
     return false;
   };
-  return run_int8(s, act_words, fill, kPhasePrepass, weight_int8,
+  return run_int8(s, s, act_words, fill, kPhasePrepass, weight_int8,
                   weight_sums, out_scale, out_bias, residual, act_min,
                   act_max, float_out, out_a_bits, out_inv_step, out_signed,
                   accumulate_only);
@@ -432,7 +440,112 @@ std::tuple<at::Tensor, at::Tensor> mbb_conv2d_int8_cpu(
     return false;
 #endif
   };
-  return run_int8(s, input, fill, kPhaseQuantizePack, weight_int8,
+  return run_int8(s, s, input, fill, kPhaseQuantizePack, weight_int8,
+                  weight_sums, out_scale, out_bias, residual, act_min,
+                  act_max, float_out, out_a_bits, out_inv_step, out_signed,
+                  false);
+}
+
+// mbb_conv2d_int8 with the kernel's taps folded into the channels
+// (im2col): each output pixel's patch, kh * kw * C levels in (ky, kx, c)
+// order, is one pixel of a 1x1 conv, so a layer with few input channels
+// (a network's stem: 3) fills the 64-byte pixels of the integer kernel
+// instead of padding every tap's C channels to 64. The input is quantized
+// once into a compact (N, H + 2 ph, W + 2 pw, C) level image inside a zero
+// border (a padded tap's level is 0, as in the level buffer of
+// mbb_conv2d_int8), the patches are copied out of it row by row, and the
+// signed correction sums the weights over the original kernel's valid
+// taps: bit-identical to mbb_conv2d_int8. weight_int8: the layout of
+// mbb_int8_prepare_weight for (O, kh * kw * C, 1, 1) weights, channel
+// (ky * kw + kx) * C + c; weight_sums: the original kernel's (kh + 1,
+// kw + 1, O16) prefix sums.
+std::tuple<at::Tensor, at::Tensor> mbb_conv2d_int8_im2col_cpu(
+    const at::Tensor& input, const at::Tensor& weight_words,
+    const at::Tensor& weight_int8, const at::Tensor& weight_sums,
+    const at::Tensor& out_scale, const at::Tensor& out_bias,
+    int64_t in_channels, int64_t w_bits, int64_t a_bits, double inv_step,
+    bool is_signed, at::IntArrayRef kernel_size, at::IntArrayRef stride,
+    at::IntArrayRef padding, at::IntArrayRef dilation,
+    const c10::optional<at::Tensor>& residual, double act_min,
+    double act_max, bool float_out, int64_t out_a_bits, double out_inv_step,
+    bool out_signed) {
+  MMBINARY_CHECK_CPU(input);
+  MMBINARY_CHECK_CPU(weight_words);
+  MMBINARY_CHECK_CPU(out_scale);
+  MMBINARY_CHECK_CPU(out_bias);
+  mbb_check_epilogue(out_scale, out_bias);
+  const MBBConvShape s = mbb_conv2d_check(
+      input, false, weight_words, in_channels, out_scale.size(0), w_bits,
+      a_bits, is_signed, kernel_size, stride, padding, dilation, 1);
+  const float inv = mbb_check_inv_step(inv_step);
+  const int64_t patch = s.kh * s.kw * s.C;
+  // The conv the kernel runs: 1x1 over the (N, Ho, Wo, patch) patches.
+  const MBBConvShape conv = make_mbb_shape(
+      s.N, patch, s.Ho, s.Wo, s.O, 1, 1, 1, 1, 1, 0, 0, 1, 1, s.M, s.K,
+      s.is_signed);
+  check_int8(conv);
+  // Channels-last rows are quantized as they are; NCHW ones plane by plane
+  // and interleaved (no transposed copy of the input).
+  const bool channels_last =
+      s.C > 1 && input.is_contiguous(at::MemoryFormat::ChannelsLast);
+  const at::Tensor x = channels_last ? input : input.contiguous();
+  const float* x_ptr = x.const_data_ptr<float>();
+  const int64_t Hp = s.H + 2 * s.ph, Wp = s.W + 2 * s.pw;
+  at::Tensor image = at::empty({s.N * Hp * Wp * s.C},
+                               input.options().dtype(at::kByte));
+  uint8_t* image_ptr = image.data_ptr<uint8_t>();
+  std::atomic<bool> nan{false};
+  {
+    MBBPhaseTimer quantize_timer(kPhaseQuantizePack);
+    at::parallel_for(0, s.N * Hp, 16, [&](int64_t begin, int64_t end) {
+      std::vector<uint8_t> planes(channels_last ? 0 : s.C * s.W);
+      for (int64_t r = begin; r < end; ++r) {
+        uint8_t* row = image_ptr + r * Wp * s.C;
+        const int64_t n = r / Hp, iy = r % Hp - s.ph;
+        if (iy < 0 || iy >= s.H) {
+          std::memset(row, 0, Wp * s.C);
+          continue;
+        }
+        std::memset(row, 0, s.pw * s.C);
+        std::memset(row + (s.pw + s.W) * s.C, 0, s.pw * s.C);
+        uint8_t* interior = row + s.pw * s.C;
+#ifdef MMBINARY_MBB_HAVE_INT8_AVX512
+        bool row_nan = false;
+        if (channels_last) {
+          row_nan = mbb_int8_avx512::quantize_flat(
+              x_ptr + (n * s.H + iy) * s.W * s.C, s.W * s.C, inv,
+              s.is_signed, s.K, interior);
+        } else {
+          for (int64_t c = 0; c < s.C; ++c)
+            row_nan |= mbb_int8_avx512::quantize_flat(
+                x_ptr + ((n * s.C + c) * s.H + iy) * s.W, s.W, inv,
+                s.is_signed, s.K, planes.data() + c * s.W);
+          for (int64_t ix = 0; ix < s.W; ++ix)
+            for (int64_t c = 0; c < s.C; ++c)
+              interior[ix * s.C + c] = planes[c * s.W + ix];
+        }
+        if (row_nan) nan.store(true);
+#else
+        (void)n, (void)interior, (void)x_ptr;
+#endif
+      }
+    });
+  }
+  TORCH_CHECK(!nan.load(),
+              "mbb_conv2d_int8_im2col: input holds NaN, which has no "
+              "activation level (mbb_conv2d on the float input propagates "
+              "NaN to the outputs it reaches)");
+  LevelFill fill = [&](const MBBInt8Args& a, uint8_t* levels, int64_t begin,
+                       int64_t end) {
+#ifdef MMBINARY_MBB_HAVE_INT8_AVX512
+    for (int64_t r = begin; r < end; ++r)  // output rows (n, y)
+      mbb_int8_avx512::im2col_row(s, image_ptr, r / s.Ho, r % s.Ho,
+                                  a.pixel_bytes,
+                                  levels + r * s.Wo * a.pixel_bytes);
+#endif
+    return false;
+  };
+  return run_int8(conv, s, input, fill, kPhaseQuantizePack, weight_int8,
                   weight_sums, out_scale, out_bias, residual, act_min,
                   act_max, float_out, out_a_bits, out_inv_step, out_signed,
                   false);
@@ -467,10 +580,21 @@ TORCH_LIBRARY_FRAGMENT(mmbinary, m) {
       "float act_max, bool float_out, int out_a_bits, float out_inv_step, "
       "bool out_signed) -> (Tensor, Tensor)",
       {at::Tag::pt2_compliant_tag});
+  // The same with the kernel's taps folded into the channels (im2col).
+  m.def(
+      "mbb_conv2d_int8_im2col(Tensor input, Tensor weight_words, "
+      "Tensor weight_int8, Tensor weight_sums, Tensor out_scale, "
+      "Tensor out_bias, int in_channels, int w_bits, int a_bits, "
+      "float inv_step, bool is_signed, int[2] kernel_size, int[2] stride, "
+      "int[2] padding, int[2] dilation, Tensor? residual, float act_min, "
+      "float act_max, bool float_out, int out_a_bits, float out_inv_step, "
+      "bool out_signed) -> (Tensor, Tensor)",
+      {at::Tag::pt2_compliant_tag});
 }
 
 TORCH_LIBRARY_IMPL(mmbinary, CPU, m) {
   m.impl("mbb_int8_prepare_weight", &mmbinary::mbb_int8_prepare_weight_cpu);
   m.impl("mbb_conv2d_int8_words", &mmbinary::mbb_conv2d_int8_words_cpu);
   m.impl("mbb_conv2d_int8", &mmbinary::mbb_conv2d_int8_cpu);
+  m.impl("mbb_conv2d_int8_im2col", &mmbinary::mbb_conv2d_int8_im2col_cpu);
 }
