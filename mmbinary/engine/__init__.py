@@ -1,10 +1,11 @@
 # Copyright (c) mmbinary contributors. All rights reserved.
 """Runner hooks: the progressive-precision schedule, batch-norm
-recalibration."""
-from .hooks import (BatchNormRecalibrationHook, ProgressivePrecisionHook,
+recalibration, oscillation dampening."""
+from .hooks import (BatchNormRecalibrationHook, OscillationDampeningHook,
+                    ProgressivePrecisionHook, dampening_loss,
                     recalibrate_batch_norms)
 
 __all__ = [
-    'BatchNormRecalibrationHook', 'ProgressivePrecisionHook',
-    'recalibrate_batch_norms'
+    'BatchNormRecalibrationHook', 'OscillationDampeningHook',
+    'ProgressivePrecisionHook', 'dampening_loss', 'recalibrate_batch_norms'
 ]

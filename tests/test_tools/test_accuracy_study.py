@@ -314,3 +314,29 @@ def test_row_configs_build_their_students(study, task_name):
         per_level = [m for m in layers
                      if isinstance(m, PerLevelNormMBBConv2d)]
         assert len(per_level) == (4 if 'plbn' in row else 0), row
+
+
+def test_dampening_rows_train_with_the_hook_and_test_plainly(study):
+    """The oscillation-dampening rows (asked for by --kd-rows) train the
+    distilled config with OscillationDampeningHook and are tested and
+    packed with the plain W2A2 config."""
+    expected = {'det': ('w2a2-kd-plbn-damp',
+                        'retinanet_mnv2_mbb_w2a2_plbn_pennfudan.py'),
+                'seg': ('w2a2-kd-damp',
+                        'deeplabv3_mnv2-d8_mbb_w2a2_pennfudan.py')}
+    for task, (row, test_config) in expected.items():
+        runs = study.plan(
+            study_args(seeds=[0], bits=[2], no_paper=True,
+                       no_progressive=True, kd_rows=[row]),
+            study.TASKS[task])
+        assert [run.variant for run in runs] == [
+            'float', 'w2a2', 'w2a2-lsqw', row]
+        stage, = runs[-1].stages
+        assert stage.bits == 2 and stage.model_prefix == 'model.architecture'
+        assert stage.eval_config.endswith(test_config)
+        cfg = Config.fromfile(stage.config)
+        assert cfg.model.type == 'mmbinary.SingleTeacherDistill'
+        assert [hook.type for hook in cfg.custom_hooks] == [
+            'mmbinary.OscillationDampeningHook']
+    # not in the default plan
+    assert not any(row.endswith('-damp') for row in study.CONFIG_ROWS)

@@ -124,6 +124,10 @@ ROW_CONFIGS = {
                     'retinanet_mnv2_mbb_w2a2_pennfudan.py'),
         'w2a2-kd-plbn': ('retinanet_mnv2_mbb_w2a2_plbn_kd_pennfudan.py',
                          'retinanet_mnv2_mbb_w2a2_plbn_pennfudan.py'),
+        # the same with OscillationDampeningHook
+        'w2a2-kd-plbn-damp': (
+            'retinanet_mnv2_mbb_w2a2_plbn_kd_damp_pennfudan.py',
+            'retinanet_mnv2_mbb_w2a2_plbn_pennfudan.py'),
         'w1a1-react-kd': ('retinanet_mnv2_mbb_w1a1_react_kd_pennfudan.py',
                           'retinanet_mnv2_mbb_w1a1_react_pennfudan.py'),
         # the W2A2 distilled config with every encoded part set to W4A4
@@ -137,6 +141,8 @@ ROW_CONFIGS = {
     'seg': {
         'w2a2-kd': ('deeplabv3_mnv2-d8_mbb_w2a2_kd_pennfudan.py',
                     'deeplabv3_mnv2-d8_mbb_w2a2_pennfudan.py'),
+        'w2a2-kd-damp': ('deeplabv3_mnv2-d8_mbb_w2a2_kd_damp_pennfudan.py',
+                         'deeplabv3_mnv2-d8_mbb_w2a2_pennfudan.py'),
         'w1a1-react-kd': ('deeplabv3_mnv2-d8_mbb_w1a1_react_kd_pennfudan.py',
                           'deeplabv3_mnv2-d8_mbb_w1a1_react_pennfudan.py'),
         'w4a4-kd': ('deeplabv3_mnv2-d8_mbb_w2a2_kd_pennfudan.py',
@@ -148,6 +154,9 @@ ROW_CONFIGS = {
 #: The rows of ROW_CONFIGS, in table order (``progressive`` is the
 #: ProgressivePrecisionHook row, W8A8 -> W4A4 -> W2A2 in one run).
 CONFIG_ROWS = ('w2a2-kd', 'w2a2-kd-plbn', 'w1a1-react-kd', 'w4a4-kd')
+#: Distilled rows planned only when asked for (``--kd-rows``): the
+#: oscillation-dampening rows (OscillationDampeningHook).
+OPTIONAL_CONFIG_ROWS = ('w2a2-kd-plbn-damp', 'w2a2-kd-damp')
 #: Distilled rows trained at other widths than their config's: row -> bits.
 RETARGETED_ROWS = {'w4a4-kd': 4}
 #: Rows of the encoded config with other MBB layer options on every
@@ -263,9 +272,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--no-progressive', action='store_true',
                         help='skip the progressive 8-4-2 row')
     parser.add_argument('--kd-rows', nargs='*', default=list(CONFIG_ROWS),
-                        choices=CONFIG_ROWS,
+                        choices=CONFIG_ROWS + OPTIONAL_CONFIG_ROWS,
                         help='distilled rows (teacher: the float start); '
-                        'none: skip them')
+                        'none: skip them. Default: '
+                        f'{" ".join(CONFIG_ROWS)}; also '
+                        f'{" ".join(OPTIONAL_CONFIG_ROWS)} (with '
+                        'oscillation dampening)')
     parser.add_argument('--teacher', choices=TEACHERS, default='start',
                         help="the distilled rows' teacher: the float start "
                         "(default) or the float row of the same seed "
