@@ -7,7 +7,9 @@
 // them and the output is at least 16 columns wide
 // (common/mbb_conv2d_int8_amx.h), else on vpdpbusd
 // (common/mbb_conv2d_int8_avx512.h); MMBINARY_INT8_KERNEL=auto|vnni|amx
-// forces one.
+// forces one. mbb_conv2d_int8 takes a float input instead of words, and
+// mbb_conv2d_int8_im2col does too with the taps folded into the channels
+// (for layers with few input channels, such as a stem).
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
