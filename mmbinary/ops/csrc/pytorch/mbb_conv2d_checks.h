@@ -7,6 +7,7 @@
 #include <c10/util/Optional.h>
 
 #include "../common/mbb_conv2d.h"
+#include "../common/pytorch_cpp_helper.h"
 
 namespace mmbinary {
 
@@ -38,5 +39,25 @@ at::Tensor mbb_channels_last_residual(
     const c10::optional<at::Tensor>& residual, const MBBConvShape& s);
 // Refuses an input that holds NaN (for the pack-only op).
 void mbb_check_no_nan(const at::Tensor& input);
+
+// The CPU conv launchers' common checks: every tensor on the CPU, the
+// epilogue and the geometry (mbb_conv2d_check); `input` holds activation
+// words where `packed` (named act_words in the messages).
+inline MBBConvShape mbb_cpu_conv2d_check(
+    const at::Tensor& input, bool packed, const at::Tensor& weight_words,
+    const at::Tensor& out_scale, const at::Tensor& out_bias,
+    int64_t in_channels, int64_t w_bits, int64_t a_bits, bool is_signed,
+    at::IntArrayRef kernel_size, at::IntArrayRef stride,
+    at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
+  TORCH_CHECK(input.device().is_cpu(), packed ? "act_words" : "input",
+              " must be a CPU tensor, got ", input.device());
+  MMBINARY_CHECK_CPU(weight_words);
+  MMBINARY_CHECK_CPU(out_scale);
+  MMBINARY_CHECK_CPU(out_bias);
+  mbb_check_epilogue(out_scale, out_bias);
+  return mbb_conv2d_check(input, packed, weight_words, in_channels,
+                          out_scale.size(0), w_bits, a_bits, is_signed,
+                          kernel_size, stride, padding, dilation, groups);
+}
 
 }  // namespace mmbinary

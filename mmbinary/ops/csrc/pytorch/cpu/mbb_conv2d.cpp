@@ -518,13 +518,8 @@ at::Tensor mbb_conv2d_cpu(const at::Tensor& input,
                           bool is_signed, at::IntArrayRef kernel_size,
                           at::IntArrayRef stride, at::IntArrayRef padding,
                           at::IntArrayRef dilation, int64_t groups) {
-  MMBINARY_CHECK_CPU(input);
-  MMBINARY_CHECK_CPU(weight_words);
-  MMBINARY_CHECK_CPU(out_scale);
-  MMBINARY_CHECK_CPU(out_bias);
-  mbb_check_epilogue(out_scale, out_bias);
-  const MBBConvShape s = mbb_conv2d_check(
-      input, false, weight_words, in_channels, out_scale.size(0), w_bits,
+  const MBBConvShape s = mbb_cpu_conv2d_check(
+      input, false, weight_words, out_scale, out_bias, in_channels, w_bits,
       a_bits, is_signed, kernel_size, stride, padding, dilation, groups);
   const float inv = mbb_check_inv_step(inv_step);
   const CpuKernel kernel = select_cpu_kernel();
@@ -583,13 +578,8 @@ std::tuple<at::Tensor, at::Tensor> mbb_conv2d_words_cpu(
     double act_max, bool float_out,
     int64_t out_a_bits, double out_inv_step, bool out_signed,
     const c10::optional<at::Tensor>& weight_lanes) {
-  MMBINARY_CHECK_CPU(act_words);
-  MMBINARY_CHECK_CPU(weight_words);
-  MMBINARY_CHECK_CPU(out_scale);
-  MMBINARY_CHECK_CPU(out_bias);
-  mbb_check_epilogue(out_scale, out_bias);
-  const MBBConvShape s = mbb_conv2d_check(
-      act_words, true, weight_words, in_channels, out_scale.size(0), w_bits,
+  const MBBConvShape s = mbb_cpu_conv2d_check(
+      act_words, true, weight_words, out_scale, out_bias, in_channels, w_bits,
       a_bits, is_signed, kernel_size, stride, padding, dilation, groups);
   TORCH_CHECK(out_a_bits >= 0 && out_a_bits <= kMBBMaxBits,
               "out_a_bits must be 0 (no words) or 1..8, got ", out_a_bits);

@@ -382,13 +382,8 @@ std::tuple<at::Tensor, at::Tensor> mbb_conv2d_int8_words_cpu(
     const c10::optional<at::Tensor>& residual, double act_min,
     double act_max, bool float_out, int64_t out_a_bits, double out_inv_step,
     bool out_signed, bool accumulate_only) {
-  MMBINARY_CHECK_CPU(act_words);
-  MMBINARY_CHECK_CPU(weight_words);
-  MMBINARY_CHECK_CPU(out_scale);
-  MMBINARY_CHECK_CPU(out_bias);
-  mbb_check_epilogue(out_scale, out_bias);
-  const MBBConvShape s = mbb_conv2d_check(
-      act_words, true, weight_words, in_channels, out_scale.size(0), w_bits,
+  const MBBConvShape s = mbb_cpu_conv2d_check(
+      act_words, true, weight_words, out_scale, out_bias, in_channels, w_bits,
       a_bits, is_signed, kernel_size, stride, padding, dilation, 1);
   LevelFill fill = [&](const MBBInt8Args& a, uint8_t* levels, int64_t begin,
                        int64_t end) {
@@ -422,13 +417,8 @@ std::tuple<at::Tensor, at::Tensor> mbb_conv2d_int8_cpu(
     const c10::optional<at::Tensor>& residual, double act_min,
     double act_max, bool float_out, int64_t out_a_bits, double out_inv_step,
     bool out_signed) {
-  MMBINARY_CHECK_CPU(input);
-  MMBINARY_CHECK_CPU(weight_words);
-  MMBINARY_CHECK_CPU(out_scale);
-  MMBINARY_CHECK_CPU(out_bias);
-  mbb_check_epilogue(out_scale, out_bias);
-  const MBBConvShape s = mbb_conv2d_check(
-      input, false, weight_words, in_channels, out_scale.size(0), w_bits,
+  const MBBConvShape s = mbb_cpu_conv2d_check(
+      input, false, weight_words, out_scale, out_bias, in_channels, w_bits,
       a_bits, is_signed, kernel_size, stride, padding, dilation, 1);
   const float inv = mbb_check_inv_step(inv_step);
   const at::Tensor x =
@@ -471,13 +461,8 @@ std::tuple<at::Tensor, at::Tensor> mbb_conv2d_int8_im2col_cpu(
     const c10::optional<at::Tensor>& residual, double act_min,
     double act_max, bool float_out, int64_t out_a_bits, double out_inv_step,
     bool out_signed) {
-  MMBINARY_CHECK_CPU(input);
-  MMBINARY_CHECK_CPU(weight_words);
-  MMBINARY_CHECK_CPU(out_scale);
-  MMBINARY_CHECK_CPU(out_bias);
-  mbb_check_epilogue(out_scale, out_bias);
-  const MBBConvShape s = mbb_conv2d_check(
-      input, false, weight_words, in_channels, out_scale.size(0), w_bits,
+  const MBBConvShape s = mbb_cpu_conv2d_check(
+      input, false, weight_words, out_scale, out_bias, in_channels, w_bits,
       a_bits, is_signed, kernel_size, stride, padding, dilation, 1);
   const float inv = mbb_check_inv_step(inv_step);
   const int64_t patch = s.kh * s.kw * s.C;
