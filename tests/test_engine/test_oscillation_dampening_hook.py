@@ -104,12 +104,9 @@ class Record(OscillationDampeningHook):
         self.seen.append((self.weight, dict(outputs)))
 
 
-def test_hook_adds_the_term_to_the_training_loss(tmp_path):
-    torch.manual_seed(0)
-    model = TinyModel()
-    assert dampened_layers(model) == [model.conv]
-    hook = Record(final_weight=0.5, start_weight=0.1)
-    runner = Runner(
+def tiny_runner(model, tmp_path, hook, epochs: int = 1) -> Runner:
+    """A Runner training ``model`` on :class:`Images` with ``hook``."""
+    return Runner(
         model=model,
         work_dir=str(tmp_path),
         train_dataloader=dict(
@@ -117,11 +114,19 @@ def test_hook_adds_the_term_to_the_training_loss(tmp_path):
             sampler=dict(type='DefaultSampler', shuffle=False),
             collate_fn=dict(type='pseudo_collate')),
         optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01)),
-        train_cfg=dict(by_epoch=True, max_epochs=2),
+        train_cfg=dict(by_epoch=True, max_epochs=epochs),
         custom_hooks=[hook],
         default_scope='mmbinary',
         env_cfg=dict(dist_cfg=dict(backend='gloo')),
         log_level='WARNING')
+
+
+def test_hook_adds_the_term_to_the_training_loss(tmp_path):
+    torch.manual_seed(0)
+    model = TinyModel()
+    assert dampened_layers(model) == [model.conv]
+    hook = Record(final_weight=0.5, start_weight=0.1)
+    runner = tiny_runner(model, tmp_path, hook, epochs=2)
     runner.train()
     weights = [weight for weight, _ in hook.seen]
     assert len(weights) == 8
@@ -145,16 +150,7 @@ def test_hook_refuses_a_model_without_mbb_layers(tmp_path):
             self.conv = nn.Conv2d(3, 4, 3, padding=1)
             self.frozen = nn.Conv2d(3, 4, 1)
 
-    runner = Runner(
-        model=Plain(), work_dir=str(tmp_path),
-        train_dataloader=dict(
-            dataset=Images(), batch_size=2, num_workers=0,
-            sampler=dict(type='DefaultSampler', shuffle=False),
-            collate_fn=dict(type='pseudo_collate')),
-        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01)),
-        train_cfg=dict(by_epoch=True, max_epochs=1),
-        custom_hooks=[dict(type='mmbinary.OscillationDampeningHook')],
-        default_scope='mmbinary',
-        env_cfg=dict(dist_cfg=dict(backend='gloo')), log_level='WARNING')
+    runner = tiny_runner(Plain(), tmp_path,
+                         dict(type='mmbinary.OscillationDampeningHook'))
     with pytest.raises(ValueError, match='no MBB layer whose weight trains'):
         runner.train()
