@@ -138,13 +138,20 @@ needs_amx = pytest.mark.skipif(
 #: C, O, kernel, stride, padding, dilation, w_bits, a_bits, signed, output
 #: width: wide outputs (at least 16 columns), the AMX tiles' case; widths
 #: not a multiple of 16 (the last tile moved back), odd numbers of tiles
-#: and of 16-channel blocks, channels not a multiple of 64.
+#: and of 16-channel blocks, channels not a multiple of 64; the last five:
+#: 1x1 convs with at most 64 channels (one tdpbusd a tile, the pipelined
+#: rows of single_step_row), 1 to 4 tiles a row, 1 to 5 channel blocks.
 WIDE_CASES = [(64, 64, 3, 1, 1, 1, 2, 2, False, 40),
               (256, 48, 1, 1, 0, 1, 1, 1, True, 21),
               (37, 21, 3, 2, 1, 1, 3, 5, True, 35),
               (130, 70, 5, 1, 2, 2, 7, 8, True, 16),
               (96, 144, 3, 1, 6, 6, 4, 4, False, 50),
-              (3, 64, 7, 2, 3, 1, 8, 8, True, 40)]
+              (3, 64, 7, 2, 3, 1, 8, 8, True, 40),
+              (16, 96, 1, 1, 0, 1, 2, 2, False, 40),
+              (24, 16, 1, 1, 0, 1, 2, 2, True, 16),
+              (64, 48, 1, 2, 0, 1, 8, 8, True, 50),
+              (5, 33, 1, 1, 0, 1, 3, 4, False, 21),
+              (32, 80, 1, 1, 1, 1, 1, 1, True, 33)]
 
 
 def _random_wide_cases(count: int):

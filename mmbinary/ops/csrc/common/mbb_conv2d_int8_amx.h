@@ -126,6 +126,89 @@ inline void tile_block(const MBBInt8Args& a,
                acc[2 * i + v]);
 }
 
+// One tdpbusd step of a 1x1 conv with at most 64 input channels (see
+// single_step_row), on tile set Set: zero the accumulators (tiles 0-1 for
+// set 0, 2-3 for set 1; one of them for NO = 1), load the 16 output pixels
+// from column x0 into the activation tile (4, 5), multiply by the weight
+// tiles 6 (and 7). The tile numbers are literals (GCC's AMX intrinsics
+// paste them into the instruction).
+template <int Set, int NO>
+inline void single_step_issue(const MBBInt8Args& a, const uint8_t* src_row,
+                              int64_t x0) {
+  const uint8_t* src = src_row + x0 * a.s.sw * a.pixel_bytes;
+  const int64_t stride = a.s.sw * a.pixel_bytes;
+  if constexpr (Set == 0) {
+    _tile_zero(0);
+    if (NO > 1) _tile_zero(1);
+    _tile_loadd(4, src, stride);
+    _tile_dpbusd(0, 4, 6);
+    if (NO > 1) _tile_dpbusd(1, 4, 7);
+  } else {
+    _tile_zero(2);
+    if (NO > 1) _tile_zero(3);
+    _tile_loadd(5, src, stride);
+    _tile_dpbusd(2, 5, 6);
+    if (NO > 1) _tile_dpbusd(3, 5, 7);
+  }
+}
+
+// Tile set Set's accumulators to memory, then their epilogue.
+template <int Set, int NO>
+inline void single_step_finish(const MBBInt8Args& a,
+                               mbb_int8_avx512::MBBInt8EpilogueFn epilogue,
+                               int64_t n, int64_t y, int64_t x0, int64_t ob) {
+  alignas(64) int32_t acc[2][kMBBAmxRows * kMBBInt8Lanes];
+  if constexpr (Set == 0) {
+    _tile_stored(0, acc[0], 64);
+    if (NO > 1) _tile_stored(1, acc[1], 64);
+  } else {
+    _tile_stored(2, acc[0], 64);
+    if (NO > 1) _tile_stored(3, acc[1], 64);
+  }
+  __asm__ volatile("" ::: "memory");  // the stores before the loads below
+  for (int v = 0; v < NO; ++v)
+    epilogue(a, n, y, x0, kMBBAmxRows, (ob + v) * kMBBInt8Lanes, acc[v]);
+}
+
+// Output row (n, y) of NO blocks of 16 output channels (from block ob) of
+// a 1x1 conv with at most 64 input channels (one tdpbusd per tile; the
+// im2col stems, expand convs): tile_block would wait for each product
+// before its epilogue. Here the weight tiles stay loaded for the row and
+// the 16-pixel tiles alternate between accumulators 0-1 and 2-3, so that
+// one tile's product runs while the tile before goes through the epilogue.
+template <int NO>
+inline void single_step_row(const MBBInt8Args& a,
+                            mbb_int8_avx512::MBBInt8EpilogueFn epilogue,
+                            int64_t n, int64_t y, int64_t ob) {
+  const MBBConvShape& s = a.s;
+  const uint8_t* src_row =
+      a.levels + (n * a.Hp + y * s.sh) * a.Wp * a.pixel_bytes;
+  // one tap of 64 channels: a block's weights are one 1 KB tile
+  const int64_t block_bytes =
+      mbb_int8_padded_quads(s.C) * kMBBInt8Lanes * kMBBInt8Quad;
+  const int8_t* w = a.weight + ob * block_bytes;
+  _tile_loadd(6, w, 64);
+  if (NO > 1) _tile_loadd(7, w + block_bytes, 64);
+  const int64_t groups = (s.Wo + kMBBAmxRows - 1) / kMBBAmxRows;
+  auto column = [&](int64_t g) {
+    return std::min(g * kMBBAmxRows, s.Wo - kMBBAmxRows);
+  };
+  for (int64_t g = 0; g < groups; ++g) {
+    if (g % 2 == 0) {
+      single_step_issue<0, NO>(a, src_row, column(g));
+      if (g > 0)
+        single_step_finish<1, NO>(a, epilogue, n, y, column(g - 1), ob);
+    } else {
+      single_step_issue<1, NO>(a, src_row, column(g));
+      single_step_finish<0, NO>(a, epilogue, n, y, column(g - 1), ob);
+    }
+  }
+  if ((groups - 1) % 2 == 0)
+    single_step_finish<0, NO>(a, epilogue, n, y, column(groups - 1), ob);
+  else
+    single_step_finish<1, NO>(a, epilogue, n, y, column(groups - 1), ob);
+}
+
 // Work items [begin, end) of (chunk of a.o_blocks output-channel blocks,
 // sample, output row), as the VNNI kernel's conv_items. Loads the tile
 // configuration and releases the tiles (per thread).
@@ -140,12 +223,22 @@ inline void conv_items(const MBBInt8Args& a, int64_t begin, int64_t end) {
   // Column starts of the 16-pixel tiles; the last one is moved back to
   // Wo - 16 when Wo is not a multiple of 16.
   const int64_t groups = (s.Wo + kMBBAmxRows - 1) / kMBBAmxRows;
+  const bool single_step = s.kh * s.kw == 1 && s.Wg == 1;
   for (int64_t item = begin; item < end; ++item) {
     // rows fastest: consecutive items share the chunk's weights
     const int64_t rows = s.N * s.Ho;
     const int64_t chunk = item / rows, r = item % rows;
     const int64_t n = r / s.Ho, y = r % s.Ho;
     const int64_t ob_end = std::min(OB, (chunk + 1) * a.o_blocks);
+    if (single_step) {
+      for (int64_t ob = chunk * a.o_blocks; ob < ob_end; ob += 2) {
+        if (ob + 1 < ob_end)
+          single_step_row<2>(a, epilogue, n, y, ob);
+        else
+          single_step_row<1>(a, epilogue, n, y, ob);
+      }
+      continue;
+    }
     for (int64_t g = 0; g < groups; g += 2) {
       int64_t x0[2];
       for (int i = 0; i < 2; ++i)

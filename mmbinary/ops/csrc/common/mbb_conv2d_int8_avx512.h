@@ -30,7 +30,9 @@
 // Every output is bit-identical to the popcount kernels'.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "mbb_conv2d.h"
 
@@ -239,45 +241,70 @@ inline bool quantize_flat(const float* x, int64_t count, float inv_step,
   return nan != 0;
 }
 
-// Copies `count` bytes (masked 64-byte moves: no call per copy, no read
-// past `src + count`).
-inline void copy_bytes(uint8_t* dst, const uint8_t* src, int64_t count) {
-  for (int64_t i = 0; i < count; i += 64) {
-    const int64_t rest = count - i;
-    const __mmask64 lanes =
-        rest >= 64 ? ~__mmask64(0) : (__mmask64(1) << rest) - 1;
-    _mm512_mask_storeu_epi8(dst + i, lanes,
-                            _mm512_maskz_loadu_epi8(lanes, src + i));
+// One piece of a patch vector (the im2col path): the vector's bytes j set
+// in `mask` hold the level image's bytes at `offset + j` after the pixel's
+// first tap (offset may be negative, down to -63).
+struct PatchPiece {
+  int64_t offset;
+  __mmask64 mask;
+};
+
+// Where each 64-byte vector of a pixel's patch reads its levels: the patch
+// is the conv's kh * kw taps in (ky, kx, c) order, that is runs of levels
+// contiguous in the (N, H + 2 ph, W + 2 pw, C) image (kw * C bytes a row
+// of taps without dilation, else C bytes a tap); each run's part inside a
+// vector is one piece. Bytes past the patch belong to no piece (zeros).
+struct PatchPlan {
+  std::vector<PatchPiece> pieces;
+  std::vector<int64_t> first;  // pieces of vector v: [first[v], first[v+1])
+};
+
+inline PatchPlan patch_plan(const MBBConvShape& s, int64_t pixel_bytes) {
+  const int64_t Wp = s.W + 2 * s.pw;
+  const bool rows = s.dw == 1;
+  const int64_t run = rows ? s.kw * s.C : s.C, runs = rows ? s.kh : s.kh * s.kw;
+  PatchPlan plan;
+  plan.first.push_back(0);
+  for (int64_t v = 0; v < pixel_bytes / 64; ++v) {
+    for (int64_t r = 0; r < runs; ++r) {
+      const int64_t ky = rows ? r : r / s.kw, kx = rows ? 0 : r % s.kw;
+      const int64_t dst = r * run, src = (ky * s.dh * Wp + kx * s.dw) * s.C;
+      const int64_t begin = std::max(64 * v, dst);
+      const int64_t end = std::min(64 * v + 64, dst + run);
+      if (begin >= end) continue;
+      const int64_t d0 = begin - 64 * v, bytes = end - begin;
+      const __mmask64 ones =
+          bytes >= 64 ? ~__mmask64(0) : (__mmask64(1) << bytes) - 1;
+      plan.pieces.push_back({src + (begin - dst) - d0, ones << d0});
+    }
+    plan.first.push_back(static_cast<int64_t>(plan.pieces.size()));
   }
+  return plan;
 }
 
 // The patches of output row (n, y) of a conv `s` (the im2col path): pixel
 // x of `dst` (pixel_bytes each) holds, in (ky, kx, c) order, the levels of
 // its kh * kw taps read from `image`, the (N, H + 2 ph, W + 2 pw, C)
-// levels inside their zero border, then zeros up to pixel_bytes.
-inline void im2col_row(const MBBConvShape& s, const uint8_t* image,
-                       int64_t n, int64_t y, int64_t pixel_bytes,
-                       uint8_t* dst) {
-  const int64_t Wp = s.W + 2 * s.pw, patch = s.kh * s.kw * s.C;
-  const int64_t run = s.dw == 1 ? s.kw * s.C : s.C;  // contiguous bytes
+// levels inside their zero border, then zeros up to pixel_bytes. Each
+// vector is put together in a register from its pieces (masked loads that
+// zero the other bytes, OR) and stored once. `image` must have 64
+// readable bytes before its first level (a piece's offset reaches -63).
+inline void im2col_row(const MBBConvShape& s, const PatchPlan& plan,
+                       const uint8_t* image, int64_t n, int64_t y,
+                       int64_t pixel_bytes, uint8_t* dst) {
+  const int64_t Wp = s.W + 2 * s.pw, vectors = pixel_bytes / 64;
+  const uint8_t* row = image + (n * (s.H + 2 * s.ph) + y * s.sh) * Wp * s.C;
+  const PatchPiece* pieces = plan.pieces.data();
+  const int64_t* first = plan.first.data();
   for (int64_t x = 0; x < s.Wo; ++x, dst += pixel_bytes) {
-    for (int64_t ky = 0; ky < s.kh; ++ky) {
-      const uint8_t* src =
-          image + ((n * (s.H + 2 * s.ph) + y * s.sh + ky * s.dh) * Wp +
-                   x * s.sw) * s.C;
-      uint8_t* tap = dst + ky * s.kw * s.C;
-      if (s.dw == 1) {
-        copy_bytes(tap, src, run);
-      } else {
-        for (int64_t kx = 0; kx < s.kw; ++kx)
-          copy_bytes(tap + kx * s.C, src + kx * s.dw * s.C, run);
-      }
-    }
-    for (int64_t i = patch; i < pixel_bytes; i += 64) {
-      const int64_t rest = pixel_bytes - i;
-      const __mmask64 lanes =
-          rest >= 64 ? ~__mmask64(0) : (__mmask64(1) << rest) - 1;
-      _mm512_mask_storeu_epi8(dst + i, lanes, _mm512_setzero_si512());
+    const uint8_t* base = row + x * s.sw * s.C;
+    for (int64_t v = 0; v < vectors; ++v) {
+      __m512i levels = _mm512_setzero_si512();
+      for (int64_t i = first[v]; i < first[v + 1]; ++i)
+        levels = _mm512_or_si512(
+            levels, _mm512_maskz_loadu_epi8(pieces[i].mask,
+                                            base + pieces[i].offset));
+      _mm512_storeu_si512(reinterpret_cast<void*>(dst + 64 * v), levels);
     }
   }
 }

@@ -478,9 +478,11 @@ std::tuple<at::Tensor, at::Tensor> mbb_conv2d_int8_im2col_cpu(
   const at::Tensor x = channels_last ? input : input.contiguous();
   const float* x_ptr = x.const_data_ptr<float>();
   const int64_t Hp = s.H + 2 * s.ph, Wp = s.W + 2 * s.pw;
-  at::Tensor image = at::empty({s.N * Hp * Wp * s.C},
+  // 64 bytes before the image for the patch pieces' masked loads (see
+  // im2col_row), 64 after for symmetry.
+  at::Tensor image = at::empty({s.N * Hp * Wp * s.C + 128},
                                input.options().dtype(at::kByte));
-  uint8_t* image_ptr = image.data_ptr<uint8_t>();
+  uint8_t* image_ptr = image.data_ptr<uint8_t>() + 64;
   std::atomic<bool> nan{false};
   {
     MBBPhaseTimer quantize_timer(kPhaseQuantizePack);
@@ -522,11 +524,15 @@ std::tuple<at::Tensor, at::Tensor> mbb_conv2d_int8_im2col_cpu(
               "mbb_conv2d_int8_im2col: input holds NaN, which has no "
               "activation level (mbb_conv2d on the float input propagates "
               "NaN to the outputs it reaches)");
+#ifdef MMBINARY_MBB_HAVE_INT8_AVX512
+  const mbb_int8_avx512::PatchPlan plan =
+      mbb_int8_avx512::patch_plan(s, conv.Wg * kMBBWordBits);
+#endif
   LevelFill fill = [&](const MBBInt8Args& a, uint8_t* levels, int64_t begin,
                        int64_t end) {
 #ifdef MMBINARY_MBB_HAVE_INT8_AVX512
     for (int64_t r = begin; r < end; ++r)  // output rows (n, y)
-      mbb_int8_avx512::im2col_row(s, image_ptr, r / s.Ho, r % s.Ho,
+      mbb_int8_avx512::im2col_row(s, plan, image_ptr, r / s.Ho, r % s.Ho,
                                   a.pixel_bytes,
                                   levels + r * s.Wo * a.pixel_bytes);
 #endif
