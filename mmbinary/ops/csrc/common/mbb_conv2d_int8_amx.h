@@ -16,6 +16,10 @@
 //   * C tiles: 16 pixels x 16 output channels of int32, 2 x 2 of them (32
 //     pixels x 32 channels) per step, so each A and B tile loaded serves
 //     two tdpbusd;
+//   * 1x1 convs with at most 64 input channels (one tdpbusd per tile)
+//     keep their weight tiles for a row and alternate two sets of
+//     accumulators, each tile's product overlapping the epilogue of the
+//     tile before (single_step_row);
 //   * a row whose width is not a multiple of 16 computes its last 16
 //     columns again from Wo - 16 (the same values written twice), so every
 //     tile is full: the kernel needs Wo >= 16 (mbb_int8_amx_eligible).
