@@ -395,6 +395,13 @@ void epilogue_rows(const MBBInt8Args& a, int64_t n, int64_t y, int64_t x0,
   const __m512 top = _mm512_set1_ps(static_cast<float>((1 << a.out_K) - 1));
   const __m512 inv_step = _mm512_set1_ps(a.out_inv_step);
   const int64_t word_stride = a.out_Wg * 4;  // 16-bit units per bit plane
+  // In locals: the stores below may alias `a` as far as the compiler
+  // knows, so it would load these again for every pixel.
+  const float* const residual = a.residual;
+  float* const out = a.out;
+  const bool stream_out = a.stream_out, out_signed = a.out_signed;
+  uint16_t* const out_words = a.out_words;
+  const int64_t out_K = a.out_K;
   for (int64_t p = 0; p < count; ++p) {
     const int64_t at = first + p * s.O;
     __m512i acc = _mm512_load_si512(rows + p * kMBBInt8Lanes);
@@ -405,30 +412,30 @@ void epilogue_rows(const MBBInt8Args& a, int64_t n, int64_t y, int64_t x0,
         _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(acc), scale), bias);
     if (MODE & kEpiResidual) {
       // Two 16-pixel tiles on (the next tiles' rows).
-      _mm_prefetch(reinterpret_cast<const char*>(a.residual + at + 32 * s.O),
+      _mm_prefetch(reinterpret_cast<const char*>(residual + at + 32 * s.O),
                    _MM_HINT_T0);
       value =
-          _mm512_add_ps(value, _mm512_maskz_loadu_ps(lanes, a.residual + at));
+          _mm512_add_ps(value, _mm512_maskz_loadu_ps(lanes, residual + at));
     }
     if (clamp_low) value = _mm512_max_ps(value, act_min);
     if (clamp_high) value = _mm512_min_ps(value, act_max);
     if (MODE & kEpiFloatOut) {
-      if (a.stream_out)
-        _mm512_stream_ps(a.out + at, value);
+      if (stream_out)
+        _mm512_stream_ps(out + at, value);
       else
-        _mm512_mask_storeu_ps(a.out + at, lanes, value);
+        _mm512_mask_storeu_ps(out + at, lanes, value);
     }
     if (MODE & kEpiWordsOut) {
       // The next layer's levels (as mbb_quantize_level), then their bits:
       // the 16 channels are one 16-bit quarter of a word.
       __m512 level = _mm512_mul_ps(value, inv_step);
-      if (a.out_signed)
+      if (out_signed)
         level = _mm512_mul_ps(_mm512_add_ps(level, top), _mm512_set1_ps(0.5f));
       level = _mm512_min_ps(_mm512_max_ps(level, _mm512_setzero_ps()), top);
       const __m512i q = _mm512_cvtps_epi32(level);
-      uint16_t* dst = a.out_words +
-                      (first_pixel + p) * a.out_K * word_stride + oc / 16;
-      for (int64_t k = 0; k < a.out_K; ++k)
+      uint16_t* dst = out_words +
+                      (first_pixel + p) * out_K * word_stride + oc / 16;
+      for (int64_t k = 0; k < out_K; ++k)
         dst[k * word_stride] = static_cast<uint16_t>(
             _mm512_mask_test_epi32_mask(lanes, q, _mm512_set1_epi32(1 << k)));
     }
