@@ -445,7 +445,8 @@ std::tuple<at::Tensor, at::Tensor> mbb_conv2d_int8_cpu(
 // instead of padding every tap's C channels to 64. The input is quantized
 // once into a compact (N, H + 2 ph, W + 2 pw, C) level image inside a zero
 // border (a padded tap's level is 0, as in the level buffer of
-// mbb_conv2d_int8), the patches are copied out of it row by row, and the
+// mbb_conv2d_int8), the patches are put together from it row by row
+// (im2col_row: each 64-byte vector in a register, stored once), and the
 // signed correction sums the weights over the original kernel's valid
 // taps: bit-identical to mbb_conv2d_int8. weight_int8: the layout of
 // mbb_int8_prepare_weight for (O, kh * kw * C, 1, 1) weights, channel
