@@ -479,8 +479,9 @@ std::tuple<at::Tensor, at::Tensor> mbb_conv2d_int8_im2col_cpu(
   const at::Tensor x = channels_last ? input : input.contiguous();
   const float* x_ptr = x.const_data_ptr<float>();
   const int64_t Hp = s.H + 2 * s.ph, Wp = s.W + 2 * s.pw;
-  // 64 bytes before the image for the patch pieces' masked loads (see
-  // im2col_row), 64 after for symmetry.
+  // 64 bytes on both sides of the image: a patch piece's 64-byte masked
+  // load (im2col_row) may start up to 63 bytes before its first level and
+  // end up to 63 after its last, so its address stays in the allocation.
   at::Tensor image = at::empty({s.N * Hp * Wp * s.C + 128},
                                input.options().dtype(at::kByte));
   uint8_t* image_ptr = image.data_ptr<uint8_t>() + 64;
