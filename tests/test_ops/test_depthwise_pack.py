@@ -47,3 +47,42 @@ def test_depthwise_pack_refuses_nan_words():
         torch.ops.mmbinary.depthwise_pack(x, weight, ones, zeros, [1, 1],
                                           [1, 1], [1, 1], 0.0, 6.0, False, 2,
                                           1.0, False)
+
+
+def _depthwise_pack(kernel, monkeypatch, *args):
+    monkeypatch.setenv('MMBINARY_CPU_KERNEL', kernel)
+    return torch.ops.mmbinary.depthwise_pack(*args)
+
+
+@pytest.mark.parametrize('seed', range(12))
+def test_depthwise_pack_vector_kernel_equals_portable(monkeypatch, seed):
+    """The vector kernel (interior pixels in strips, border pixels one by
+    one) gives the portable kernel's floats and words bit for bit, on random
+    shapes, kernels, strides, paddings, dilations and bit widths."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def pick(*values):
+        return values[int(torch.randint(len(values), (1, ), generator=gen))]
+
+    channels = pick(1, 5, 16, 24, 40, 64, 96, 150)
+    kh, kw = pick((3, 3), (5, 5), (1, 3), (3, 1), (2, 2))
+    stride = (pick(1, 2), pick(1, 2))
+    dilation = (pick(1, 1, 2), pick(1, 1, 2))
+    padding = (pick(0, kh // 2, kh), pick(0, kw // 2, kw))
+    height, width = pick(5, 9, 17), pick(7, 23, 41)
+    bits, signed = pick(1, 2, 4, 8), pick(False, True)
+    x = torch.randn(pick(1, 2), channels, height, width,
+                    generator=gen).contiguous(memory_format=torch.channels_last)
+    args = (x, torch.randn(channels, 1, kh, kw, generator=gen),
+            torch.rand(channels, generator=gen) + 0.5,
+            torch.randn(channels, generator=gen), list(stride), list(padding),
+            list(dilation), pick(0.0, -1.0), pick(6.0, float('inf')), True,
+            bits, 0.37, signed)
+    out, words = _depthwise_pack('auto', monkeypatch, *args)
+    ref_out, ref_words = _depthwise_pack('generic', monkeypatch, *args)
+    assert torch.equal(out, ref_out)
+    assert torch.equal(words, ref_words)
+    # the words alone (no float output) are the same words
+    words_only = args[:9] + (False, ) + args[10:]
+    _, alone = _depthwise_pack('auto', monkeypatch, *words_only)
+    assert torch.equal(alone, ref_words)

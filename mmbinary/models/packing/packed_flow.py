@@ -444,9 +444,9 @@ def _flow_inverted_residual(block: nn.Module, parts: BlockParts,
     in bands of rows where the expand and depthwise outputs are large
     (:func:`_row_bands`)."""
     fuse = block.__dict__.get(_FUSE_DEPTHWISE, FUSE_DEPTHWISE)
-    bands = 1 if fuse else _row_bands(parts, x)
+    bands = _row_bands(parts, x, fuse)
     if bands > 1:
-        return _flow_inverted_residual_in_bands(block, parts, x, bands)
+        return _flow_inverted_residual_in_bands(block, parts, x, bands, fuse)
     hidden = x
     if parts.expand is not None:
         conv, act = parts.expand
@@ -467,20 +467,22 @@ def _flow_inverted_residual(block: nn.Module, parts: BlockParts,
     return out
 
 
-def _row_bands(parts: BlockParts, x: Tensor) -> int:
+def _row_bands(parts: BlockParts, x: Tensor, fuse: bool = False) -> int:
     """How many bands of output rows the block runs in (1: at once): the
-    float outputs of its expand and depthwise convs divided into parts of
-    :data:`BAND_BYTES` per torch thread if they have at least
+    float outputs of its expand and depthwise convs (the expand conv's
+    alone where ``fuse``: the fused depthwise writes words) divided into
+    parts of :data:`BAND_BYTES` per torch thread if they have at least
     :data:`MIN_BANDED_BYTES` (batch 1, channels-last)."""
     if x.shape[0] != 1 or \
             not x.is_contiguous(memory_format=torch.channels_last):
         return 1
     hidden = parts.depthwise_module.conv.in_channels
-    # the expand conv's output and the depthwise conv's (float32)
     stride = parts.depthwise_module.conv.stride
     pixels = x[0, 0].numel()
-    hidden_bytes = 4 * hidden * (pixels // (stride[0] * stride[1]) + (
-        pixels if parts.expand is not None else 0))
+    expand_bytes = 4 * hidden * pixels if parts.expand is not None else 0
+    depthwise_bytes = 0 if fuse else \
+        4 * hidden * (pixels // (stride[0] * stride[1]))
+    hidden_bytes = expand_bytes + depthwise_bytes
     if hidden_bytes < MIN_BANDED_BYTES:
         return 1
     band_bytes = BAND_BYTES * torch.get_num_threads()
@@ -488,7 +490,8 @@ def _row_bands(parts: BlockParts, x: Tensor) -> int:
 
 
 def _flow_inverted_residual_in_bands(block: nn.Module, parts: BlockParts,
-                                     x: Tensor, bands: int) -> Tensor:
+                                     x: Tensor, bands: int,
+                                     fuse: bool) -> Tensor:
     """:func:`_flow_inverted_residual` in ``bands`` bands of output rows:
     each band's expand output is read by the depthwise conv while it is
     still in the cache, instead of the whole hidden tensor going to memory
@@ -525,11 +528,20 @@ def _flow_inverted_residual_in_bands(block: nn.Module, parts: BlockParts,
             else:
                 hidden, _ = expand.run_float(hidden, *expand_act,
                                              float_out=True)
-        hidden = parts.depthwise_module(hidden, activate=activate)
-        out, next_words = linear.run_float(
-            hidden[:, :, first - start:end - start], *linear_act,
+        linear_args = dict(
             float_out=True, next_conv=next_conv,
             residual=x[:, :, first:end] if parts.shortcut else None)
+        if fuse:
+            _, hidden_words = depthwise_pack(
+                parts.depthwise, hidden, next_conv=linear)
+            out, next_words = conv_words(
+                linear, hidden_words[:, first - start:end - start],
+                linear_act, **linear_args)
+        else:
+            hidden = parts.depthwise_module(hidden, activate=activate)
+            out, next_words = linear.run_float(
+                hidden[:, :, first - start:end - start], *linear_act,
+                **linear_args)
         outs.append(out)
         words.append(next_words)
     out = torch.cat(outs, 2)

@@ -322,14 +322,21 @@ def test_integer_kernel_flow_equals_popcount_flow(kind):
 @pytest.mark.parametrize('kind', ['mmdet', 'mmseg'])
 @pytest.mark.parametrize('bits', [1, 2])
 @pytest.mark.parametrize('band_bytes', [1, 30000])
+@pytest.mark.parametrize('fuse', [False, True])
 def test_blocks_in_bands_of_rows_equal_the_layers(monkeypatch, kind, bits,
-                                                   band_bytes):
+                                                   band_bytes, fuse):
     """Channels-last blocks run in bands of output rows (one row a band,
     or bands of uneven heights; strides 1 and 2, dilations up to 4, with
     and without an expand conv, on handed words and on float input): the
-    layer-by-layer outputs, bit for bit."""
+    layer-by-layer outputs, bit for bit; with the fused depthwise, the
+    fused blocks run at once, bit for bit."""
     model = to_channels_last(packed_backbone(kind, bits))
-    enable_packed_flow(model, fuse_depthwise=False)
+    enable_packed_flow(model, fuse_depthwise=fuse)
+    x = torch.randn(1, 3, 52, 84).contiguous(
+        memory_format=torch.channels_last)
+    if fuse:  # the reference: every block at once
+        monkeypatch.setattr(pf, 'MIN_BANDED_BYTES', math.inf)
+        at_once = run(model, x)
     monkeypatch.setattr(pf, 'MIN_BANDED_BYTES', 0)
     # (bands of BAND_BYTES per thread)
     monkeypatch.setattr(pf, 'BAND_BYTES',
@@ -337,19 +344,27 @@ def test_blocks_in_bands_of_rows_equal_the_layers(monkeypatch, kind, bits,
     banded = []
     in_bands = pf._flow_inverted_residual_in_bands
 
-    def counted(block, parts, x, bands):
+    def counted(block, parts, x, bands, fuse):
         banded.append((block, bands))
-        return in_bands(block, parts, x, bands)
+        return in_bands(block, parts, x, bands, fuse)
 
     monkeypatch.setattr(pf, '_flow_inverted_residual_in_bands', counted)
-    x = torch.randn(1, 3, 52, 84).contiguous(
-        memory_format=torch.channels_last)
     flow = run(model, x)
-    assert [block for block, _ in banded] == [b for _, b in blocks(model)]
+    in_order = [block for block, _ in banded]
+    if fuse:  # only the expand convs' floats count: fewer blocks band
+        with_expand = [b for _, b in blocks(model)
+                       if pf._inverted_residual_parts(b).expand]
+        assert in_order and in_order == [b for b in with_expand
+                                         if b in in_order]
+    else:
+        assert in_order == [b for _, b in blocks(model)]
     assert all(bands > 1 for _, bands in banded)
-    disable_packed_flow(model)
-    layerwise = run(model, x)
-    for a, b in zip(flow, layerwise):
+    if fuse:
+        reference = at_once
+    else:
+        disable_packed_flow(model)
+        reference = run(model, x)
+    for a, b in zip(flow, reference):
         assert a.is_contiguous(memory_format=torch.channels_last)
         assert torch.equal(a, b)
 
@@ -369,6 +384,9 @@ def test_bands_only_for_large_channels_last_batch_one_inputs():
             torch.set_num_threads(count)
             assert pf._row_bands(parts, cl) == math.ceil(
                 hidden / (pf.BAND_BYTES * count))
+            # the fused depthwise writes words: the expand output alone
+            assert pf._row_bands(parts, cl, fuse=True) == math.ceil(
+                4 * 96 * 400 * 667 / (pf.BAND_BYTES * count))
     finally:
         torch.set_num_threads(threads)
     assert pf._row_bands(parts, torch.empty(2, 16, 400, 667).contiguous(

@@ -4,8 +4,9 @@
 // pixel per vector, a multiply and an add per valid tap (no FMA, the same
 // floats as the portable code), the level bits of the 16 channels straight
 // from vptestmd masks into 16 bits of the pixel's words (as the channel-lane
-// quantize + pack does). Output pixels of a row walk along the input rows,
-// which stay in cache across the kernel's taps.
+// quantize + pack does). Interior output pixels go 8 at a time, each with
+// its own accumulator, so the dependent adds of one pixel's taps overlap
+// with the other pixels' (one pixel at a time waits on every add).
 #pragma once
 
 #include "depthwise_pack.h"
@@ -26,76 +27,133 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
 
+// The loops over a strip's pixels unrolled, so that its accumulators
+// stay in registers (GCC keeps a runtime-indexed array on the stack).
+#if defined(__clang__)
+#define MMBINARY_DW_UNROLL _Pragma("unroll")
+#else
+#define MMBINARY_DW_UNROLL _Pragma("GCC unroll 16")
+#endif
+
 namespace mmbinary {
 namespace depthwise_avx512 {
 
+// The constants of a call's epilogue (scale and bias are per channel block).
+struct Epilogue {
+  __m512 lo, hi, inv, top, half, zero;
+  explicit Epilogue(const DepthwisePackArgs& a)
+      : lo(_mm512_set1_ps(a.act_min)),
+        hi(_mm512_set1_ps(a.act_max)),
+        inv(_mm512_set1_ps(a.inv_step)),
+        top(_mm512_set1_ps(static_cast<float>((1 << a.K) - 1))),
+        half(_mm512_set1_ps(0.5f)),
+        zero(_mm512_setzero_ps()) {}
+};
+
+// P consecutive output pixels (n, y, x .. x + P - 1) that share their
+// valid kernel columns [kx0, kx1) (and rows [ky0, ky1)), every channel:
+// each 16-channel block sums its taps in P independent accumulators (one a
+// pixel, so the adds of different pixels overlap), each tap's weights
+// loaded once for the P pixels; then scale, bias, clamp, the float output
+// and the level bits, 16 channels = one 16-bit quarter of a word.
+// Returns whether a packed value was NaN.
+template <int P, bool SIGNED>
+inline bool pixels(const DepthwisePackArgs& a, const Epilogue& e, int64_t n,
+                   int64_t y, int64_t ky0, int64_t ky1, int64_t x,
+                   int64_t kx0, int64_t kx1) {
+  const float* in_n = a.input + n * a.H * a.W * a.C;
+  const int64_t pixel = (n * a.Ho + y) * a.Wo + x;
+  const int64_t ix0 = x * a.sw - a.pw;
+  const int64_t pixel_step = a.sw * a.C;  // floats from pixel i to i + 1
+  // a pixel's words as 16-bit quarters: (K, Wg, 4)
+  uint16_t* words = a.words == nullptr
+                        ? nullptr
+                        : reinterpret_cast<uint16_t*>(a.words) +
+                              pixel * a.K * a.Wg * 4;
+  const int64_t plane = a.Wg * 4;  // quarters per bit plane
+  __mmask16 nan = 0;
+  for (int64_t c = 0; c < a.C; c += 16) {
+    const int64_t rest = a.C - c;
+    const __mmask16 lanes = rest >= 16 ? static_cast<__mmask16>(0xFFFF)
+                                       : static_cast<__mmask16>((1u << rest) - 1u);
+    __m512 acc[P];
+    MMBINARY_DW_UNROLL
+    for (int i = 0; i < P; ++i) acc[i] = e.zero;
+    for (int64_t ky = ky0; ky < ky1; ++ky) {
+      const int64_t iy = y * a.sh - a.ph + ky * a.dh;
+      const float* in_row = in_n + (iy * a.W + ix0) * a.C + c;
+      const float* w_row = a.weight + ky * a.kw * a.C16 + c;
+      for (int64_t kx = kx0; kx < kx1; ++kx) {
+        const __m512 w = _mm512_loadu_ps(w_row + kx * a.C16);
+        const float* in = in_row + kx * a.dw * a.C;
+        MMBINARY_DW_UNROLL
+        for (int i = 0; i < P; ++i)
+          acc[i] = _mm512_add_ps(
+              acc[i],
+              _mm512_mul_ps(_mm512_maskz_loadu_ps(lanes, in + i * pixel_step),
+                            w));
+      }
+    }
+    const __m512 scale = _mm512_loadu_ps(a.scale + c);
+    const __m512 bias = _mm512_loadu_ps(a.bias + c);
+    MMBINARY_DW_UNROLL
+    for (int i = 0; i < P; ++i) {
+      __m512 v = _mm512_add_ps(_mm512_mul_ps(acc[i], scale), bias);
+      // max/min return their second operand when one is NaN: NaN stays.
+      v = _mm512_min_ps(e.hi, _mm512_max_ps(e.lo, v));
+      if (a.out != nullptr)
+        _mm512_mask_storeu_ps(a.out + (pixel + i) * a.C + c, lanes, v);
+      if (words == nullptr) continue;
+      nan |= _mm512_mask_cmp_ps_mask(lanes, v, v, _CMP_UNORD_Q);
+      __m512 t = _mm512_mul_ps(v, e.inv);
+      if (SIGNED) t = _mm512_mul_ps(_mm512_add_ps(t, e.top), e.half);
+      // max(t, 0) is 0 for NaN, as in mbb_quantize_level.
+      t = _mm512_min_ps(_mm512_max_ps(t, e.zero), e.top);
+      const __m512i q = _mm512_maskz_mov_epi32(lanes, _mm512_cvtps_epi32(t));
+      uint16_t* dst = words + i * a.K * plane + c / 16;
+      for (int64_t k = 0; k < a.K; ++k)
+        dst[k * plane] = static_cast<uint16_t>(
+            _mm512_test_epi32_mask(q, _mm512_set1_epi32(1 << k)));
+    }
+  }
+  return nan != 0;
+}
+
 // Output rows [begin, end) of the (N * Ho) axis; see
-// depthwise_pack_rows_portable. Returns whether a written value was NaN.
+// depthwise_pack_rows_portable. The columns whose kernel lies inside the
+// input go kStrip pixels at a time, the border columns one by one.
+// Returns whether a packed value was NaN.
 template <bool SIGNED>
 inline bool rows_k(const DepthwisePackArgs& a, int64_t begin, int64_t end) {
-  const float levels = static_cast<float>((1 << a.K) - 1);
-  const __m512 inv = _mm512_set1_ps(a.inv_step), top = _mm512_set1_ps(levels);
-  const __m512 half = _mm512_set1_ps(0.5f), zero = _mm512_setzero_ps();
-  const __m512 lo = _mm512_set1_ps(a.act_min), hi = _mm512_set1_ps(a.act_max);
-  const bool pack = a.words != nullptr;
-  __mmask16 nan = 0;
-  uint64_t words[kMBBMaxBits];
+  constexpr int kStrip = 8;
+  const Epilogue e(a);
+  // [inner_begin, inner_end): the columns with every kernel column valid
+  // (contiguous: the valid range only shrinks towards the borders)
+  int64_t inner_begin = a.Wo, inner_end = a.Wo;
+  for (int64_t x = 0; x < a.Wo; ++x) {
+    if (a.kx_range[2 * x] == 0 && a.kx_range[2 * x + 1] == a.kw) {
+      if (inner_begin == a.Wo) inner_begin = x;
+      inner_end = x + 1;
+    }
+  }
+  bool nan = false;
   for (int64_t r = begin; r < end; ++r) {
     const int64_t n = r / a.Ho, y = r % a.Ho;
     int64_t ky0, ky1;
     mbb_valid_taps(y, a.H, a.kh, a.sh, a.ph, a.dh, &ky0, &ky1);
-    const float* in_n = a.input + n * a.H * a.W * a.C;
-    for (int64_t x = 0; x < a.Wo; ++x) {
-      const int64_t kx0 = a.kx_range[2 * x], kx1 = a.kx_range[2 * x + 1];
-      const int64_t pixel = r * a.Wo + x;
-      const int64_t ix0 = x * a.sw - a.pw;
-      float* out = a.out ? a.out + pixel * a.C : nullptr;
-      uint64_t* dst = pack ? a.words + pixel * a.K * a.Wg : nullptr;
-      for (int64_t j = 0; j < a.Wg; ++j) {
-        for (int64_t k = 0; k < a.K; ++k) words[k] = 0;
-        for (int64_t part = 0; part < 4; ++part) {
-          const int64_t c = j * kMBBWordBits + part * 16;
-          if (c >= a.C) break;
-          const int64_t rest = a.C - c;
-          const __mmask16 lanes =
-              rest >= 16 ? static_cast<__mmask16>(0xFFFF)
-                         : static_cast<__mmask16>((1u << rest) - 1u);
-          __m512 acc = zero;
-          for (int64_t ky = ky0; ky < ky1; ++ky) {
-            const int64_t iy = y * a.sh - a.ph + ky * a.dh;
-            const float* in_row = in_n + iy * a.W * a.C + c;
-            const float* w_row = a.weight + ky * a.kw * a.C16 + c;
-            for (int64_t kx = kx0; kx < kx1; ++kx) {
-              const __m512 value = _mm512_maskz_loadu_ps(
-                  lanes, in_row + (ix0 + kx * a.dw) * a.C);
-              const __m512 w = _mm512_loadu_ps(w_row + kx * a.C16);
-              acc = _mm512_add_ps(acc, _mm512_mul_ps(value, w));
-            }
-          }
-          __m512 v = _mm512_add_ps(_mm512_mul_ps(acc, _mm512_loadu_ps(a.scale + c)),
-                                   _mm512_loadu_ps(a.bias + c));
-          // max/min return their second operand when one is NaN: NaN stays.
-          v = _mm512_min_ps(hi, _mm512_max_ps(lo, v));
-          if (out) _mm512_mask_storeu_ps(out + c, lanes, v);
-          if (!pack) continue;
-          nan |= _mm512_mask_cmp_ps_mask(lanes, v, v, _CMP_UNORD_Q);
-          __m512 t = _mm512_mul_ps(v, inv);
-          if (SIGNED) t = _mm512_mul_ps(_mm512_add_ps(t, top), half);
-          // max(t, 0) is 0 for NaN, as in mbb_quantize_level.
-          t = _mm512_min_ps(_mm512_max_ps(t, zero), top);
-          const __m512i q = _mm512_maskz_mov_epi32(lanes, _mm512_cvtps_epi32(t));
-          for (int64_t k = 0; k < a.K; ++k) {
-            const __mmask16 bits = _mm512_test_epi32_mask(
-                q, _mm512_set1_epi32(1 << k));
-            words[k] |= static_cast<uint64_t>(bits) << (part * 16);
-          }
-        }
-        if (pack)
-          for (int64_t k = 0; k < a.K; ++k) dst[k * a.Wg + j] = words[k];
+    int64_t x = 0;
+    while (x < a.Wo) {
+      if (x >= inner_begin && x + kStrip <= inner_end) {
+        nan |= pixels<kStrip, SIGNED>(a, e, n, y, ky0, ky1, x, 0, a.kw);
+        x += kStrip;
+      } else {
+        nan |= pixels<1, SIGNED>(a, e, n, y, ky0, ky1, x, a.kx_range[2 * x],
+                                 a.kx_range[2 * x + 1]);
+        x += 1;
       }
     }
   }
-  return nan != 0;
+  return nan;
 }
 
 inline bool rows(const DepthwisePackArgs& a, int64_t begin, int64_t end) {
@@ -105,6 +163,8 @@ inline bool rows(const DepthwisePackArgs& a, int64_t begin, int64_t end) {
 
 }  // namespace depthwise_avx512
 }  // namespace mmbinary
+
+#undef MMBINARY_DW_UNROLL
 
 #if defined(__clang__)
 #pragma clang attribute pop
