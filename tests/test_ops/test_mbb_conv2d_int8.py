@@ -363,3 +363,37 @@ def test_im2col_op_refuses_nan_and_matches_its_fake_kernel():
     args[2] = w8  # the unfolded layout
     with pytest.raises(RuntimeError, match='weight_int8 must be'):
         ops.mbb_conv2d_int8_im2col(*args)
+
+
+def test_outputs_handed_on_above_the_streaming_size_are_exact():
+    """A float output also handed on as words writes around the caches
+    above 4 MB (streaming stores): the same floats as the output written
+    alone (5.3 MB, through the caches), and the words of those floats, in
+    the popcount kernel and (where it runs) the integer kernel."""
+    gen = torch.Generator().manual_seed(5)
+    c, o, h, w = 64, 256, 72, 72  # float output 256 x 72 x 72: 5.3 MB
+    x = torch.randn(1, c, h, w, generator=gen)
+    codes = (torch.randint(0, 2, (o, c, 1, 1), generator=gen) * 2 - 1).int()
+    weight_words = pack_weight_codes(codes, 1)
+    act = quantize_pack(x, 1, 3.0, False)
+    scale, bias = torch.randn(o, generator=gen), torch.randn(o, generator=gen)
+    res = torch.randn(1, o, h, w, generator=gen).contiguous(
+        memory_format=torch.channels_last)
+    geometry = (c, 1, 1, False, [1, 1], [1, 1], [0, 0], [1, 1])
+    ops = torch.ops.mmbinary
+    alone = ops.mbb_conv2d_words(act, weight_words, scale, bias, *geometry, 1,
+                                 res, 0.0, float('inf'), True, 0, 1.0,
+                                 False)[0]
+    handed = ops.mbb_conv2d_words(act, weight_words, scale, bias, *geometry,
+                                  1, res, 0.0, float('inf'), True, 2, 1.7,
+                                  False)
+    assert torch.equal(handed[0], alone)
+    assert torch.equal(handed[1], quantize_pack(alone, 2, 1.7, False))
+    if not _supported():
+        return
+    w8, wsum = ops.mbb_int8_prepare_weight(weight_words, c, 1, [1, 1])
+    int8 = ops.mbb_conv2d_int8_words(act, weight_words, w8, wsum, scale,
+                                     bias, *geometry, res, 0.0, float('inf'),
+                                     True, 2, 1.7, False)
+    assert torch.equal(int8[0], alone)
+    assert torch.equal(int8[1], handed[1])

@@ -64,12 +64,25 @@ inline bool amx_usable() {
 }
 
 // The output size above which the packed kernels write their float output
-// with streaming stores, around the caches: a quarter of the last-level
-// cache (8 MB when it cannot be read, as on a Zen 4/5 CCD's 32 MB). Below
-// it, regular stores leave the output in the cache for the layer that
-// reads it next (as its residual), which wins where the cache is large (a
-// 480 MB L3: ResNet's 64->256 block end at 128x168 3.1 -> 2.9 ms).
-inline int64_t mbb_stream_threshold_bytes() {
+// with streaming stores, around the caches.
+//
+// An output also handed on as the next layer's words (`handed_on`) is read
+// back as a float only later, as the residual of a block's last conv after
+// the convs in between: above 4 MB (twice a Sapphire Rapids core's L2) it
+// is streamed. Whole R-50 + FPN W1A1 at 512x672, one thread on the Intel
+// Xeon with a 480 MB L3 of 2026-12-07, alternated in one process: 116 ms
+// streaming above 120 MB, 102 above 4 MB, 106 above 16 MB (writing it
+// through the caches costs a read of each line first and evicts the next
+// convs' data).
+//
+// Any other float output is read next by its consumer (MobileNetV2's
+// depthwise conv reading the expand conv's band): streamed above a quarter
+// of the last-level cache (8 MB when it cannot be read, as on a Zen 4/5
+// CCD's 32 MB); below it the consumer reads it from the cache (the demo
+// detector: 167 ms at 120 MB, 184 ms at 4 MB, in the same run).
+inline int64_t mbb_stream_threshold_bytes(bool handed_on) {
+  constexpr int64_t kHandedOn = int64_t{4} << 20;
+  if (handed_on) return kHandedOn;
   static const int64_t bytes = [] {
     constexpr int64_t kDefault = int64_t{8} << 20;
 #if defined(__linux__) && defined(_SC_LEVEL3_CACHE_SIZE)

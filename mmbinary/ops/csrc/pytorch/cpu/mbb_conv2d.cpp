@@ -342,7 +342,8 @@ void run_lane_conv(const MBBConvShape& s, const uint64_t* act,
       reinterpret_cast<const uint64_t*>(zero_words.const_data_ptr<int64_t>());
   a.out = to.out;
   // Large outputs bypass the caches (see MBBLaneArgs::stream_out).
-  const int64_t stream_bytes = mbb_stream_threshold_bytes();
+  const int64_t stream_bytes =
+      mbb_stream_threshold_bytes(to.words != nullptr);
   a.stream_out = to.out != nullptr && s.O % 16 == 0 &&
                  reinterpret_cast<uintptr_t>(to.out) % 64 == 0 &&
                  s.N * s.Ho * s.Wo * s.O * 4 > stream_bytes;

@@ -319,7 +319,7 @@ std::tuple<at::Tensor, at::Tensor> run_int8(
       out = at::empty({s.N, s.O, s.Ho, s.Wo}, float_options.memory_format(cl));
       a.out = out.data_ptr<float>();
       // Large outputs bypass the caches (see MBBLaneArgs::stream_out).
-      const int64_t stream_bytes = mbb_stream_threshold_bytes();
+      const int64_t stream_bytes = mbb_stream_threshold_bytes(out_a_bits > 0);
       a.stream_out = s.O % 16 == 0 &&
                      reinterpret_cast<uintptr_t>(a.out) % 64 == 0 &&
                      s.N * s.Ho * s.Wo * s.O * 4 > stream_bytes;
