@@ -72,6 +72,22 @@ inline bool pixels(const DepthwisePackArgs& a, const Epilogue& e, int64_t n,
                               pixel * a.K * a.Wg * 4;
   const int64_t plane = a.Wg * 4;  // quarters per bit plane
   __mmask16 nan = 0;
+  if (P > 1) {
+    // The next strip's new input pixels, every channel, on each kernel
+    // row: the hardware prefetchers miss the strided walk over a strip's
+    // pixels channel block by channel block (MobileNetV2's 144-channel
+    // 3x3 at 200x334, one thread: 13.0 -> 8.6 ms from memory, 1.34 ->
+    // 1.49 ms from the cache).
+    const int64_t bytes = P * pixel_step * 4;
+    for (int64_t ky = ky0; ky < ky1; ++ky) {
+      const int64_t iy = y * a.sh - a.ph + ky * a.dh;
+      const char* next = reinterpret_cast<const char*>(
+          in_n + (iy * a.W + ix0) * a.C + P * pixel_step +
+          (a.kw - 1) * a.dw * a.C);
+      for (int64_t b = 0; b < bytes; b += 64)
+        _mm_prefetch(next + b, _MM_HINT_T0);
+    }
+  }
   for (int64_t c = 0; c < a.C; c += 16) {
     const int64_t rest = a.C - c;
     const __mmask16 lanes = rest >= 16 ? static_cast<__mmask16>(0xFFFF)
