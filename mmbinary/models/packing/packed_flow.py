@@ -27,10 +27,12 @@ checkpointing) flow as a whole: the packed expand conv takes words and
 writes its float output, the float depthwise ConvModule (conv -> batch
 norm or folded -> ReLU / ReLU6) runs, its output goes to the packed linear
 conv as words, and the linear conv adds the block's input in its epilogue
-and hands the next block its words. The depthwise runs in torch (the
-layer-by-layer floats exactly), or, with ``fuse_depthwise``, as one pass
-of ``torch.ops.mmbinary.depthwise_pack`` writing the words only; its
-floats are the op's (see :func:`depthwise_pack`). A large channels-last
+and hands the next block its words. The depthwise runs as one pass of
+``torch.ops.mmbinary.depthwise_pack`` writing the words only where the op
+gives torch's floats bit for bit (checked once per block,
+:func:`depthwise_pack_exact`), else in torch: the layer-by-layer floats
+exactly either way (``fuse_depthwise=True`` forces the op and its floats,
+False torch). A large channels-last
 block (batch 1) runs in bands of output rows, so that the expand and
 depthwise convs' float outputs stay in the cache between the convs (same
 values, see :func:`_flow_inverted_residual_in_bands`).
@@ -443,7 +445,7 @@ def _flow_inverted_residual(block: nn.Module, parts: BlockParts,
     + x in its epilogue) -> float out, the next block's words handed on;
     in bands of rows where the expand and depthwise outputs are large
     (:func:`_row_bands`)."""
-    fuse = block.__dict__.get(_FUSE_DEPTHWISE, FUSE_DEPTHWISE)
+    fuse = _fuses_depthwise(block, parts, x)
     bands = _row_bands(parts, x, fuse)
     if bands > 1:
         return _flow_inverted_residual_in_bands(block, parts, x, bands, fuse)
@@ -579,14 +581,68 @@ MIN_BANDED_BYTES = 32 << 20
 FLOW_FORWARDS = (_flow_block_forward, _flow_conv_module_forward,
                  _flow_inverted_residual_forward)
 #: Instance attribute of an inverted-residual block: run its depthwise
-#: ConvModule with the fused op (True) or with torch (False). Kept by
+#: ConvModule with the fused op (True), with torch (False), or with the op
+#: where it gives torch's floats ('auto'). Kept by
 #: :func:`disable_packed_flow`, so enabling again keeps the choice.
 _FUSE_DEPTHWISE = '_mmbinary_fuse_depthwise'
-#: Whether a block's depthwise ConvModule runs as :func:`depthwise_pack`
-#: unless :func:`enable_packed_flow` is told otherwise. Off: torch's conv
-#: and norm give the layer-by-layer floats exactly, and on AVX-512 CPUs
-#: they run faster than the op (oneDNN's depthwise conv).
-FUSE_DEPTHWISE = False
+#: Instance attribute of an inverted-residual block: whether
+#: :func:`depthwise_pack_exact` found the op exact for it (cached).
+_DEPTHWISE_EXACT = '_mmbinary_depthwise_exact'
+#: How a block's depthwise ConvModule runs unless :func:`enable_packed_flow`
+#: is told otherwise: 'auto', as :func:`depthwise_pack` where it gives the
+#: ConvModule's floats bit for bit (:func:`depthwise_pack_exact`; torch's
+#: channels-last depthwise conv on x86 CPUs sums the taps in the op's order
+#: with fused multiply-adds, and a folded norm leaves scale 1 and the bias),
+#: else as torch. So the flow stays equal to the layer-by-layer path
+#: either way.
+FUSE_DEPTHWISE = 'auto'
+#: The values ``fuse_depthwise`` takes.
+FUSE_CHOICES = (True, False, 'auto')
+
+
+def depthwise_pack_exact(parts: BlockParts) -> bool:
+    """Whether :func:`depthwise_pack` gives the block's depthwise
+    ConvModule's output bit for bit, on a random channels-last probe
+    (1, C, 13, 37): rows and columns at both borders and interior strips,
+    values beyond the activation's clamp.
+
+    Torch runs a channels-last depthwise conv on x86 CPUs with oneDNN,
+    whose order of operations (``acc = 0``, one fused multiply-add per
+    valid tap in (ky, kx) order, then ``+ bias``) is the op's when the norm
+    is folded (scale 1). A norm that is not folded, a dilation (oneDNN's
+    dilated kernel sums in another order) or another build of torch gives
+    other floats: then False.
+    """
+    conv = parts.depthwise_module.conv
+    gen = torch.Generator().manual_seed(0)
+    probe = 4 * torch.randn(1, conv.in_channels, 13, 37, generator=gen)
+    probe = probe.contiguous(memory_format=torch.channels_last)
+    try:
+        with torch.no_grad():
+            reference = parts.depthwise_module(probe)
+            out, _ = depthwise_pack(parts.depthwise, probe, float_out=True)
+    except RuntimeError:
+        return False
+    return reference.shape == out.shape and torch.equal(reference, out)
+
+
+def _fuses_depthwise(block: nn.Module, parts: BlockParts, x: Tensor) -> bool:
+    """Whether this forward runs the block's depthwise ConvModule as
+    :func:`depthwise_pack` (see :data:`FUSE_DEPTHWISE`). In 'auto', only
+    where torch's depthwise conv would read a channels-last input (the
+    expand conv's output is channels-last; a block without one reads
+    ``x``), the layout the probe checked."""
+    setting = block.__dict__.get(_FUSE_DEPTHWISE, FUSE_DEPTHWISE)
+    if setting != 'auto':
+        return bool(setting)
+    if parts.expand is None and \
+            not x.is_contiguous(memory_format=torch.channels_last):
+        return False
+    exact = block.__dict__.get(_DEPTHWISE_EXACT)
+    if exact is None:
+        exact = depthwise_pack_exact(parts)
+        block.__dict__[_DEPTHWISE_EXACT] = exact
+    return exact
 
 
 def _flow_forward(module: nn.Module):
@@ -608,23 +664,32 @@ def enable_packed_flow(model: nn.Module,
 
     ResNet blocks and ConvModules give exactly their layer-by-layer
     outputs. An inverted-residual block (MobileNetV2) does too with
-    ``fuse_depthwise=False``; with ``fuse_depthwise`` its float depthwise
-    ConvModule runs as :func:`depthwise_pack`, whose floats are the op's
-    (no fused multiply-adds) where torch's conv and batch norm fuse them:
-    a float can differ in its last bit, and the linear conv's activation
-    level where that float sits on a level boundary. The block then equals
-    the layer-by-layer path with the op's depthwise floats, bit for bit.
+    ``fuse_depthwise=False`` and with 'auto' (the default: its float
+    depthwise ConvModule runs as :func:`depthwise_pack` where that gives
+    torch's floats bit for bit, :func:`depthwise_pack_exact`); with
+    ``fuse_depthwise=True`` it always does, and the op's floats can differ
+    from torch's in the last bit (an unfolded batch norm, a dilation), and
+    the linear conv's activation level where that float sits on a level
+    boundary. The block then equals the layer-by-layer path with the op's
+    depthwise floats, bit for bit.
 
     Args:
         model (nn.Module): after :func:`convert_to_packed` or
             :func:`apply_packed_layout`.
-        fuse_depthwise (bool, optional): run inverted-residual blocks'
-            depthwise ConvModules with the fused op; None: as the block
-            was last set, else :data:`FUSE_DEPTHWISE`.
+        fuse_depthwise (bool | str, optional): run inverted-residual
+            blocks' depthwise ConvModules with the fused op (True), with
+            torch (False), or with the op where it is exact ('auto');
+            None: as the block was last set, else :data:`FUSE_DEPTHWISE`.
 
     Returns:
         list[str]: names of the blocks and ConvModules that now flow.
     """
+    if fuse_depthwise is not None and not any(
+            fuse_depthwise is choice or (isinstance(fuse_depthwise, str)
+                                         and fuse_depthwise == choice)
+            for choice in FUSE_CHOICES):
+        raise ValueError('enable_packed_flow: fuse_depthwise must be one of '
+                         f'{FUSE_CHOICES} or None, got {fuse_depthwise!r}')
     names = []
     for name, module in model.named_modules():
         forward = _flow_forward(module)
@@ -634,7 +699,7 @@ def enable_packed_flow(model: nn.Module,
         module.forward = types.MethodType(forward, module)
         if forward is _flow_inverted_residual_forward and \
                 fuse_depthwise is not None:
-            module.__dict__[_FUSE_DEPTHWISE] = bool(fuse_depthwise)
+            module.__dict__[_FUSE_DEPTHWISE] = fuse_depthwise
         names.append(name)
     # A unit whose successor in a Sequential (a stage) or a head tower
     # takes words hands it its activation words.

@@ -142,6 +142,69 @@ def test_fused_depthwise_equals_the_layers_with_the_op(
         assert float((a - c).norm() / c.norm()) < 1e-3
 
 
+@pytest.mark.parametrize('kind', ['mmdet', 'mmseg'])
+@pytest.mark.parametrize('bits,fold', [(1, True), (2, True), (2, False)])
+@pytest.mark.parametrize('layout', ['channels_last', 'nchw'])
+def test_auto_fuses_only_where_the_op_is_exact(monkeypatch, kind, bits, fold,
+                                               layout):
+    """'auto' (the default) runs a block's depthwise as the fused op
+    where its probe found the op's floats equal to torch's, and the flow
+    equals the layer-by-layer path bit for bit either way (folded norms,
+    dilations, both layouts)."""
+    model = packed_backbone(kind, bits, fold)
+    if layout == 'channels_last':
+        model = to_channels_last(model)
+    enable_packed_flow(model)
+    fused = []
+    op = pf.depthwise_pack
+
+    def counted(parts, x, next_conv=None, float_out=False):
+        if next_conv is not None:  # not the probe
+            fused.append(parts[0])  # the depthwise conv
+        return op(parts, x, next_conv=next_conv, float_out=float_out)
+
+    monkeypatch.setattr(pf, 'depthwise_pack', counted)
+    x = torch.randn(1, 3, 64, 64)
+    if layout == 'channels_last':
+        x = x.contiguous(memory_format=torch.channels_last)
+    flow = run(model, x)
+    monkeypatch.undo()
+    exact = {pf._inverted_residual_parts(b).depthwise_module.conv
+             for _, b in blocks(model) if b.__dict__.get(pf._DEPTHWISE_EXACT)}
+    assert set(fused) <= exact
+    if not fold:  # torch's batch norm rounds its own way
+        assert not exact
+    disable_packed_flow(model)
+    for a, b in zip(flow, run(model, x)):
+        assert torch.equal(a, b)
+
+
+def test_auto_keeps_torch_where_the_probe_differs(monkeypatch):
+    model = to_channels_last(packed_backbone('mmdet', 2, fold=True))
+    op = pf.depthwise_pack
+
+    def off_by_one_ulp(parts, x, next_conv=None, float_out=False):
+        out, words = op(parts, x, next_conv=next_conv, float_out=float_out)
+        return torch.nextafter(out, out + 1) if float_out else out, words
+
+    monkeypatch.setattr(pf, 'depthwise_pack', off_by_one_ulp)
+    enable_packed_flow(model)
+    x = torch.randn(1, 3, 64, 64).contiguous(
+        memory_format=torch.channels_last)
+    flow = run(model, x)
+    assert not any(b.__dict__[pf._DEPTHWISE_EXACT] for _, b in blocks(model))
+    disable_packed_flow(model)
+    for a, b in zip(flow, run(model, x)):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize('value', ['yes', 1, 'Auto'])
+def test_fuse_depthwise_refuses_other_values(value):
+    model = packed_backbone('mmdet', 1)
+    with pytest.raises(ValueError, match='fuse_depthwise'):
+        enable_packed_flow(model, fuse_depthwise=value)
+
+
 def test_fold_batch_norms_keeps_the_blocks_flowing():
     model = packed_backbone('mmdet', 2, fold=True)
     flowing = enable_packed_flow(model, fuse_depthwise=False)
@@ -266,7 +329,8 @@ def test_blocks_with_se_or_checkpointing_keep_their_forward(kwargs):
 def test_disable_gives_blocks_back_their_forward_and_keeps_the_choice():
     model = packed_backbone('mmseg', 1)
     block = model.layer4[1]
-    assert block.__dict__.get(pf._FUSE_DEPTHWISE, pf.FUSE_DEPTHWISE) is False
+    assert block.__dict__.get(pf._FUSE_DEPTHWISE, pf.FUSE_DEPTHWISE) == \
+        'auto'
     enable_packed_flow(model, fuse_depthwise=True)
     assert packed_flow_enabled(model)
     assert block.__dict__[pf._FUSE_DEPTHWISE] is True

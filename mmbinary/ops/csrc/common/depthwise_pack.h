@@ -4,11 +4,16 @@
 // output and/or quantizing it straight into the activation words of the
 // next packed MBB conv (docs/packed_format.md). Plain C++, no torch.
 //
-// The float value of output (n, c, y, x), in float32, no fused multiply-add
-// (the build uses -ffp-contract=off), taps in the order ky, kx over the
-// valid taps only (a padded tap adds 0 in a float conv as well):
-//   acc = 0; acc = acc + in[n, iy, ix, c] * w[c, ky, kx]  (each valid tap)
+// The float value of output (n, c, y, x), in float32, taps in the order
+// ky, kx over the valid taps only (a padded tap adds 0 in a float conv as
+// well), each tap one fused multiply-add (one rounding), the rest without
+// (the build uses -ffp-contract=off):
+//   acc = 0; acc = fma(in[n, iy, ix, c], w[c, ky, kx], acc)  (each valid tap)
 //   v   = acc * scale[c] + bias[c]
+// With scale 1 (a norm folded into the conv), that is the order of
+// oneDNN's channels-last depthwise conv, which torch runs on x86 CPUs: the
+// packed flow checks the two give the same floats before it uses the op
+// (packed_flow.py).
 //   v   = min(max(v, act_min), act_max)   (NaN stays NaN)
 // and its level q = mbb_quantize_level(v, ...) (the order of that function).
 // Every variant (portable, AVX-512) computes these same floats.
@@ -64,9 +69,8 @@ inline bool depthwise_pack_rows_portable(const DepthwisePackArgs& a,
           const int64_t iy = y * a.sh - a.ph + ky * a.dh;
           for (int64_t kx = kx0; kx < kx1; ++kx) {
             const int64_t ix = x * a.sw - a.pw + kx * a.dw;
-            const float prod = a.input[((n * a.H + iy) * a.W + ix) * a.C + c] *
-                               a.weight[(ky * a.kw + kx) * a.C16 + c];
-            acc = acc + prod;
+            acc = std::fma(a.input[((n * a.H + iy) * a.W + ix) * a.C + c],
+                           a.weight[(ky * a.kw + kx) * a.C16 + c], acc);
           }
         }
         const float scaled = acc * a.scale[c];

@@ -1,12 +1,12 @@
 // Copyright (c) mmbinary contributors. All rights reserved.
 // AVX-512 variant of the fused depthwise conv + scale/bias + clamp + pack
 // (depthwise_pack.h defines the arithmetic): 16 channels of one output
-// pixel per vector, a multiply and an add per valid tap (no FMA, the same
-// floats as the portable code), the level bits of the 16 channels straight
+// pixel per vector, a fused multiply-add per valid tap (the same floats as
+// the portable code's std::fma), the level bits of the 16 channels straight
 // from vptestmd masks into 16 bits of the pixel's words (as the channel-lane
 // quantize + pack does). Interior output pixels go 8 at a time, each with
-// its own accumulator, so the dependent adds of one pixel's taps overlap
-// with the other pixels' (one pixel at a time waits on every add).
+// its own accumulator, so the dependent multiply-adds of one pixel's taps overlap
+// with the other pixels' (one pixel at a time waits on each of them).
 #pragma once
 
 #include "depthwise_pack.h"
@@ -53,7 +53,7 @@ struct Epilogue {
 // P consecutive output pixels (n, y, x .. x + P - 1) that share their
 // valid kernel columns [kx0, kx1) (and rows [ky0, ky1)), every channel:
 // each 16-channel block sums its taps in P independent accumulators (one a
-// pixel, so the adds of different pixels overlap), each tap's weights
+// pixel, so the multiply-adds of different pixels overlap), each tap's weights
 // loaded once for the P pixels; then scale, bias, clamp, the float output
 // and the level bits, 16 channels = one 16-bit quarter of a word.
 // Returns whether a packed value was NaN.
@@ -104,10 +104,8 @@ inline bool pixels(const DepthwisePackArgs& a, const Epilogue& e, int64_t n,
         const float* in = in_row + kx * a.dw * a.C;
         MMBINARY_DW_UNROLL
         for (int i = 0; i < P; ++i)
-          acc[i] = _mm512_add_ps(
-              acc[i],
-              _mm512_mul_ps(_mm512_maskz_loadu_ps(lanes, in + i * pixel_step),
-                            w));
+          acc[i] = _mm512_fmadd_ps(
+              _mm512_maskz_loadu_ps(lanes, in + i * pixel_step), w, acc[i]);
       }
     }
     const __m512 scale = _mm512_loadu_ps(a.scale + c);
