@@ -185,13 +185,23 @@ class PackedPerLevelMBBConv2d(PackedMBBConv2d):
 
     def forward(self, input: Tensor, level: int) -> Tensor:
         """(N, C_in, H, W) float32 of level ``level`` -> (N, C_out, H_out,
-        W_out) float32, with that level's folded norm."""
+        W_out) float32, with that level's folded norm, on the layer's
+        kernel (``kernel``, as :class:`PackedMBBConv2d`)."""
         _check_level(level, self.num_levels, type(self).__name__)
+        scale = self.level_scale[level].contiguous()
+        bias = self.level_bias[level].contiguous()
+        if self.on_integer_kernel(input):
+            try:
+                return self.run_float(input, epilogue=(scale, bias))[0]
+            except RuntimeError:
+                if not bool(torch.isnan(input).any()):
+                    raise
+                # NaN: the popcount op propagates it
         return mbb_conv2d(
             input,
             self.weight_words,
-            self.level_scale[level].contiguous(),
-            self.level_bias[level].contiguous(),
+            scale,
+            bias,
             in_channels=self.in_channels,
             w_bits=self.w_bits,
             a_bits=self.a_bits,

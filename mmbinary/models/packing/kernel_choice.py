@@ -44,6 +44,9 @@ class _Call:
     run_words: Optional[tuple] = None
     input: Optional[Tensor] = None
     run_float: Optional[tuple] = None
+    # the forward's other arguments (a per-level head's level)
+    forward_args: tuple = ()
+    forward_kwargs: Optional[dict] = None
 
     def describe(self) -> str:
         """e.g. ``'words in; float + residual + words out'``."""
@@ -92,15 +95,16 @@ def _record_calls(model: nn.Module,
 
         return record
 
-    def pre_hook(layer, args):
+    def pre_hook(layer, args, kwargs):
         name = names[id(layer)]
         if name not in calls and args and isinstance(args[0], Tensor):
             x = args[0]
             if x.dim() != 4:  # a linear layer: (*, C)
                 x = x.reshape(-1, layer.in_channels, 1, 1)
-            calls[name] = _Call(input=x)
+            calls[name] = _Call(input=x, forward_args=tuple(args[1:]),
+                                forward_kwargs=dict(kwargs))
 
-    handles = [m.register_forward_pre_hook(pre_hook)
+    handles = [m.register_forward_pre_hook(pre_hook, with_kwargs=True)
                for m in model.modules() if id(m) in names]
     for method in originals:
         setattr(PackedMBBConv2d, method, recording(method))
@@ -140,7 +144,8 @@ def _time_kernels(layer: PackedMBBConv2d, call: _Call,
     elif call.run_float is not None:
         forward = lambda: layer.run_float(*call.run_float)  # noqa: E731
     else:
-        forward = lambda: layer(call.input)  # noqa: E731
+        forward = lambda: layer(  # noqa: E731
+            call.input, *call.forward_args, **(call.forward_kwargs or {}))
     kept = layer.kernel
     ms = {}
     try:

@@ -302,7 +302,9 @@ class PackedMBBConv2d(nn.Module):
                   act_max: float = math.inf,
                   float_out: bool = True,
                   next_conv: Optional['PackedMBBConv2d'] = None,
-                  residual: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+                  residual: Optional[Tensor] = None,
+                  epilogue: Optional[Tuple[Tensor, Tensor]] = None
+                  ) -> Tuple[Tensor, Tensor]:
         """This conv on its activation words (CPU, one group) with the
         chosen kernel (``'int8-im2col'`` runs as ``'int8'`` here: it folds
         float inputs): ``clamp(acc * scale + bias (+ residual), act_min,
@@ -316,12 +318,16 @@ class PackedMBBConv2d(nn.Module):
                 into this layer's activation words.
             residual (Tensor, optional): (N, O, Ho, Wo) float32, added
                 before the clamp.
+            epilogue (tuple[Tensor, Tensor], optional): (scale, bias),
+                (O,) float32 contiguous, instead of ``out_scale`` and
+                ``out_bias`` (a per-level head's level).
 
         Returns:
             tuple[Tensor, Tensor]: the float output (N, O, Ho, Wo),
             channels-last (empty without ``float_out``), and
             ``next_conv``'s words (empty without it).
         """
+        scale, bias = epilogue or (self.out_scale, self.out_bias)
         out_bits, out_inv, out_signed = _next_quantizer(next_conv)
         geometry = (self.in_channels, self.w_bits, self.a_bits, self.signed,
                     self.kernel_size, self.stride, self.padding,
@@ -330,12 +336,12 @@ class PackedMBBConv2d(nn.Module):
         if self.kernel in ('int8', 'int8-im2col'):
             w8, wsum = self._int8_weight()
             return ops.mbb_conv2d_int8_words(
-                act_words, self.weight_words, w8, wsum, self.out_scale,
-                self.out_bias, *geometry, residual, act_min, act_max,
-                float_out, out_bits, out_inv, out_signed)
+                act_words, self.weight_words, w8, wsum, scale, bias,
+                *geometry, residual, act_min, act_max, float_out, out_bits,
+                out_inv, out_signed)
         lanes = self._lane_weight() if self.groups == 1 else None
         return ops.mbb_conv2d_words(act_words, self.weight_words,
-                                    self.out_scale, self.out_bias, *geometry,
+                                    scale, bias, *geometry,
                                     self.groups, residual, act_min, act_max,
                                     float_out, out_bits, out_inv, out_signed,
                                     lanes)
@@ -346,7 +352,9 @@ class PackedMBBConv2d(nn.Module):
                   act_max: float = math.inf,
                   float_out: bool = True,
                   next_conv: Optional['PackedMBBConv2d'] = None,
-                  residual: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+                  residual: Optional[Tensor] = None,
+                  epilogue: Optional[Tuple[Tensor, Tensor]] = None
+                  ) -> Tuple[Tensor, Tensor]:
         """:meth:`run_words` on a float input (CPU, one group): the
         integer kernel quantizes it straight into its levels
         (``mbb_conv2d_int8``; ``'int8-im2col'``: into the patches of
@@ -368,7 +376,8 @@ class PackedMBBConv2d(nn.Module):
             words = torch.ops.mmbinary.mbb_quantize_pack(
                 input, self.a_bits, float(self.inv_step), self.signed, 1)
             return self.run_words(words, act_min, act_max, float_out,
-                                  next_conv, residual)
+                                  next_conv, residual, epilogue)
+        scale, bias = epilogue or (self.out_scale, self.out_bias)
         out_bits, out_inv, out_signed = _next_quantizer(next_conv)
         if self.kernel == 'int8-im2col':
             w8, wsum = self._int8_im2col_weight()
@@ -377,11 +386,18 @@ class PackedMBBConv2d(nn.Module):
             w8, wsum = self._int8_weight()
             op = torch.ops.mmbinary.mbb_conv2d_int8
         return op(
-            input, self.weight_words, w8, wsum, self.out_scale,
-            self.out_bias, self.in_channels, self.w_bits, self.a_bits,
+            input, self.weight_words, w8, wsum, scale, bias,
+            self.in_channels, self.w_bits, self.a_bits,
             float(self.inv_step), self.signed, self.kernel_size, self.stride,
             self.padding, self.dilation, residual, act_min, act_max,
             float_out, out_bits, out_inv, out_signed)
+
+    def on_integer_kernel(self, input: Tensor) -> bool:
+        """Whether a forward on ``input`` runs the integer kernel chosen
+        for this layer (:meth:`run_float`; a float32 CPU input and a
+        kernel other than ``'popcount'``)."""
+        return (self.kernel != 'popcount' and _compiled_op_runs(input)
+                and input.device.type == 'cpu')
 
     def forward(self, input: Tensor) -> Tensor:
         """(N, C_in, H, W) float32 -> (N, C_out, H_out, W_out) float32.
@@ -389,8 +405,7 @@ class PackedMBBConv2d(nn.Module):
         On the CPU with AVX-512 the output is channels-last in memory (the
         kernel writes it so); any layout of the input is accepted.
         """
-        if (self.kernel != 'popcount' and _compiled_op_runs(input)
-                and input.device.type == 'cpu'):
+        if self.on_integer_kernel(input):
             try:
                 return self.run_float(input)[0]
             except RuntimeError:

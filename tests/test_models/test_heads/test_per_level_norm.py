@@ -174,3 +174,34 @@ def test_rpn_head_per_level_norm_packs():
         out = head(features(1))
     for ours, theirs in zip(out[0] + out[1], reference[0] + reference[1]):
         torch.testing.assert_close(ours, theirs, rtol=1e-3, atol=1e-3)
+
+
+def test_per_level_head_takes_the_chosen_kernel_bit_exactly():
+    """choose_kernels replays a per-level conv with its level, and every
+    kernel gives each level's popcount output bit for bit."""
+    from mmbinary.models.packing import choose_kernels, int8_kernel_available
+    from mmbinary.ops import ext_loaded
+    if not ext_loaded():
+        pytest.skip('needs the compiled extension')
+    torch.manual_seed(0)
+    head = retina_head().train()
+    for _ in range(2):
+        head(features())
+    packed = convert_to_packed(head.eval())
+    convs = [stage.conv for stage in
+             list(packed.cls_convs) + list(packed.reg_convs)]
+    with torch.no_grad():
+        reference = packed(features(1))
+    choices = choose_kernels(packed, lambda: packed(features(1)), repeat=1)
+    assert {c.name for c in choices} >= {
+        f'{tower}.{i}.conv' for tower in ('cls_convs', 'reg_convs')
+        for i in range(2)}
+    kernels = ['popcount'] + (['int8'] if int8_kernel_available() else [])
+    for kernel in kernels:
+        for conv in convs:
+            conv.set_kernel(kernel)
+        with torch.no_grad():
+            out = packed(features(1))
+        for ours, theirs in zip(out[0] + out[1],
+                                reference[0] + reference[1]):
+            assert torch.equal(ours, theirs)
