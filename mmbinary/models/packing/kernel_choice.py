@@ -53,7 +53,7 @@ class _Call:
         flow = self.run_words or self.run_float
         if flow is None:
             return 'float in; float out'
-        _, _, _, float_out, next_conv, residual = flow
+        _, _, _, float_out, next_conv, residual = flow[:6]
         outs = (['float'] if float_out else []) + (
             ['residual'] if residual is not None else []) + (
                 ['words'] if next_conv is not None else [])
