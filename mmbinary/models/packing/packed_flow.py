@@ -684,10 +684,8 @@ def enable_packed_flow(model: nn.Module,
     Returns:
         list[str]: names of the blocks and ConvModules that now flow.
     """
-    if fuse_depthwise is not None and not any(
-            fuse_depthwise is choice or (isinstance(fuse_depthwise, str)
-                                         and fuse_depthwise == choice)
-            for choice in FUSE_CHOICES):
+    if not (fuse_depthwise is None or isinstance(fuse_depthwise, bool)
+            or fuse_depthwise == 'auto'):
         raise ValueError('enable_packed_flow: fuse_depthwise must be one of '
                          f'{FUSE_CHOICES} or None, got {fuse_depthwise!r}')
     names = []
