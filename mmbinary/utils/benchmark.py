@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm, _NormBase
 
+from mmbinary.models.heads.per_level_norm import PerLevelNormMBBConv2d
 from mmbinary.models.layers import MBBConv2d, MBBLinear
 from mmbinary.models.packing import (FoldedNorm, PackedMBBConv2d,
                                      find_layer_norm_pairs, fold_norm,
@@ -104,10 +105,26 @@ def peak_bmacs() -> Optional[float]:
 
 # ---- the float model at its best --------------------------------------------
 
+class FloatPerLevelConv2d(nn.Module):
+    """The float twin of a per-level head conv
+    (:class:`~mmbinary.models.heads.PerLevelNormMBBConv2d`):
+    ``forward(x, level) = norms[level](conv(x))``, ``conv`` an
+    ``nn.Conv2d``."""
+
+    def __init__(self, conv: nn.Conv2d, norms: nn.ModuleList) -> None:
+        super().__init__()
+        self.conv = conv
+        self.norms = norms
+
+    def forward(self, input: Tensor, level: int) -> Tensor:
+        return self.norms[level](self.conv(input))
+
+
 def float_twin(model: nn.Module) -> nn.Module:
     """A copy of ``model`` with every MBBConv2d / MBBLinear replaced by an
     ``nn.Conv2d`` / ``nn.Linear`` of the same geometry holding a copy of its
-    float weight and bias (the model it was encoded from).
+    float weight and bias (the model it was encoded from); a per-level head
+    conv by a :class:`FloatPerLevelConv2d` with its norms.
 
     Args:
         model (nn.Module): an MBB model (unpacked).
@@ -131,6 +148,8 @@ def float_twin(model: nn.Module) -> nn.Module:
             continue
         layer.weight = module.weight
         layer.bias = module.bias
+        if isinstance(module, PerLevelNormMBBConv2d):
+            layer = FloatPerLevelConv2d(layer, module.norms)
         swaps.append((name, layer))
     for name, layer in swaps:
         _replace(twin, name, layer)

@@ -205,3 +205,24 @@ def test_per_level_head_takes_the_chosen_kernel_bit_exactly():
         for ours, theirs in zip(out[0] + out[1],
                                 reference[0] + reference[1]):
             assert torch.equal(ours, theirs)
+
+
+def test_float_twin_of_a_per_level_head_keeps_its_levels():
+    """The benchmark's float twin runs a per-level conv as its float conv
+    then that level's norm."""
+    from mmbinary.utils.benchmark import FloatPerLevelConv2d, float_twin
+    torch.manual_seed(0)
+    head = retina_head().train()
+    for _ in range(2):
+        head(features())
+    head.eval()
+    twin = float_twin(head)
+    conv = head.cls_convs[0].conv
+    float_conv = twin.cls_convs[0].conv
+    assert isinstance(float_conv, FloatPerLevelConv2d)
+    x = features(1)[1]
+    with torch.no_grad():
+        expected = conv.norms[1](torch.nn.functional.conv2d(
+            x, conv.weight, conv.bias, conv.stride, conv.padding))
+        assert torch.equal(float_conv(x, 1), expected)
+        twin(features(1))  # the whole float head runs
