@@ -188,30 +188,9 @@ class PackedPerLevelMBBConv2d(PackedMBBConv2d):
         W_out) float32, with that level's folded norm, on the layer's
         kernel (``kernel``, as :class:`PackedMBBConv2d`)."""
         _check_level(level, self.num_levels, type(self).__name__)
-        scale = self.level_scale[level].contiguous()
-        bias = self.level_bias[level].contiguous()
-        if self.on_integer_kernel(input):
-            try:
-                return self.run_float(input, epilogue=(scale, bias))[0]
-            except RuntimeError:
-                if not bool(torch.isnan(input).any()):
-                    raise
-                # NaN: the popcount op propagates it
-        return mbb_conv2d(
-            input,
-            self.weight_words,
-            scale,
-            bias,
-            in_channels=self.in_channels,
-            w_bits=self.w_bits,
-            a_bits=self.a_bits,
-            inv_step=float(self.inv_step),
-            signed=self.signed,
-            kernel_size=self.kernel_size,
-            stride=self.stride,
-            padding=self.padding,
-            dilation=self.dilation,
-            groups=self.groups)
+        return self.forward_with_epilogue(
+            input, self.level_scale[level].contiguous(),
+            self.level_bias[level].contiguous())
 
     def config(self) -> dict:
         return dict(super().config(), num_levels=self.num_levels)

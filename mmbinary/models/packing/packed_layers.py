@@ -392,22 +392,26 @@ class PackedMBBConv2d(nn.Module):
             self.padding, self.dilation, residual, act_min, act_max,
             float_out, out_bits, out_inv, out_signed)
 
-    def on_integer_kernel(self, input: Tensor) -> bool:
-        """Whether a forward on ``input`` runs the integer kernel chosen
-        for this layer (:meth:`run_float`; a float32 CPU input and a
-        kernel other than ``'popcount'``)."""
-        return (self.kernel != 'popcount' and _compiled_op_runs(input)
-                and input.device.type == 'cpu')
-
     def forward(self, input: Tensor) -> Tensor:
         """(N, C_in, H, W) float32 -> (N, C_out, H_out, W_out) float32.
 
         On the CPU with AVX-512 the output is channels-last in memory (the
         kernel writes it so); any layout of the input is accepted.
         """
-        if self.on_integer_kernel(input):
+        return self.forward_with_epilogue(input, self.out_scale,
+                                          self.out_bias)
+
+    def forward_with_epilogue(self, input: Tensor, scale: Tensor,
+                              bias: Tensor) -> Tensor:
+        """:meth:`forward` with ``acc * scale + bias`` ((O,) float32
+        contiguous) as the epilogue (a per-level head's level): on the
+        chosen integer kernel for a float32 CPU input, else on the popcount
+        op (which also propagates NaN, where the integer kernel refuses
+        it)."""
+        if (self.kernel != 'popcount' and _compiled_op_runs(input)
+                and input.device.type == 'cpu'):
             try:
-                return self.run_float(input)[0]
+                return self.run_float(input, epilogue=(scale, bias))[0]
             except RuntimeError:
                 if not bool(torch.isnan(input).any()):
                     raise
@@ -415,15 +419,15 @@ class PackedMBBConv2d(nn.Module):
         if _compiled_op_runs(input):
             # The op checks its arguments (and names them) in C++.
             return torch.ops.mmbinary.mbb_conv2d(
-                input, self.weight_words, self.out_scale, self.out_bias,
-                self.in_channels, self.w_bits, self.a_bits,
-                float(self.inv_step), self.signed, self.kernel_size,
-                self.stride, self.padding, self.dilation, self.groups)
+                input, self.weight_words, scale, bias, self.in_channels,
+                self.w_bits, self.a_bits, float(self.inv_step), self.signed,
+                self.kernel_size, self.stride, self.padding, self.dilation,
+                self.groups)
         return mbb_conv2d(
             input,
             self.weight_words,
-            self.out_scale,
-            self.out_bias,
+            scale,
+            bias,
             in_channels=self.in_channels,
             w_bits=self.w_bits,
             a_bits=self.a_bits,

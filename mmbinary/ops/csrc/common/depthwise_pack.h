@@ -10,13 +10,13 @@
 // (the build uses -ffp-contract=off):
 //   acc = 0; acc = fma(in[n, iy, ix, c], w[c, ky, kx], acc)  (each valid tap)
 //   v   = acc * scale[c] + bias[c]
-// With scale 1 (a norm folded into the conv), that is the order of
-// oneDNN's channels-last depthwise conv, which torch runs on x86 CPUs: the
-// packed flow checks the two give the same floats before it uses the op
-// (packed_flow.py).
 //   v   = min(max(v, act_min), act_max)   (NaN stays NaN)
 // and its level q = mbb_quantize_level(v, ...) (the order of that function).
-// Every variant (portable, AVX-512) computes these same floats.
+// Every variant (portable, AVX-512) computes these same floats. With scale
+// 1 (a norm folded into the conv), that is the order of oneDNN's
+// channels-last depthwise conv, which torch runs on x86 CPUs: the packed
+// flow checks the two give the same floats before it uses the op
+// (packed_flow.py).
 #pragma once
 
 #include <cmath>

@@ -5,8 +5,8 @@
 // the portable code's std::fma), the level bits of the 16 channels straight
 // from vptestmd masks into 16 bits of the pixel's words (as the channel-lane
 // quantize + pack does). Interior output pixels go 8 at a time, each with
-// its own accumulator, so the dependent multiply-adds of one pixel's taps overlap
-// with the other pixels' (one pixel at a time waits on each of them).
+// its own accumulator, so the dependent multiply-adds of one pixel's taps
+// overlap with the other pixels' (one pixel at a time waits on each).
 #pragma once
 
 #include "depthwise_pack.h"
@@ -76,16 +76,19 @@ inline bool pixels(const DepthwisePackArgs& a, const Epilogue& e, int64_t n,
     // The next strip's new input pixels, every channel, on each kernel
     // row: the hardware prefetchers miss the strided walk over a strip's
     // pixels channel block by channel block (MobileNetV2's 144-channel
-    // 3x3 at 200x334, one thread: 13.0 -> 8.6 ms from memory, 1.34 ->
-    // 1.49 ms from the cache).
+    // 3x3 at 200x334, one thread: 13.0 -> 8.6 ms from memory; from the
+    // cache 1.34 -> 1.49 ms, slower). Addresses as integers: the last
+    // strip's may lie past the input (a prefetch does not fault).
     const int64_t bytes = P * pixel_step * 4;
+    const uintptr_t base = reinterpret_cast<uintptr_t>(in_n);
     for (int64_t ky = ky0; ky < ky1; ++ky) {
       const int64_t iy = y * a.sh - a.ph + ky * a.dh;
-      const char* next = reinterpret_cast<const char*>(
-          in_n + (iy * a.W + ix0) * a.C + P * pixel_step +
-          (a.kw - 1) * a.dw * a.C);
+      const uintptr_t next =
+          base + 4 * static_cast<uintptr_t>((iy * a.W + ix0) * a.C +
+                                            P * pixel_step +
+                                            (a.kw - 1) * a.dw * a.C);
       for (int64_t b = 0; b < bytes; b += 64)
-        _mm_prefetch(next + b, _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(next + b), _MM_HINT_T0);
     }
   }
   for (int64_t c = 0; c < a.C; c += 16) {
