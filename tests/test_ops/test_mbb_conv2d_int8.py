@@ -275,6 +275,56 @@ def test_float_input_op_refuses_nan_and_matches_its_fake_kernel():
         ops.mbb_conv2d_int8(*args)
 
 
+@needs_vnni
+@pytest.mark.parametrize('kernel', ['vnni', 'amx'])
+@pytest.mark.parametrize('stride', [(2, 2), (2, 1), (1, 3), (3, 2)])
+def test_strided_one_by_one_quantizes_only_the_pixels_it_reads(
+        kernel, stride, monkeypatch):
+    """A strided 1x1 conv without padding (a ResNet shortcut) quantizes
+    only the pixels it reads and runs at stride 1 over them: the same
+    outputs and words as quantize_pack of the whole input followed by the
+    words op, on odd sizes (the last row and column read or not); a NaN in
+    a pixel it reads is refused, one in a pixel it skips reaches
+    nothing."""
+    if kernel == 'amx' and _variant() != 'amx':
+        pytest.skip('no AMX tiles (amx-tile, amx-int8) on this CPU, OS or '
+                    'build')
+    monkeypatch.setenv('MMBINARY_INT8_KERNEL', kernel)
+    gen = torch.Generator().manual_seed(sum(stride))
+    c, o, m, a = 70, 40, 8, 8
+    x = torch.randn(2, c, 2 * 17 + 1, 3 * 16 + 2, generator=gen) * 2
+    codes = (torch.randint(0, 2**m, (o, c, 1, 1), generator=gen) * 2 -
+             (2**m - 1)).int()
+    weight_words = pack_weight_codes(codes, m)
+    scale, bias = torch.randn(o, generator=gen), torch.randn(o, generator=gen)
+    ops = torch.ops.mmbinary
+    w8, wsum = ops.mbb_int8_prepare_weight(weight_words, c, m, [1, 1])
+    geometry = ([1, 1], list(stride), [0, 0], [1, 1])
+    epilogue = (None, 0.0, float('inf'), True, 2, 1.3, False)
+    words = quantize_pack(x, a, 1.7, True)
+    expected = ops.mbb_conv2d_int8_words(words, weight_words, w8, wsum, scale,
+                                         bias, c, m, a, True, *geometry,
+                                         *epilogue)
+    for layout in (torch.contiguous_format, torch.channels_last):
+        out = ops.mbb_conv2d_int8(x.contiguous(memory_format=layout),
+                                  weight_words, w8, wsum, scale, bias, c, m,
+                                  a, 1.7, True, *geometry, *epilogue)
+        assert torch.equal(out[0], expected[0])
+        assert torch.equal(out[1], expected[1])
+    skipped = x.clone()
+    skipped[1, 5, 1, 1] = float('nan')  # row 1 and column 1: never read
+    if stride == (2, 2) or stride == (3, 2):
+        out = ops.mbb_conv2d_int8(skipped, weight_words, w8, wsum, scale,
+                                  bias, c, m, a, 1.7, True, *geometry,
+                                  *epilogue)
+        assert torch.equal(out[0], expected[0])
+    read = x.clone()
+    read[1, 5, stride[0], stride[1]] = float('nan')
+    with pytest.raises(RuntimeError, match='NaN'):
+        ops.mbb_conv2d_int8(read, weight_words, w8, wsum, scale, bias, c, m,
+                            a, 1.7, True, *geometry, *epilogue)
+
+
 def _im2col_cases(count: int):
     """Few input channels (the stem's case), kernels up to 7x7, strides,
     paddings and dilations up to 3, every bit width, both modes."""

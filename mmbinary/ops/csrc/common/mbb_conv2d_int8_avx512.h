@@ -178,10 +178,19 @@ inline void unpack_levels(const MBBInt8Args& a, const uint64_t* act,
 // mbb_quantize_level arithmetic, 16 channels a vector, pad channels 0).
 // Returns whether a NaN was read (its level is undefined; the caller
 // refuses the input, as mbb_quantize_pack does).
+//
+// Steps above 1 read every step-th pixel of a larger input (a strided 1x1
+// conv without padding run as the stride-1 conv `a.s` over the pixels it
+// reads): `input` is then the channels-last (N, src_H, src_W, C) tensor,
+// level pixel (iy, ix) its pixel (iy * step_h, ix * step_w), and the
+// other pixels are never read.
 inline bool quantize_levels(const MBBInt8Args& a, const float* input,
                             float inv_step, uint8_t* levels,
-                            int64_t row_begin, int64_t row_end) {
+                            int64_t row_begin, int64_t row_end,
+                            int64_t step_h = 1, int64_t step_w = 1,
+                            int64_t src_H = 0, int64_t src_W = 0) {
   const MBBConvShape& s = a.s;
+  if (src_H == 0) src_H = s.H, src_W = s.W;
   const float top_value = static_cast<float>((1 << s.K) - 1);
   const __m512 inv = _mm512_set1_ps(inv_step), top = _mm512_set1_ps(top_value);
   const __m512 half = _mm512_set1_ps(0.5f), zero = _mm512_setzero_ps();
@@ -190,8 +199,9 @@ inline bool quantize_levels(const MBBInt8Args& a, const float* input,
     const int64_t n = r / s.H, iy = r % s.H;
     uint8_t* dst_row =
         levels + ((n * a.Hp + iy + s.ph) * a.Wp + s.pw) * a.pixel_bytes;
+    const float* src_row = input + (n * src_H + iy * step_h) * src_W * s.C;
     for (int64_t ix = 0; ix < s.W; ++ix) {
-      const float* x = input + (r * s.W + ix) * s.C;
+      const float* x = src_row + ix * step_w * s.C;
       uint8_t* dst = dst_row + ix * a.pixel_bytes;
       for (int64_t c = 0; c < a.pixel_bytes; c += 16) {
         const int64_t rest = s.C - c;

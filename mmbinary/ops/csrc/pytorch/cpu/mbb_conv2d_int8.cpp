@@ -423,16 +423,27 @@ std::tuple<at::Tensor, at::Tensor> mbb_conv2d_int8_cpu(
   const float inv = mbb_check_inv_step(inv_step);
   const at::Tensor x =
       input.contiguous(at::MemoryFormat::ChannelsLast);  // (N, H, W, C)
+  // A strided 1x1 conv without padding (ResNet's downsampling shortcuts)
+  // reads one pixel in sh * sw: it runs as the stride-1 conv over those
+  // pixels, and only they are quantized (the same taps, levels and
+  // accumulators, so the same outputs).
+  const bool subsample = s.kh == 1 && s.kw == 1 && s.ph == 0 && s.pw == 0 &&
+                         (s.sh > 1 || s.sw > 1);
+  const MBBConvShape run = subsample
+      ? make_mbb_shape(s.N, s.C, s.Ho, s.Wo, s.O, s.G, 1, 1, 1, 1, 0, 0, 1,
+                       1, s.M, s.K, s.is_signed)
+      : s;
   LevelFill fill = [&](const MBBInt8Args& a, uint8_t* levels, int64_t begin,
                        int64_t end) {
 #ifdef MMBINARY_MBB_HAVE_INT8_AVX512
-    return mbb_int8_avx512::quantize_levels(a, x.const_data_ptr<float>(),
-                                            inv, levels, begin, end);
+    return mbb_int8_avx512::quantize_levels(
+        a, x.const_data_ptr<float>(), inv, levels, begin, end,
+        subsample ? s.sh : 1, subsample ? s.sw : 1, s.H, s.W);
 #else
     return false;
 #endif
   };
-  return run_int8(s, s, input, fill, kPhaseQuantizePack, weight_int8,
+  return run_int8(run, run, input, fill, kPhaseQuantizePack, weight_int8,
                   weight_sums, out_scale, out_bias, residual, act_min,
                   act_max, float_out, out_a_bits, out_inv_step, out_signed,
                   false);
