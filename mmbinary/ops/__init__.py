@@ -2,7 +2,7 @@
 """Compiled ops (``torch.ops.mmbinary.*``), the packed format they use
 (:mod:`~mmbinary.packed_format`) and their pure-PyTorch references."""
 from .ext_loader import build_info, ext_load_error, ext_loaded, require_ext
-from . import depthwise_pack  # noqa: F401 (registers its fake kernel)
+from . import depthwise_pack, max_pool  # noqa: F401 (their fake kernels)
 from .mbb_conv2d import mbb_conv2d, mbb_conv2d_accumulate, quantize_pack
 from .mbb_conv2d_reference import (activation_codes_reference,
                                    mbb_conv2d_accumulate_reference,

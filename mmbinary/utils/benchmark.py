@@ -33,6 +33,7 @@ from mmbinary.models.heads.per_level_norm import PerLevelNormMBBConv2d
 from mmbinary.models.layers import MBBConv2d, MBBLinear
 from mmbinary.models.packing import (FoldedNorm, PackedMBBConv2d,
                                      find_layer_norm_pairs, fold_norm,
+                                     use_channels_last_max_pools,
                                      use_onednn_convs)
 
 try:  # the packed ops' phase timers and the core clock, where built
@@ -271,8 +272,10 @@ def fastest_float(float_model: nn.Module,
                   extra: Optional[Dict[str, Callable[[], Any]]] = None
                   ) -> Tuple[FloatBest, Dict[str, float]]:
     """Time ``float_model`` as it is, with its batch norms folded, folded
-    and channels-last, and that with its 1x1 convs on oneDNN
-    (:func:`~mmbinary.models.packing.use_onednn_convs`), side by side with
+    and channels-last, and that with its 1x1 convs on oneDNN and its max
+    pools compiled (:func:`~mmbinary.models.packing.use_onednn_convs`,
+    :func:`~mmbinary.models.packing.use_channels_last_max_pools`), side by
+    side with
     ``extra`` forwards.
 
     Args:
@@ -289,9 +292,11 @@ def fastest_float(float_model: nn.Module,
     folded_norms = fold_batch_norms(folded)
     folded_cl = to_channels_last(copy.deepcopy(folded))
     # The 1x1 convs on oneDNN too (torch's own choice at batch 1 on one
-    # thread is its slower im2col path), as in the packed models.
+    # thread is its slower im2col path) and the max pools on the compiled
+    # kernel (the same values, faster), as in the packed models.
     folded_cl_onednn = copy.deepcopy(folded_cl)
     use_onednn_convs(folded_cl_onednn)
+    use_channels_last_max_pools(folded_cl_onednn)
     image_cl = image.contiguous(memory_format=torch.channels_last)
     forms = {
         'unfolded NCHW': lambda: run(float_model, image),

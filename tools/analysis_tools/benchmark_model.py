@@ -710,7 +710,8 @@ def run_benchmark(args: argparse.Namespace) -> int:
              {t: float_forms[t].ms['folded NCHW'] for t in threads}),
             ('float32, BN folded, channels-last',
              {t: float_forms[t].ms['folded channels-last'] for t in threads}),
-            ('float32, BN folded, channels-last, 1x1 convs on oneDNN', {
+            ('float32, BN folded, channels-last, 1x1 convs on oneDNN, '
+             'compiled max pools', {
                 t: float_forms[t].ms['folded channels-last, 1x1 on oneDNN']
                 for t in threads
             }),

@@ -7,6 +7,7 @@ from .convert import (LAYOUT_KEY, FoldedNorm, apply_packed_layout,
                       state_dict_bytes)
 from .float_convs import OneDNNConv2d, use_onednn_convs
 from .kernel_choice import KernelChoice, choose_kernels
+from .max_pool import ChannelsLastMaxPool2d, use_channels_last_max_pools
 from .norm_folding import find_layer_norm_pairs, fold_norm
 from .packed_layers import (KERNELS, PackedMBBConv2d, PackedMBBLinear,
                             int8_kernel_available)
@@ -18,5 +19,6 @@ __all__ = [
     'state_dict_bytes',
     'find_layer_norm_pairs', 'fold_norm', 'PackedMBBConv2d',
     'PackedMBBLinear', 'KERNELS', 'int8_kernel_available', 'KernelChoice',
-    'choose_kernels', 'OneDNNConv2d', 'use_onednn_convs'
+    'choose_kernels', 'OneDNNConv2d', 'use_onednn_convs',
+    'ChannelsLastMaxPool2d', 'use_channels_last_max_pools'
 ]

@@ -22,6 +22,7 @@ from mmbinary.utils import safe_torch_load
 
 from ..layers import MBBConv2d, MBBLinear
 from .float_convs import use_onednn_convs
+from .max_pool import use_channels_last_max_pools
 from .norm_folding import find_layer_norm_pairs
 from .packed_layers import PackedMBBConv2d, PackedMBBLinear
 
@@ -102,8 +103,10 @@ def convert_to_packed(model: nn.Module, fold_norms: bool = True) -> nn.Module:
         _replace(model, name, packed.to(module.weight.device))
         if norm_name:
             _replace(model, norm_name, FoldedNorm())
-    # The float 1x1 convs left (shortcuts) on oneDNN, as every other conv.
+    # The float 1x1 convs left (shortcuts) on oneDNN, as every other conv,
+    # and the max pools (ResNet's stem) on the compiled kernel.
     use_onednn_convs(model)
+    use_channels_last_max_pools(model)
     _enable_packed_flow(model)
     return model
 
@@ -197,6 +200,7 @@ def apply_packed_layout(model: nn.Module, layout: dict) -> nn.Module:
         _replace(model, name, FoldedNorm())
     model.eval()  # (some backbones' train() returns None)
     use_onednn_convs(model)  # as convert_to_packed
+    use_channels_last_max_pools(model)
     _enable_packed_flow(model)
     return model
 
