@@ -113,6 +113,10 @@ struct MBBInt8Args {
   // (N, Ho, Wo) sum of the levels over each output's taps, for 8-bit
   // weights (mbb_int8_halved), else null
   const int32_t* patch_sums = nullptr;
+  // Where a fill that can also writes them (a 1x1, stride-1 conv without
+  // padding: a pixel's levels are its patch) puts each pixel's level sum,
+  // (N, H, W); null: the patch sums are summed after the fill
+  int32_t* fill_sums = nullptr;
   const int64_t* ky_range;    // (Ho, 2) valid kernel rows [lo, hi)
   const int64_t* kx_range;    // (Wo, 2)
   const float* scale;         // (O16,) zero padded
@@ -200,9 +204,11 @@ inline bool quantize_levels(const MBBInt8Args& a, const float* input,
     uint8_t* dst_row =
         levels + ((n * a.Hp + iy + s.ph) * a.Wp + s.pw) * a.pixel_bytes;
     const float* src_row = input + (n * src_H + iy * step_h) * src_W * s.C;
+    int32_t* sums = a.fill_sums ? a.fill_sums + r * s.W : nullptr;
     for (int64_t ix = 0; ix < s.W; ++ix) {
       const float* x = src_row + ix * step_w * s.C;
       uint8_t* dst = dst_row + ix * a.pixel_bytes;
+      __m512i pixel_sum = _mm512_setzero_si512();
       for (int64_t c = 0; c < a.pixel_bytes; c += 16) {
         const int64_t rest = s.C - c;
         if (rest <= 0) {
@@ -219,9 +225,15 @@ inline bool quantize_levels(const MBBInt8Args& a, const float* input,
         // max(v, 0) is 0 for NaN, min(v, top): as mbb_quantize_level;
         // cvtps2dq rounds half to even.
         v = _mm512_min_ps(_mm512_max_ps(v, zero), top);
+        const __m512i q = _mm512_cvtps_epi32(v);
         _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + c),
-                         _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(v)));
+                         _mm512_cvtepi32_epi8(q));
+        // the channels' levels only (a pad lane's may be nonzero)
+        if (sums)
+          pixel_sum = _mm512_add_epi32(pixel_sum,
+                                       _mm512_maskz_mov_epi32(lanes, q));
       }
+      if (sums) sums[ix] = _mm512_reduce_add_epi32(pixel_sum);
     }
   }
   return nan != 0;
@@ -299,15 +311,19 @@ inline PatchPlan patch_plan(const MBBConvShape& s, int64_t pixel_bytes) {
 // vector is put together in a register from its pieces (masked loads that
 // zero the other bytes, OR) and stored once. `image` must have 64
 // readable bytes before its first level (a piece's offset reaches -63).
+//
+// `sums` (null: none): each patch's level sum, (Wo,) for the row.
 inline void im2col_row(const MBBConvShape& s, const PatchPlan& plan,
                        const uint8_t* image, int64_t n, int64_t y,
-                       int64_t pixel_bytes, uint8_t* dst) {
+                       int64_t pixel_bytes, uint8_t* dst,
+                       int32_t* sums = nullptr) {
   const int64_t Wp = s.W + 2 * s.pw, vectors = pixel_bytes / 64;
   const uint8_t* row = image + (n * (s.H + 2 * s.ph) + y * s.sh) * Wp * s.C;
   const PatchPiece* pieces = plan.pieces.data();
   const int64_t* first = plan.first.data();
   for (int64_t x = 0; x < s.Wo; ++x, dst += pixel_bytes) {
     const uint8_t* base = row + x * s.sw * s.C;
+    __m512i patch_sum = _mm512_setzero_si512();  // eight u64 partial sums
     for (int64_t v = 0; v < vectors; ++v) {
       __m512i levels = _mm512_setzero_si512();
       for (int64_t i = first[v]; i < first[v + 1]; ++i)
@@ -315,7 +331,12 @@ inline void im2col_row(const MBBConvShape& s, const PatchPlan& plan,
             levels, _mm512_maskz_loadu_epi8(pieces[i].mask,
                                             base + pieces[i].offset));
       _mm512_storeu_si512(reinterpret_cast<void*>(dst + 64 * v), levels);
+      // bytes past the patch are 0
+      if (sums)
+        patch_sum = _mm512_add_epi64(
+            patch_sum, _mm512_sad_epu8(levels, _mm512_setzero_si512()));
     }
+    if (sums) sums[x] = static_cast<int32_t>(_mm512_reduce_add_epi64(patch_sum));
   }
 }
 

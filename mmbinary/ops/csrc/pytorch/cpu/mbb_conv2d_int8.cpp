@@ -182,7 +182,8 @@ at::Tensor mbb_int8_patch_sums(const MBBInt8Args& a) {
 // Where the integer kernel's u8 levels come from: activation words
 // (unpacked) or a float channels-last input (quantized); fills the
 // interior of input rows [begin, end) of the (N * H) axis and returns
-// whether a NaN was read.
+// whether a NaN was read; one that can also writes each pixel's level sum
+// to a.fill_sums where that is set.
 using LevelFill =
     std::function<bool(const MBBInt8Args&, uint8_t*, int64_t, int64_t)>;
 
@@ -192,11 +193,10 @@ using LevelFill =
 // `taps`: the geometry of the signed correction's valid taps and weight
 // sums: `s` itself, or, where the kernel's taps are folded into the
 // channels (the im2col path: `s` a 1x1 conv over the patches), the
-// original conv's.
+// original conv's. `fill_writes_sums`: whether `fill` writes a.fill_sums.
 std::tuple<at::Tensor, at::Tensor> run_int8(
     const MBBConvShape& s, const MBBConvShape& taps, const at::Tensor& like,
-    const LevelFill& fill,
-    MBBPhase fill_phase,
+    const LevelFill& fill, MBBPhase fill_phase, bool fill_writes_sums,
     const at::Tensor& weight_int8, const at::Tensor& weight_sums,
     const at::Tensor& out_scale, const at::Tensor& out_bias,
     const c10::optional<at::Tensor>& residual, double act_min,
@@ -266,6 +266,17 @@ std::tuple<at::Tensor, at::Tensor> run_int8(
     }
   });
   a.levels = level_ptr;
+  // 8-bit weights need each output's patch sum: a fill that can writes
+  // them with the levels where a pixel is a patch (1x1, stride 1, no
+  // padding), else they are summed from the levels below.
+  const bool sums_in_fill = fill_writes_sums && mbb_int8_halved(s) &&
+                            s.kh == 1 && s.kw == 1 && s.sh == 1 &&
+                            s.sw == 1 && s.ph == 0 && s.pw == 0;
+  at::Tensor patch_sums;
+  if (sums_in_fill) {
+    patch_sums = at::empty({s.N * s.Ho * s.Wo}, opts.dtype(at::kInt));
+    a.fill_sums = patch_sums.data_ptr<int32_t>();
+  }
   std::atomic<bool> nan{false};
   // Quantizing a float input is the call's quantize + pack phase;
   // unpacking words is part of the prepass.
@@ -286,9 +297,8 @@ std::tuple<at::Tensor, at::Tensor> run_int8(
               "mbb_conv2d_int8: input holds NaN, which has no activation "
               "level (mbb_conv2d on the float input propagates NaN to the "
               "outputs it reaches)");
-  at::Tensor patch_sums;
   if (mbb_int8_halved(s)) {
-    patch_sums = mbb_int8_patch_sums(a);
+    if (!sums_in_fill) patch_sums = mbb_int8_patch_sums(a);
     a.patch_sums = patch_sums.const_data_ptr<int32_t>();
   }
   at::Tensor tables = at::empty({2 * (s.Ho + s.Wo)}, opts.dtype(at::kLong));
@@ -396,7 +406,7 @@ std::tuple<at::Tensor, at::Tensor> mbb_conv2d_int8_words_cpu(
 #endif
     return false;
   };
-  return run_int8(s, s, act_words, fill, kPhasePrepass, weight_int8,
+  return run_int8(s, s, act_words, fill, kPhasePrepass, false, weight_int8,
                   weight_sums, out_scale, out_bias, residual, act_min,
                   act_max, float_out, out_a_bits, out_inv_step, out_signed,
                   accumulate_only);
@@ -443,8 +453,9 @@ std::tuple<at::Tensor, at::Tensor> mbb_conv2d_int8_cpu(
     return false;
 #endif
   };
-  return run_int8(run, run, input, fill, kPhaseQuantizePack, weight_int8,
-                  weight_sums, out_scale, out_bias, residual, act_min,
+  return run_int8(run, run, input, fill, kPhaseQuantizePack, true,
+                  weight_int8, weight_sums, out_scale, out_bias, residual,
+                  act_min,
                   act_max, float_out, out_a_bits, out_inv_step, out_signed,
                   false);
 }
@@ -545,14 +556,16 @@ std::tuple<at::Tensor, at::Tensor> mbb_conv2d_int8_im2col_cpu(
                        int64_t end) {
 #ifdef MMBINARY_MBB_HAVE_INT8_AVX512
     for (int64_t r = begin; r < end; ++r)  // output rows (n, y)
-      mbb_int8_avx512::im2col_row(s, plan, image_ptr, r / s.Ho, r % s.Ho,
-                                  a.pixel_bytes,
-                                  levels + r * s.Wo * a.pixel_bytes);
+      mbb_int8_avx512::im2col_row(
+          s, plan, image_ptr, r / s.Ho, r % s.Ho, a.pixel_bytes,
+          levels + r * s.Wo * a.pixel_bytes,
+          a.fill_sums ? a.fill_sums + r * s.Wo : nullptr);
 #endif
     return false;
   };
-  return run_int8(conv, s, input, fill, kPhaseQuantizePack, weight_int8,
-                  weight_sums, out_scale, out_bias, residual, act_min,
+  return run_int8(conv, s, input, fill, kPhaseQuantizePack, true,
+                  weight_int8, weight_sums, out_scale, out_bias, residual,
+                  act_min,
                   act_max, float_out, out_a_bits, out_inv_step, out_signed,
                   false);
 }
