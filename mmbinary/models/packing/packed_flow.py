@@ -36,7 +36,9 @@ False torch). A large channels-last
 block (batch 1) runs in bands of output rows, so that the expand and
 depthwise convs' float outputs stay in the cache between the convs (same
 values, see :func:`_flow_inverted_residual_in_bands`).
-Anything else keeps its own forward.
+A ResNet's packed stem conv applies the ReLU after it in its epilogue, and
+the ReLU module passes the activated tensor on (no pass over the stem's
+float output). Anything else keeps its own forward.
 """
 import math
 import types
@@ -577,9 +579,62 @@ def _flow_inverted_residual_forward(self: nn.Module, x: Tensor) -> Tensor:
 #: the bands' per-call costs. With 2 threads, 32 MB bands beat 16 MB ones.
 BAND_BYTES = 16 << 20
 MIN_BANDED_BYTES = 32 << 20
+def _resnet_stem(module: nn.Module) -> Optional[Tuple[nn.Module, nn.Module]]:
+    """The packed stem conv and its ReLU of an mmdet / mmseg ResNet whose
+    forward is the stock one (conv1 -> folded norm1 -> relu), or None."""
+    if 'res_layers' not in _stock_forward_stages(module) or getattr(
+            module, 'deep_stem', True):
+        return None
+    conv, relu = getattr(module, 'conv1', None), getattr(module, 'relu', None)
+    if not _flow_layer(conv) or type(relu) is not nn.ReLU:
+        return None
+    if not isinstance(getattr(module, 'norm1', None), FoldedNorm):
+        return None
+    return conv, relu
+
+
+def _flow_stem_conv_forward(self: PackedMBBConv2d, x: Tensor) -> Tensor:
+    """A ResNet stem conv's forward with the ReLU after it in its epilogue
+    (the output is ``relu(conv(x))``; the ReLU then passes it on, see
+    :func:`_flow_activated_forward`)."""
+    if not _runs_here(x):
+        return type(self).forward(self, x)
+    lo, hi = self.__dict__[_FUSED_ACTIVATION]
+    try:
+        out, _ = self.run_float(x, lo, hi, True, None, None)
+    except RuntimeError:
+        if bool(torch.isnan(x).any()):  # NaN: the layer-by-layer path
+            return type(self).forward(self, x)
+        raise
+    setattr(out, _ACTIVATED, out._version)
+    return out
+
+
+def fused_activation(module: nn.Module) -> Optional[Tuple[float, float]]:
+    """The clamp of the activation ``module`` (a conv) runs in its epilogue
+    while the flow is on, or None."""
+    return module.__dict__.get(_FUSED_ACTIVATION)
+
+
+def _flow_activated_forward(self: nn.Module, x: Tensor) -> Tensor:
+    """An activation whose input was activated already (by the epilogue of
+    the conv before it, unchanged since) passes it on; anything else goes
+    through it."""
+    if getattr(x, _ACTIVATED, None) == x._version:
+        return x
+    return type(self).forward(self, x)
+
+
 #: The flow forwards, as installed on instances.
 FLOW_FORWARDS = (_flow_block_forward, _flow_conv_module_forward,
-                 _flow_inverted_residual_forward)
+                 _flow_inverted_residual_forward, _flow_stem_conv_forward,
+                 _flow_activated_forward)
+#: Instance attribute of a conv that runs the activation after it in its
+#: epilogue (a ResNet stem's): that activation's clamp.
+_FUSED_ACTIVATION = '_mmbinary_fused_activation'
+#: Attribute of a tensor that an epilogue activated already: its version
+#: then.
+_ACTIVATED = '_mmbinary_activated'
 #: Instance attribute of an inverted-residual block: run its depthwise
 #: ConvModule with the fused op (True), with torch (False), or with the op
 #: where it gives torch's floats ('auto'). Kept by
@@ -699,6 +754,16 @@ def enable_packed_flow(model: nn.Module,
                 fuse_depthwise is not None:
             module.__dict__[_FUSE_DEPTHWISE] = fuse_depthwise
         names.append(name)
+    # ResNet stems: the ReLU in the stem conv's epilogue.
+    for name, module in model.named_modules():
+        stem = _resnet_stem(module)
+        if stem is None:
+            continue
+        conv, relu = stem
+        conv.__dict__[_FUSED_ACTIVATION] = RELU
+        conv.forward = types.MethodType(_flow_stem_conv_forward, conv)
+        relu.forward = types.MethodType(_flow_activated_forward, relu)
+        names.append(f'{name}.conv1' if name else 'conv1')
     # A unit whose successor in a Sequential (a stage) or a head tower
     # takes words hands it its activation words.
     for container_name, module in model.named_modules():
@@ -719,20 +784,26 @@ def enable_packed_flow(model: nn.Module,
     return names
 
 
-def _stage_chains(model: nn.Module) -> List[List[nn.Module]]:
-    """Stages that run one after the other on one tensor: the
-    ``res_layers`` of mmdet's and mmseg's ResNets and the ``layers`` of
-    their MobileNetV2s, for backbones whose forward is the stock one
-    (nothing runs between two stages)."""
+def _stock_forward_stages(module: nn.Module) -> str:
+    """'res_layers' for mmdet's and mmseg's ResNets, 'layers' for their
+    MobileNetV2s, where ``module``'s forward is the stock one; else ''."""
     from mmdet.models.backbones import MobileNetV2, ResNet
     from mmseg.models.backbones import MobileNetV2 as SegMobileNetV2
     from mmseg.models.backbones import ResNet as SegResNet
     stock = {ResNet.forward: 'res_layers', SegResNet.forward: 'res_layers',
              MobileNetV2.forward: 'layers', SegMobileNetV2.forward: 'layers'}
+    return stock.get(type(module).forward, '')
+
+
+def _stage_chains(model: nn.Module) -> List[List[nn.Module]]:
+    """Stages that run one after the other on one tensor: the
+    ``res_layers`` of mmdet's and mmseg's ResNets and the ``layers`` of
+    their MobileNetV2s, for backbones whose forward is the stock one
+    (nothing runs between two stages)."""
     chains = []
     for module in model.modules():
-        names = stock.get(type(module).forward)
-        if names is not None:
+        names = _stock_forward_stages(module)
+        if names:
             chains.append([getattr(module, name)
                            for name in getattr(module, names)])
     return chains
@@ -768,3 +839,4 @@ def disable_packed_flow(model: nn.Module) -> None:
         if getattr(forward, '__func__', None) in FLOW_FORWARDS:
             del module.forward
         module.__dict__.pop('_mmbinary_next_block', None)
+        module.__dict__.pop(_FUSED_ACTIVATION, None)

@@ -172,3 +172,64 @@ def test_conv_modules_flow_like_layer_by_layer():
         disable_packed_flow(model)
         layerwise = model(x)
     assert torch.equal(flow, layerwise)
+
+
+def _encoded_stem_backbone():
+    torch.manual_seed(3)
+    model = MBBResNet(depth=18, w_bits=2, a_bits=2, base_channels=16,
+                      encode_stem=True, stem_bits=8)
+    model.train()
+    with torch.no_grad():
+        model(torch.randn(2, 3, 64, 64))
+    model.eval()
+    return convert_to_packed(model)
+
+
+@pytest.mark.parametrize('layout',
+                         [torch.contiguous_format, torch.channels_last])
+def test_encoded_stem_applies_its_relu_in_the_epilogue(layout, monkeypatch):
+    """The packed stem conv runs the ReLU after it in its epilogue and the
+    ReLU module passes that tensor on: no ReLU runs in the flow (the blocks'
+    are in their epilogues too), the outputs equal the layer-by-layer
+    ones bit for bit, and disabling the flow gives the ReLU back."""
+    model = _encoded_stem_backbone()
+    assert 'conv1' in enable_packed_flow(model)
+    relu_calls = []
+    real_forward = nn.ReLU.forward
+    monkeypatch.setattr(
+        nn.ReLU, 'forward',
+        lambda self, x: relu_calls.append(1) or real_forward(self, x))
+    x = torch.randn(2, 3, 40, 56).contiguous(memory_format=layout)
+    with torch.no_grad():
+        flow = model(x)
+        assert not relu_calls
+        disable_packed_flow(model)
+        layerwise = model(x)
+    assert relu_calls  # the stem's ReLU, layer by layer
+    for a, b in zip(flow, layerwise):
+        assert torch.equal(a, b)
+    assert 'forward' not in model.conv1.__dict__
+    assert 'forward' not in model.relu.__dict__
+
+
+def test_encoded_stem_relu_still_runs_on_a_tensor_changed_since():
+    model = _encoded_stem_backbone()
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        out = model.conv1(x)
+        assert torch.equal(model.relu(out), out)  # activated: passed on
+        out.sub_(1.0)  # changed since: the ReLU runs
+        changed = out.clone()
+        assert torch.equal(model.relu(out), changed.clamp(min=0))
+
+
+def test_encoded_stem_propagates_nan_through_the_layer_path():
+    model = _encoded_stem_backbone()
+    x = torch.randn(1, 3, 32, 32)
+    x[0, 1, 4, 4] = float('nan')
+    with torch.no_grad():
+        flow = model(x)
+        disable_packed_flow(model)
+        layerwise = model(x)
+    for a, b in zip(flow, layerwise):
+        assert torch.equal(a.isnan(), b.isnan())
