@@ -750,7 +750,9 @@ def packed_agreement(unpacked: nn.Module, packed: nn.Module, image: Tensor,
             if target is None or module_kind(target) != 'packed MBB':
                 return
             try:
-                out = target(*args)
+                # the layer's own forward (not a flow's: a ResNet stem
+                # conv's applies the ReLU after it too)
+                out = type(target).forward(target, *args)
             except Exception as error:  # a layer that needs packed input
                 problem.append(f'{name}: {type(error).__name__}: {error}')
                 return

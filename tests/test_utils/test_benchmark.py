@@ -149,3 +149,27 @@ def test_agreement_passes_and_catches_a_broken_packed_layer():
     assert not broken.layers_agree
     assert broken.layers_failing == ['layer2.0.conv2']
     assert broken.worst_layer_error > 1e-3
+
+
+@pytest.mark.ext
+def test_agreement_of_an_encoded_stem_whose_conv_runs_its_relu():
+    """The stem conv of an mmdet ResNet runs its ReLU in the epilogue in
+    the flow: the layer check compares the conv itself, the flow check the
+    conv with its ReLU; both pass, and a broken stem still fails."""
+    from mmbinary.models.backbones import MBBResNet
+    torch.manual_seed(0)
+    model = MBBResNet(depth=18, w_bits=2, a_bits=2, base_channels=8,
+                      encode_stem=True, stem_bits=8)
+    model.eval()
+    image = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        model(image)
+    packed = convert_to_packed(copy.deepcopy(model))
+    assert 'forward' in packed.conv1.__dict__  # the fused stem
+    agreement = bm.packed_agreement(model, packed, image, run)
+    assert agreement.layers_agree and agreement.blocks_failing == []
+    assert agreement.blocks_checked == sum('forward' in m.__dict__
+                                           for m in packed.modules())
+    packed.conv1.out_bias.add_(0.5)
+    broken = bm.packed_agreement(model, packed, image, run)
+    assert broken.layers_failing[0] == 'conv1'
