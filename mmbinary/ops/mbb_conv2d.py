@@ -316,6 +316,24 @@ def _register_fake() -> None:
             torch.library.register_fake(f'mmbinary::{name}')(
                 _float_input_int8)
 
+    if hasattr(torch.ops.mmbinary, 'mbb_conv2d_int8_im2col_max_pool'):
+
+        @torch.library.register_fake(
+            'mmbinary::mbb_conv2d_int8_im2col_max_pool')
+        def _(input, weight_words, weight_int8, weight_sums, out_scale,
+              out_bias, in_channels, w_bits, a_bits, inv_step, is_signed,
+              kernel_size, stride, padding, dilation, act_min, act_max,
+              pool_kernel, pool_stride, pool_padding):
+            n, channels, height, width = out_shape(
+                input.shape[0], out_scale.shape[0], input.shape[2:4],
+                kernel_size, stride, padding, dilation)
+            sizes = zip((height, width), pool_kernel, pool_stride,
+                        pool_padding, (1, 1))
+            return _new_output(
+                input, (n, channels,
+                        *(fmt.conv_out_size(*args) for args in sizes)),
+                torch.float32)
+
     @torch.library.register_fake('mmbinary::mbb_conv2d_int8_words')
     def _(act_words, weight_words, weight_int8, weight_sums, out_scale,
           out_bias, in_channels, w_bits, a_bits, is_signed, kernel_size,

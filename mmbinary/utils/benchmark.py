@@ -35,7 +35,7 @@ from mmbinary.models.packing import (FoldedNorm, PackedMBBConv2d,
                                      find_layer_norm_pairs, fold_norm,
                                      use_channels_last_max_pools,
                                      use_onednn_convs)
-from mmbinary.models.packing.packed_flow import fused_activation
+from mmbinary.models.packing.packed_flow import fused_after, passes_on
 
 try:  # the packed ops' phase timers and the core clock, where built
     from mmbinary.ops import profiling
@@ -822,18 +822,21 @@ def _check_flow_blocks(packed: nn.Module, image: Tensor,
 
         def hook(block, args, output):
             expected = type(block).forward(block, *args)
-            activation = fused_activation(block)  # a ResNet stem conv's ReLU
-            if activation is not None:
-                expected = expected.clamp(*activation)
+            # a ResNet stem conv's ReLU (and max pool) in its epilogue
+            for step in fused_after(block, output):
+                expected = step(expected)
             checked.append(name)
             if bool(_beyond_rounding(output, expected).any()):
                 failing.append(name)
 
         return hook
 
+    # (a module that passes on what the conv before it did is checked
+    # with that conv)
     handles = [
         module.register_forward_hook(hook_for(name))
-        for name, module in packed.named_modules() if _own_forward(module)
+        for name, module in packed.named_modules()
+        if _own_forward(module) and not passes_on(module)
     ]
     try:
         run(packed, image)

@@ -71,3 +71,86 @@ def test_max_pool_checks_its_arguments_and_has_a_fake_kernel():
         op(x.double(), [3, 3], [2, 2], [1, 1], [1, 1])
     with pytest.raises(RuntimeError, match='output would be empty'):
         op(x, [7, 7], [1, 1], [0, 0], [1, 1])
+
+
+def _int8_supported() -> bool:
+    ops = torch.ops.mmbinary
+    return hasattr(ops, 'mbb_int8_supported') and bool(
+        ops.mbb_int8_supported())
+
+
+def _stem_cases(count: int):
+    rng = random.Random(5)
+    yield (3, 64, 7, 2, 3, 8, 8, True, (3, 3), (2, 2), (1, 1))  # ResNet
+    for _ in range(count):
+        k, pk = rng.choice([1, 3, 5, 7]), rng.randint(1, 4)
+        yield (rng.randint(1, 8), rng.randint(1, 40), k, rng.randint(1, 2),
+               rng.randint(0, k // 2), rng.randint(1, 8), rng.randint(1, 8),
+               rng.random() < 0.5, (pk, rng.randint(1, 4)),
+               (rng.randint(1, 3), rng.randint(1, 3)),
+               (rng.randint(0, pk // 2), 0))
+
+
+@pytest.mark.skipif(not _int8_supported(), reason='no integer kernel')
+@pytest.mark.parametrize('threads', [1, 2])
+@pytest.mark.parametrize('case', list(_stem_cases(10)))
+def test_conv_with_fused_max_pool_equals_conv_then_pool(case, threads):
+    """mbb_conv2d_int8_im2col_max_pool pools the conv's rows as they come:
+    the values of mbb_conv2d_int8_im2col then max_pool2d, bit for bit, with
+    one or two threads (each thread computes the rows it needs)."""
+    from mmbinary.ops import pack_weight_codes
+    c, o, k, s, p, m, a, signed, pk, ps, pp = case
+    gen = torch.Generator().manual_seed(c * 31 + o)
+    x = torch.randn(2, c, 23, 29, generator=gen).contiguous(
+        memory_format=torch.channels_last)
+    codes = (torch.randint(0, 2**m, (o, c, k, k), generator=gen) * 2 -
+             (2**m - 1)).int()
+    ops = torch.ops.mmbinary
+    words = pack_weight_codes(codes, m)
+    flat = pack_weight_codes(
+        codes.permute(0, 2, 3, 1).reshape(o, k * k * c, 1, 1).contiguous(), m)
+    w8 = ops.mbb_int8_prepare_weight(flat, k * k * c, m, [1, 1])[0]
+    wsum = ops.mbb_int8_prepare_weight(words, c, m, [k, k])[1]
+    scale, bias = torch.randn(o, generator=gen), torch.randn(o, generator=gen)
+    conv_args = (x, words, w8, wsum, scale, bias, c, m, a, 1.3, signed,
+                 [k, k], [s, s], [p, p], [1, 1])
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        conv = ops.mbb_conv2d_int8_im2col(*conv_args, None, 0.0,
+                                          float('inf'), True, 0, 1.0,
+                                          False)[0]
+        if min(conv.shape[-2:]) < pk[0] - 2 * pp[0] or \
+                conv.shape[-1] < pk[1] - 2 * pp[1]:
+            pytest.skip('the pool has no output for this geometry')
+        expected = F.max_pool2d(conv, pk, ps, pp)
+        out = ops.mbb_conv2d_int8_im2col_max_pool(*conv_args, 0.0,
+                                                  float('inf'), pk, ps, pp)
+    finally:
+        torch.set_num_threads(previous)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(_bits(out), _bits(expected))
+
+
+@pytest.mark.skipif(not _int8_supported(), reason='no integer kernel')
+def test_conv_with_fused_max_pool_checks_the_pool_and_has_a_fake_kernel():
+    from mmbinary.ops import pack_weight_codes
+    ops = torch.ops.mmbinary
+    codes = (torch.randint(0, 4, (8, 3, 3, 3)) * 2 - 3).int()
+    words = pack_weight_codes(codes, 2)
+    flat = pack_weight_codes(
+        codes.permute(0, 2, 3, 1).reshape(8, 27, 1, 1).contiguous(), 2)
+    w8 = ops.mbb_int8_prepare_weight(flat, 27, 2, [1, 1])[0]
+    wsum = ops.mbb_int8_prepare_weight(words, 3, 2, [3, 3])[1]
+    x = torch.randn(1, 3, 12, 12)
+    args = [x, words, w8, wsum, torch.ones(8), torch.zeros(8), 3, 2, 2, 1.0,
+            True, [3, 3], [1, 1], [1, 1], [1, 1], 0.0, 6.0, [3, 3], [2, 2],
+            [1, 1]]
+    torch.library.opcheck(ops.mbb_conv2d_int8_im2col_max_pool.default,
+                          tuple(args), test_utils=('test_faketensor', ))
+    args[-1] = [2, 2]
+    with pytest.raises(RuntimeError, match='pool_padding must be at most'):
+        ops.mbb_conv2d_int8_im2col_max_pool(*args)
+    args[-1], args[-2] = [1, 1], [0, 2]
+    with pytest.raises(RuntimeError, match='pool_stride must be'):
+        ops.mbb_conv2d_int8_im2col_max_pool(*args)

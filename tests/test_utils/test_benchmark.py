@@ -164,12 +164,18 @@ def test_agreement_of_an_encoded_stem_whose_conv_runs_its_relu():
     image = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         model(image)
+    from mmbinary.models.packing import int8_kernel_available
+    from mmbinary.models.packing.packed_flow import passes_on
     packed = convert_to_packed(copy.deepcopy(model))
     assert 'forward' in packed.conv1.__dict__  # the fused stem
+    if int8_kernel_available():  # the max pool in the stem conv too
+        packed.conv1.set_kernel('int8-im2col')
     agreement = bm.packed_agreement(model, packed, image, run)
     assert agreement.layers_agree and agreement.blocks_failing == []
-    assert agreement.blocks_checked == sum('forward' in m.__dict__
-                                           for m in packed.modules())
+    assert passes_on(packed.relu) and passes_on(packed.maxpool)
+    assert agreement.blocks_checked == sum(
+        'forward' in m.__dict__ and not passes_on(m)
+        for m in packed.modules())
     packed.conv1.out_bias.add_(0.5)
     broken = bm.packed_agreement(model, packed, image, run)
     assert broken.layers_failing[0] == 'conv1'

@@ -15,10 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from mmbinary.ops import ext_loaded
-
-
-def _pair(value) -> tuple:
-    return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+from mmbinary.packed_format import pair as _pair
 
 
 class ChannelsLastMaxPool2d(nn.MaxPool2d):

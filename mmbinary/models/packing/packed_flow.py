@@ -36,13 +36,14 @@ False torch). A large channels-last
 block (batch 1) runs in bands of output rows, so that the expand and
 depthwise convs' float outputs stay in the cache between the convs (same
 values, see :func:`_flow_inverted_residual_in_bands`).
-A ResNet's packed stem conv applies the ReLU after it in its epilogue, and
-the ReLU module passes the activated tensor on (no pass over the stem's
-float output). Anything else keeps its own forward.
+A ResNet's packed stem conv applies the ReLU after it in its epilogue and,
+on the integer im2col kernel, the max pool after that too (its rows pooled
+as they come, the stem's full output never written); the ReLU and max-pool
+modules then pass the tensor on. Anything else keeps its own forward.
 """
 import math
 import types
-from typing import List, NamedTuple, Optional, Sequence, Tuple
+from typing import Callable, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -579,48 +580,76 @@ def _flow_inverted_residual_forward(self: nn.Module, x: Tensor) -> Tensor:
 #: the bands' per-call costs. With 2 threads, 32 MB bands beat 16 MB ones.
 BAND_BYTES = 16 << 20
 MIN_BANDED_BYTES = 32 << 20
-def _resnet_stem(module: nn.Module) -> Optional[Tuple[nn.Module, nn.Module]]:
-    """The packed stem conv and its ReLU of an mmdet / mmseg ResNet whose
-    forward is the stock one (conv1 -> folded norm1 -> relu), or None."""
+def _resnet_stem(module: nn.Module) -> Optional[Tuple[nn.Module, ...]]:
+    """The packed stem conv, its ReLU and the max pool after them of an
+    mmdet / mmseg ResNet whose forward is the stock one (conv1 -> folded
+    norm1 -> relu -> maxpool), or None."""
     if 'res_layers' not in _stock_forward_stages(module) or getattr(
             module, 'deep_stem', True):
         return None
     conv, relu = getattr(module, 'conv1', None), getattr(module, 'relu', None)
+    pool = getattr(module, 'maxpool', None)
     if not _flow_layer(conv) or type(relu) is not nn.ReLU:
         return None
     if not isinstance(getattr(module, 'norm1', None), FoldedNorm):
         return None
-    return conv, relu
+    if not isinstance(pool, nn.MaxPool2d):
+        return None
+    return conv, relu, pool
 
 
 def _flow_stem_conv_forward(self: PackedMBBConv2d, x: Tensor) -> Tensor:
     """A ResNet stem conv's forward with the ReLU after it in its epilogue
-    (the output is ``relu(conv(x))``; the ReLU then passes it on, see
-    :func:`_flow_activated_forward`)."""
+    and, where its kernel can (:meth:`PackedMBBConv2d.run_float_max_pool`),
+    the max pool after that too: the output is ``relu(conv(x))`` or
+    ``maxpool(relu(conv(x)))``, marked so that the ReLU and the max pool
+    pass it on (:func:`_flow_passed_forward`)."""
     if not _runs_here(x):
         return type(self).forward(self, x)
-    lo, hi = self.__dict__[_FUSED_ACTIVATION]
+    (lo, hi), pool = self.__dict__[_FUSED_AFTER]
     try:
-        out, _ = self.run_float(x, lo, hi, True, None, None)
+        out = self.run_float_max_pool(x, lo, hi, pool)
+        pooled = out is not None
+        if not pooled:
+            out, _ = self.run_float(x, lo, hi, True, None, None)
     except RuntimeError:
         if bool(torch.isnan(x).any()):  # NaN: the layer-by-layer path
             return type(self).forward(self, x)
         raise
-    setattr(out, _ACTIVATED, out._version)
+    setattr(out, _DONE, (out._version, pooled))
     return out
 
 
-def fused_activation(module: nn.Module) -> Optional[Tuple[float, float]]:
-    """The clamp of the activation ``module`` (a conv) runs in its epilogue
-    while the flow is on, or None."""
-    return module.__dict__.get(_FUSED_ACTIVATION)
+def fused_after(module: nn.Module,
+                output: Tensor) -> List[Callable[[Tensor], Tensor]]:
+    """What ``module`` (a conv) ran after itself in its epilogue to give
+    ``output`` while the flow is on, in order (an activation clamp, a max
+    pool), as functions of its own output; empty for other modules."""
+    fused = module.__dict__.get(_FUSED_AFTER)
+    done = getattr(output, _DONE, None)
+    if fused is None or done is None:
+        return []
+    (lo, hi), pool = fused
+    steps = [lambda t: t.clamp(lo, hi)]
+    if done[1]:
+        steps.append(lambda t: type(pool).forward(pool, t))
+    return steps
 
 
-def _flow_activated_forward(self: nn.Module, x: Tensor) -> Tensor:
-    """An activation whose input was activated already (by the epilogue of
-    the conv before it, unchanged since) passes it on; anything else goes
-    through it."""
-    if getattr(x, _ACTIVATED, None) == x._version:
+def passes_on(module: nn.Module) -> bool:
+    """Whether ``module`` passes on, unchanged, what the conv before it
+    did for it while the flow is on (a ResNet stem's ReLU and max pool)."""
+    forward = module.__dict__.get('forward')
+    return getattr(forward, '__func__', None) is _flow_passed_forward
+
+
+def _flow_passed_forward(self: nn.Module, x: Tensor) -> Tensor:
+    """A module whose work on ``x`` the conv before it did in its epilogue
+    (``x`` unchanged since; :func:`_flow_stem_conv_forward`) passes ``x``
+    on; anything else goes through it."""
+    done = getattr(x, _DONE, None)
+    if done is not None and done[0] == x._version and (
+            done[1] or not isinstance(self, nn.MaxPool2d)):
         return x
     return type(self).forward(self, x)
 
@@ -628,13 +657,13 @@ def _flow_activated_forward(self: nn.Module, x: Tensor) -> Tensor:
 #: The flow forwards, as installed on instances.
 FLOW_FORWARDS = (_flow_block_forward, _flow_conv_module_forward,
                  _flow_inverted_residual_forward, _flow_stem_conv_forward,
-                 _flow_activated_forward)
-#: Instance attribute of a conv that runs the activation after it in its
-#: epilogue (a ResNet stem's): that activation's clamp.
-_FUSED_ACTIVATION = '_mmbinary_fused_activation'
-#: Attribute of a tensor that an epilogue activated already: its version
-#: then.
-_ACTIVATED = '_mmbinary_activated'
+                 _flow_passed_forward)
+#: Instance attribute of a conv that runs what follows it in its epilogue
+#: (a ResNet stem's): (the activation's clamp, the max pool after it).
+_FUSED_AFTER = '_mmbinary_fused_after'
+#: Attribute of a tensor that such a conv wrote: (its version then,
+#: whether it is max-pooled too).
+_DONE = '_mmbinary_done'
 #: Instance attribute of an inverted-residual block: run its depthwise
 #: ConvModule with the fused op (True), with torch (False), or with the op
 #: where it gives torch's floats ('auto'). Kept by
@@ -759,10 +788,11 @@ def enable_packed_flow(model: nn.Module,
         stem = _resnet_stem(module)
         if stem is None:
             continue
-        conv, relu = stem
-        conv.__dict__[_FUSED_ACTIVATION] = RELU
+        conv, relu, pool = stem
+        conv.__dict__[_FUSED_AFTER] = (RELU, pool)
         conv.forward = types.MethodType(_flow_stem_conv_forward, conv)
-        relu.forward = types.MethodType(_flow_activated_forward, relu)
+        relu.forward = types.MethodType(_flow_passed_forward, relu)
+        pool.forward = types.MethodType(_flow_passed_forward, pool)
         names.append(f'{name}.conv1' if name else 'conv1')
     # A unit whose successor in a Sequential (a stage) or a head tower
     # takes words hands it its activation words.
@@ -839,4 +869,4 @@ def disable_packed_flow(model: nn.Module) -> None:
         if getattr(forward, '__func__', None) in FLOW_FORWARDS:
             del module.forward
         module.__dict__.pop('_mmbinary_next_block', None)
-        module.__dict__.pop(_FUSED_ACTIVATION, None)
+        module.__dict__.pop(_FUSED_AFTER, None)

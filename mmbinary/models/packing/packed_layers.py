@@ -392,6 +392,38 @@ class PackedMBBConv2d(nn.Module):
             self.padding, self.dilation, residual, act_min, act_max,
             float_out, out_bits, out_inv, out_signed)
 
+    def run_float_max_pool(self, input: Tensor, act_min: float,
+                           act_max: float,
+                           pool: nn.MaxPool2d) -> Optional[Tensor]:
+        """``pool(clamp(this conv(input), act_min, act_max))`` in one op
+        (``mbb_conv2d_int8_im2col_max_pool``: the conv's rows go to a small
+        buffer and are pooled there, never written whole), or None where
+        that op does not run it: a kernel other than ``'int8-im2col'``, a
+        pool with dilation, ``ceil_mode`` or indices.
+
+        Args:
+            input (Tensor): (N, C_in, H, W) float32 on the CPU.
+            act_min, act_max (float): the activation as a clamp.
+            pool (nn.MaxPool2d): the max pool after the activation.
+
+        Returns:
+            Tensor | None: (N, C_out, Hp, Wp) float32, channels-last.
+        """
+        op = getattr(torch.ops.mmbinary, 'mbb_conv2d_int8_im2col_max_pool',
+                     None)
+        if op is None or self.kernel != 'int8-im2col' or self.groups != 1:
+            return None
+        if pool.ceil_mode or pool.return_indices or _pair(
+                pool.dilation) != (1, 1):
+            return None
+        w8, wsum = self._int8_im2col_weight()
+        stride = pool.stride if pool.stride else pool.kernel_size
+        return op(input, self.weight_words, w8, wsum, self.out_scale,
+                  self.out_bias, self.in_channels, self.w_bits, self.a_bits,
+                  float(self.inv_step), self.signed, self.kernel_size,
+                  self.stride, self.padding, self.dilation, act_min, act_max,
+                  _pair(pool.kernel_size), _pair(stride), _pair(pool.padding))
+
     def forward(self, input: Tensor) -> Tensor:
         """(N, C_in, H, W) float32 -> (N, C_out, H_out, W_out) float32.
 

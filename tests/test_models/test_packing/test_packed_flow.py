@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from mmbinary.models.backbones import MBBResNet
-from mmbinary.models.packing import convert_to_packed
+from mmbinary.models.packing import ChannelsLastMaxPool2d, convert_to_packed
 from mmbinary.models.packing.packed_flow import (disable_packed_flow,
                                                  enable_packed_flow)
 
@@ -185,42 +185,64 @@ def _encoded_stem_backbone():
     return convert_to_packed(model)
 
 
+def _stem_kernels():
+    from mmbinary.models.packing import int8_kernel_available
+    return ['popcount'] + (['int8-im2col'] if int8_kernel_available() else
+                           [])
+
+
+@pytest.mark.parametrize('kernel', _stem_kernels())
 @pytest.mark.parametrize('layout',
                          [torch.contiguous_format, torch.channels_last])
-def test_encoded_stem_applies_its_relu_in_the_epilogue(layout, monkeypatch):
-    """The packed stem conv runs the ReLU after it in its epilogue and the
-    ReLU module passes that tensor on: no ReLU runs in the flow (the blocks'
-    are in their epilogues too), the outputs equal the layer-by-layer
-    ones bit for bit, and disabling the flow gives the ReLU back."""
+def test_encoded_stem_applies_its_relu_in_the_epilogue(layout, kernel,
+                                                       monkeypatch):
+    """The packed stem conv runs the ReLU after it in its epilogue (and on
+    the im2col integer kernel the max pool too) and the ReLU and max-pool
+    modules pass that tensor on: no ReLU runs in the flow (the blocks' are
+    in their epilogues too), no max pool on the im2col kernel, the outputs
+    equal the layer-by-layer ones bit for bit, and disabling the flow
+    gives both back."""
     model = _encoded_stem_backbone()
+    model.conv1.set_kernel(kernel)
     assert 'conv1' in enable_packed_flow(model)
-    relu_calls = []
-    real_forward = nn.ReLU.forward
-    monkeypatch.setattr(
-        nn.ReLU, 'forward',
-        lambda self, x: relu_calls.append(1) or real_forward(self, x))
+    assert type(model.maxpool) is ChannelsLastMaxPool2d
+    calls = []
+    for module_type, label in ((nn.ReLU, 'relu'),
+                               (ChannelsLastMaxPool2d, 'pool')):
+        real = module_type.forward
+        monkeypatch.setattr(
+            module_type, 'forward',
+            lambda self, x, real=real, label=label: calls.append(label) or
+            real(self, x))
     x = torch.randn(2, 3, 40, 56).contiguous(memory_format=layout)
     with torch.no_grad():
         flow = model(x)
-        assert not relu_calls
+        assert 'relu' not in calls
+        assert ('pool' in calls) == (kernel == 'popcount')
+        del calls[:]
         disable_packed_flow(model)
         layerwise = model(x)
-    assert relu_calls  # the stem's ReLU, layer by layer
+    assert 'relu' in calls and 'pool' in calls  # layer by layer
     for a, b in zip(flow, layerwise):
         assert torch.equal(a, b)
-    assert 'forward' not in model.conv1.__dict__
-    assert 'forward' not in model.relu.__dict__
+    for module in (model.conv1, model.relu, model.maxpool):
+        assert 'forward' not in module.__dict__
 
 
-def test_encoded_stem_relu_still_runs_on_a_tensor_changed_since():
+@pytest.mark.parametrize('kernel', _stem_kernels())
+def test_encoded_stem_relu_and_pool_run_on_a_tensor_changed_since(kernel):
     model = _encoded_stem_backbone()
+    model.conv1.set_kernel(kernel)
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         out = model.conv1(x)
         assert torch.equal(model.relu(out), out)  # activated: passed on
-        out.sub_(1.0)  # changed since: the ReLU runs
+        pooled = model.maxpool(out)
+        assert (pooled is out) == (kernel == 'int8-im2col')
+        out.sub_(1.0)  # changed since: the ReLU and the max pool run
         changed = out.clone()
         assert torch.equal(model.relu(out), changed.clamp(min=0))
+        assert model.maxpool(out).shape[-1] < out.shape[-1]
 
 
 def test_encoded_stem_propagates_nan_through_the_layer_path():

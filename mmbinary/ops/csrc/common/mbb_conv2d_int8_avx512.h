@@ -123,6 +123,9 @@ struct MBBInt8Args {
   const float* bias;          // (O16,) zero padded
   int32_t* out_acc;           // (N, Ho, Wo, O) accumulators, or null
   float* out;                 // (N, Ho, Wo, O) float, or null
+  // Output pixel p's floats go to out + (p - out_pixel_shift) * O (a row
+  // written into a buffer of its own, the fused max pool's)
+  int64_t out_pixel_shift = 0;
   bool stream_out = false;    // as MBBLaneArgs::stream_out
   const float* residual;      // (N, Ho, Wo, O) added, or null
   float act_min, act_max;     // clamp (each side skipped where infinite)
@@ -430,6 +433,7 @@ void epilogue_rows(const MBBInt8Args& a, int64_t n, int64_t y, int64_t x0,
   // knows, so it would load these again for every pixel.
   const float* const residual = a.residual;
   float* const out = a.out;
+  const int64_t out_shift = a.out_pixel_shift * s.O;
   const bool stream_out = a.stream_out, out_signed = a.out_signed;
   uint16_t* const out_words = a.out_words;
   const int64_t out_K = a.out_K;
@@ -452,9 +456,9 @@ void epilogue_rows(const MBBInt8Args& a, int64_t n, int64_t y, int64_t x0,
     if (clamp_high) value = _mm512_min_ps(value, act_max);
     if (MODE & kEpiFloatOut) {
       if (stream_out)
-        _mm512_stream_ps(out + at, value);
+        _mm512_stream_ps(out + (at - out_shift), value);
       else
-        _mm512_mask_storeu_ps(out + at, lanes, value);
+        _mm512_mask_storeu_ps(out + (at - out_shift), lanes, value);
     }
     if (MODE & kEpiWordsOut) {
       // The next layer's levels (as mbb_quantize_level), then their bits:

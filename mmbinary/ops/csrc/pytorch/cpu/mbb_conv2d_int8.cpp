@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "../../common/cpu_features.h"
+#include "../../common/max_pool_channels_last.h"
 #include "../../common/mbb_conv2d.h"
 #include "../../common/mbb_conv2d_int8_amx.h"
 #include "../../common/mbb_conv2d_int8_avx512.h"
@@ -187,6 +188,54 @@ at::Tensor mbb_int8_patch_sums(const MBBInt8Args& a) {
 using LevelFill =
     std::function<bool(const MBBInt8Args&, uint8_t*, int64_t, int64_t)>;
 
+#ifdef MMBINARY_MBB_HAVE_INT8_AVX512
+// The fused max pool after the conv of `a` (float output, no residual, no
+// words): each thread computes the conv rows its pooled rows need, each
+// once, into a ring of pool.kh rows (row iy in slot iy % kh: a pooled
+// row's rows are consecutive, pool.dh == 1), and pools them into `out`
+// (N, pool.Ho, pool.Wo, O) as max_pool2d would the conv's output. `chunks`:
+// the work items' output-channel chunks per row (see run_int8).
+template <typename RunItems>
+void pooled_rows(const MBBInt8Args& a, const MaxPoolShape& pool,
+                 int64_t chunks, const RunItems& run_items, float* out) {
+  const MBBConvShape& s = a.s;
+  const int64_t row_floats = s.Wo * s.O;
+  at::parallel_for(0, s.N * pool.Ho, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> ring(pool.kh * row_floats);
+    std::vector<const float*> rows(pool.kh);
+    MBBInt8Args t = a;
+    t.stream_out = false;
+    int64_t done_n = -1, done_end = 0;  // rows [.., done_end) of done_n
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t n = r / pool.Ho, y = r % pool.Ho;
+      int64_t ky0, ky1;
+      max_pool_taps(y, pool.sh, pool.ph, pool.dh, pool.kh, pool.H, &ky0,
+                    &ky1);
+      const int64_t first = y * pool.sh - pool.ph + ky0;
+      const int64_t last = y * pool.sh - pool.ph + ky1;
+      if (n != done_n) done_n = n, done_end = 0;
+      for (int64_t iy = std::max(first, done_end); iy < last; ++iy) {
+        t.out = ring.data() + (iy % pool.kh) * row_floats;
+        t.out_pixel_shift = (n * s.Ho + iy) * s.Wo;
+        for (int64_t c = 0; c < chunks; ++c) {
+          const int64_t item = (c * s.N + n) * s.Ho + iy;
+          run_items(t, item, item + 1);
+        }
+      }
+      done_end = std::max(done_end, last);
+      for (int64_t iy = first; iy < last; ++iy)
+        rows[iy - first] = ring.data() + (iy % pool.kh) * row_floats;
+      float* dst = out + r * pool.Wo * pool.C;
+#ifdef MMBINARY_HAVE_MAX_POOL_AVX512
+      max_pool_avx512::pool_row(pool, rows.data(), last - first, dst);
+#else
+      max_pool_row_portable(pool, rows.data(), last - first, dst);
+#endif
+    }
+  });
+}
+#endif
+
 // The integer kernel once the geometry `s` is checked: the weight layout's
 // checks, the levels (`fill`, timed as `fill_phase`), the conv and the
 // epilogue. `like`: the input, for the options of the levels and words.
@@ -201,7 +250,8 @@ std::tuple<at::Tensor, at::Tensor> run_int8(
     const at::Tensor& out_scale, const at::Tensor& out_bias,
     const c10::optional<at::Tensor>& residual, double act_min,
     double act_max, bool float_out, int64_t out_a_bits, double out_inv_step,
-    bool out_signed, bool accumulate_only) {
+    bool out_signed, bool accumulate_only,
+    const MaxPoolShape* pool = nullptr) {
   MMBINARY_CHECK_CPU(weight_int8);
   MMBINARY_CHECK_CPU(weight_sums);
   check_int8(s);
@@ -320,7 +370,11 @@ std::tuple<at::Tensor, at::Tensor> run_int8(
   a.act_min = amin, a.act_max = amax;
   a.out_K = 0, a.out_Wg = 0, a.out_inv_step = out_inv;
   a.out_signed = out_signed;
-  if (accumulate_only) {
+  if (pool != nullptr) {
+    // the pooled output only (the conv's rows go to per-thread buffers)
+    out = at::empty({s.N, s.O, pool->Ho, pool->Wo},
+                    float_options.memory_format(cl));
+  } else if (accumulate_only) {
     out = at::empty({s.N, s.O, s.Ho, s.Wo},
                     opts.dtype(at::kInt).memory_format(cl));
     a.out_acc = out.data_ptr<int32_t>();
@@ -360,14 +414,24 @@ std::tuple<at::Tensor, at::Tensor> run_int8(
   a.o_blocks = chunk;
   const int64_t items = s.N * s.Ho * ((OB + chunk - 1) / chunk);
   const bool amx = use_amx(s);
-  (void)amx;
-  at::parallel_for(0, items, 1, [&](int64_t begin, int64_t end) {
+  const auto run_items = [amx](const MBBInt8Args& args, int64_t begin,
+                               int64_t end) {
+    (void)amx;
 #ifdef MMBINARY_MBB_HAVE_INT8_AMX
-    if (amx)
-      mbb_int8_amx::conv_items(a, begin, end);
-    else
+    if (amx) {
+      mbb_int8_amx::conv_items(args, begin, end);
+      return;
+    }
 #endif
-      mbb_int8_avx512::conv_items(a, begin, end);
+    mbb_int8_avx512::conv_items(args, begin, end);
+  };
+  if (pool != nullptr) {
+    pooled_rows(a, *pool, (OB + chunk - 1) / chunk, run_items,
+                out.data_ptr<float>());
+    return {out, words};
+  }
+  at::parallel_for(0, items, 1, [&](int64_t begin, int64_t end) {
+    run_items(a, begin, end);
     if (a.stream_out) _mm_sfence();  // the streamed lines, before returning
   });
 #endif
@@ -474,19 +538,17 @@ std::tuple<at::Tensor, at::Tensor> mbb_conv2d_int8_cpu(
 // mbb_int8_prepare_weight for (O, kh * kw * C, 1, 1) weights, channel
 // (ky * kw + kx) * C + c; weight_sums: the original kernel's (kh + 1,
 // kw + 1, O16) prefix sums.
-std::tuple<at::Tensor, at::Tensor> mbb_conv2d_int8_im2col_cpu(
-    const at::Tensor& input, const at::Tensor& weight_words,
+namespace {
+
+// mbb_conv2d_int8_im2col_cpu once its geometry `s` is checked, with the
+// fused max pool `pool` (null: none) after it.
+std::tuple<at::Tensor, at::Tensor> int8_im2col(
+    const MBBConvShape& s, const at::Tensor& input,
     const at::Tensor& weight_int8, const at::Tensor& weight_sums,
-    const at::Tensor& out_scale, const at::Tensor& out_bias,
-    int64_t in_channels, int64_t w_bits, int64_t a_bits, double inv_step,
-    bool is_signed, at::IntArrayRef kernel_size, at::IntArrayRef stride,
-    at::IntArrayRef padding, at::IntArrayRef dilation,
+    const at::Tensor& out_scale, const at::Tensor& out_bias, double inv_step,
     const c10::optional<at::Tensor>& residual, double act_min,
     double act_max, bool float_out, int64_t out_a_bits, double out_inv_step,
-    bool out_signed) {
-  const MBBConvShape s = mbb_cpu_conv2d_check(
-      input, false, weight_words, out_scale, out_bias, in_channels, w_bits,
-      a_bits, is_signed, kernel_size, stride, padding, dilation, 1);
+    bool out_signed, const MaxPoolShape* pool) {
   const float inv = mbb_check_inv_step(inv_step);
   const int64_t patch = s.kh * s.kw * s.C;
   // The conv the kernel runs: 1x1 over the (N, Ho, Wo, patch) patches.
@@ -565,9 +627,74 @@ std::tuple<at::Tensor, at::Tensor> mbb_conv2d_int8_im2col_cpu(
   };
   return run_int8(conv, s, input, fill, kPhaseQuantizePack, true,
                   weight_int8, weight_sums, out_scale, out_bias, residual,
-                  act_min,
-                  act_max, float_out, out_a_bits, out_inv_step, out_signed,
-                  false);
+                  act_min, act_max, float_out, out_a_bits, out_inv_step,
+                  out_signed, false, pool);
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor> mbb_conv2d_int8_im2col_cpu(
+    const at::Tensor& input, const at::Tensor& weight_words,
+    const at::Tensor& weight_int8, const at::Tensor& weight_sums,
+    const at::Tensor& out_scale, const at::Tensor& out_bias,
+    int64_t in_channels, int64_t w_bits, int64_t a_bits, double inv_step,
+    bool is_signed, at::IntArrayRef kernel_size, at::IntArrayRef stride,
+    at::IntArrayRef padding, at::IntArrayRef dilation,
+    const c10::optional<at::Tensor>& residual, double act_min,
+    double act_max, bool float_out, int64_t out_a_bits, double out_inv_step,
+    bool out_signed) {
+  const MBBConvShape s = mbb_cpu_conv2d_check(
+      input, false, weight_words, out_scale, out_bias, in_channels, w_bits,
+      a_bits, is_signed, kernel_size, stride, padding, dilation, 1);
+  return int8_im2col(s, input, weight_int8, weight_sums, out_scale, out_bias,
+                     inv_step, residual, act_min, act_max, float_out,
+                     out_a_bits, out_inv_step, out_signed, nullptr);
+}
+
+// mbb_conv2d_int8_im2col's float output (no residual, no words) through
+// max_pool2d(pool_kernel, pool_stride, pool_padding) (dilation 1, ceil_mode
+// off), without writing the conv's output: (N, O, Hp, Wp) channels-last,
+// the same values bit for bit (ResNet's stem conv, ReLU and max pool).
+at::Tensor mbb_conv2d_int8_im2col_max_pool_cpu(
+    const at::Tensor& input, const at::Tensor& weight_words,
+    const at::Tensor& weight_int8, const at::Tensor& weight_sums,
+    const at::Tensor& out_scale, const at::Tensor& out_bias,
+    int64_t in_channels, int64_t w_bits, int64_t a_bits, double inv_step,
+    bool is_signed, at::IntArrayRef kernel_size, at::IntArrayRef stride,
+    at::IntArrayRef padding, at::IntArrayRef dilation, double act_min,
+    double act_max, at::IntArrayRef pool_kernel, at::IntArrayRef pool_stride,
+    at::IntArrayRef pool_padding) {
+  const MBBConvShape s = mbb_cpu_conv2d_check(
+      input, false, weight_words, out_scale, out_bias, in_channels, w_bits,
+      a_bits, is_signed, kernel_size, stride, padding, dilation, 1);
+  const auto check_pair = [](at::IntArrayRef v, const char* name,
+                             int64_t minimum) {
+    TORCH_CHECK(v.size() == 2 && v[0] >= minimum && v[1] >= minimum, name,
+                " must be 2 values >= ", minimum, ", got ", v);
+  };
+  check_pair(pool_kernel, "pool_kernel", 1);
+  check_pair(pool_stride, "pool_stride", 1);
+  check_pair(pool_padding, "pool_padding", 0);
+  TORCH_CHECK(2 * pool_padding[0] <= pool_kernel[0] &&
+                  2 * pool_padding[1] <= pool_kernel[1],
+              "pool_padding must be at most half of pool_kernel (as "
+              "torch's max_pool2d), got ", pool_padding, " and ",
+              pool_kernel);
+  MaxPoolShape pool;
+  pool.N = s.N, pool.C = s.O, pool.H = s.Ho, pool.W = s.Wo;
+  pool.kh = pool_kernel[0], pool.kw = pool_kernel[1];
+  pool.sh = pool_stride[0], pool.sw = pool_stride[1];
+  pool.ph = pool_padding[0], pool.pw = pool_padding[1];
+  pool.dh = 1, pool.dw = 1;
+  pool.Ho = mbb_out_size(pool.H, pool.kh, pool.sh, pool.ph, 1);
+  pool.Wo = mbb_out_size(pool.W, pool.kw, pool.sw, pool.pw, 1);
+  TORCH_CHECK(pool.Ho >= 1 && pool.Wo >= 1, "the pooled output would be "
+              "empty: conv output ", s.Ho, "x", s.Wo, ", pool_kernel ",
+              pool_kernel, ", pool_stride ", pool_stride);
+  return std::get<0>(int8_im2col(s, input, weight_int8, weight_sums,
+                                 out_scale, out_bias, inv_step, c10::nullopt,
+                                 act_min, act_max, true, 0, 1.0, false,
+                                 &pool));
 }
 
 }  // namespace mmbinary
@@ -609,6 +736,16 @@ TORCH_LIBRARY_FRAGMENT(mmbinary, m) {
       "float act_max, bool float_out, int out_a_bits, float out_inv_step, "
       "bool out_signed) -> (Tensor, Tensor)",
       {at::Tag::pt2_compliant_tag});
+  // Its float output through a max pool, fused (ResNet's stem).
+  m.def(
+      "mbb_conv2d_int8_im2col_max_pool(Tensor input, Tensor weight_words, "
+      "Tensor weight_int8, Tensor weight_sums, Tensor out_scale, "
+      "Tensor out_bias, int in_channels, int w_bits, int a_bits, "
+      "float inv_step, bool is_signed, int[2] kernel_size, int[2] stride, "
+      "int[2] padding, int[2] dilation, float act_min, float act_max, "
+      "int[2] pool_kernel, int[2] pool_stride, int[2] pool_padding) "
+      "-> Tensor",
+      {at::Tag::pt2_compliant_tag});
 }
 
 TORCH_LIBRARY_IMPL(mmbinary, CPU, m) {
@@ -616,4 +753,6 @@ TORCH_LIBRARY_IMPL(mmbinary, CPU, m) {
   m.impl("mbb_conv2d_int8_words", &mmbinary::mbb_conv2d_int8_words_cpu);
   m.impl("mbb_conv2d_int8", &mmbinary::mbb_conv2d_int8_cpu);
   m.impl("mbb_conv2d_int8_im2col", &mmbinary::mbb_conv2d_int8_im2col_cpu);
+  m.impl("mbb_conv2d_int8_im2col_max_pool",
+         &mmbinary::mbb_conv2d_int8_im2col_max_pool_cpu);
 }
