@@ -20,6 +20,7 @@ from mmengine.model import is_model_wrapper
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
+from mmbinary.engine import PackedKernelChoiceHook
 from mmbinary.models.packing import (is_packed_checkpoint,
                                      load_packed_checkpoint)
 from mmbinary.quant import (ALLOW_BIT_CHANGE_KEY, BitWidthMismatchError,
@@ -48,6 +49,14 @@ def parse_args() -> argparse.Namespace:
         action='store_true',
         help='CHECKPOINT is a packed checkpoint (tools/pack_model.py): run '
         'the packed, bitwise inference path')
+    parser.add_argument(
+        '--kernels',
+        choices=['choose', 'popcount'],
+        default='choose',
+        help='with --packed: "choose" times every exact CPU kernel on each '
+        'packed conv with the first test batch and keeps the fastest '
+        '(PackedKernelChoiceHook; the outputs are the same on every '
+        'kernel); "popcount" runs them all on the popcount kernel')
     parser.add_argument(
         '--score-thr',
         type=float,
@@ -162,6 +171,8 @@ def main() -> None:
                 load_packed_checkpoint(model, args.checkpoint)
         except ValueError as error:  # not packed, other config or widths
             raise SystemExit(str(error))
+        if args.kernels == 'choose':
+            runner.register_hook(PackedKernelChoiceHook())
     if args.out is not None:
         runner.test_evaluator.metrics.append(dump_metric(cfg, args.out))
     with allow_bit_change(allow_bits):
