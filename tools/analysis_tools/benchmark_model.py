@@ -711,10 +711,9 @@ def run_benchmark(args: argparse.Namespace) -> int:
             ('float32, BN folded, channels-last',
              {t: float_forms[t].ms['folded channels-last'] for t in threads}),
             ('float32, BN folded, channels-last, 1x1 convs on oneDNN, '
-             'compiled max pools', {
-                t: float_forms[t].ms['folded channels-last, 1x1 on oneDNN']
-                for t in threads
-            }),
+             'compiled max pools',
+             {t: float_forms[t].ms['folded channels-last, 1x1 on oneDNN']
+              for t in threads}),
             (f'torch int8 ({INT8_BACKEND}, FX)', int8_ms)]
     for name in mbb:
         if not args.no_training_form:

@@ -1,6 +1,6 @@
 # Copyright (c) mmbinary contributors. All rights reserved.
 from .batch_norm_recalibration_hook import (BatchNormRecalibrationHook,
-                                             recalibrate_batch_norms)
+                                            recalibrate_batch_norms)
 from .oscillation_dampening_hook import (OscillationDampeningHook,
                                          dampening_loss)
 from .packed_kernel_choice_hook import PackedKernelChoiceHook

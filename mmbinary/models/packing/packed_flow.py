@@ -580,6 +580,8 @@ def _flow_inverted_residual_forward(self: nn.Module, x: Tensor) -> Tensor:
 #: the bands' per-call costs. With 2 threads, 32 MB bands beat 16 MB ones.
 BAND_BYTES = 16 << 20
 MIN_BANDED_BYTES = 32 << 20
+
+
 def _resnet_stem(module: nn.Module) -> Optional[Tuple[nn.Module, ...]]:
     """The packed stem conv, its ReLU and the max pool after them of an
     mmdet / mmseg ResNet whose forward is the stock one (conv1 -> folded
