@@ -785,7 +785,7 @@ def enable_packed_flow(model: nn.Module,
                 fuse_depthwise is not None:
             module.__dict__[_FUSE_DEPTHWISE] = fuse_depthwise
         names.append(name)
-    # ResNet stems: the ReLU in the stem conv's epilogue.
+    # ResNet stems: the ReLU (and the max pool) in the stem conv.
     for name, module in model.named_modules():
         stem = _resnet_stem(module)
         if stem is None:
