@@ -46,7 +46,12 @@ def test_bits_pairs_and_set_bits(tool):
     assert tool.set_bits(model, 1, 4) == 2
     assert model['backbone']['w_bits'] == 1
     assert model['head']['conv_cfg']['a_bits'] == 4
-    assert tool.config_bits(model) == (1, 4)
+    assert tool.config_bits(model) == [(1, 4)]
+    assert tool.bits_name(tool.config_bits(model)) == 'W1A4'
+    model['neck'] = dict(type='N', w_bits=2, a_bits=2)  # mixed precision
+    assert tool.config_bits(model) == [(1, 4), (2, 2)]
+    assert tool.bits_name(tool.config_bits(model)) == 'mixed W1A4/W2A2'
+    assert tool.config_bits(dict(neck=dict(type='N'))) == []
 
 
 @pytest.mark.ext
@@ -163,3 +168,24 @@ def test_no_row_bands_runs_blocks_at_once_for_that_run_only(tool, capsys):
         tool.run_benchmark = original
     assert seen == [float('inf'), banded]
     assert packed_flow.MIN_BANDED_BYTES == banded
+
+
+@pytest.mark.ext
+def test_a_mixed_precision_config_is_timed_as_configured(tool, capsys):
+    """Without --bits each part keeps the config's bits: a W4A4 backbone
+    with a W2A2 neck and head is timed as that (not as W4A4 everywhere)."""
+    cfg = Config.fromfile(DEMO_CONFIG)
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):
+        status = tool.main([
+            DEMO_CONFIG, '--shape', '64', '96', '--threads', '1',
+            '--repeat', '1', '--warmup', '0', '--no-keep-freed-memory',
+            '--no-int8', '--no-training-form', '--cfg-options',
+            'model.backbone.w_bits=4', 'model.backbone.a_bits=4'
+        ])
+    output = capsys.readouterr().out
+    assert status == 0, output[-4000:]
+    assert 'MBB mixed W4A4/W2A2 packed, channels-last' in speed_rows(output)
+    layers = output.split('Packed layers, mixed W4A4/W2A2', 1)[1]
+    assert re.search(r'\| backbone\.\S+ \|[^|\n]*W4A4', layers)
+    assert re.search(r'\| neck\.\S+ \|[^|\n]*W2A2', layers)
+    assert not re.search(r'\| neck\.\S+ \|[^|\n]*W4A4', layers)

@@ -160,22 +160,29 @@ def set_bits(node, w_bits: int, a_bits: int) -> int:
     return count
 
 
-def config_bits(node) -> Optional[Tuple[int, int]]:
-    """The first ``(w_bits, a_bits)`` of a model config (None if none)."""
+def config_bits(node) -> List[Tuple[int, int]]:
+    """The ``(w_bits, a_bits)`` pairs a model config sets, each once, in
+    the config's order (empty if none)."""
+    pairs: List[Tuple[int, int]] = []
     if isinstance(node, dict):
         if 'w_bits' in node:
-            return int(node['w_bits']), int(node.get('a_bits',
-                                                     node['w_bits']))
-        values = node.values()
+            pairs.append((int(node['w_bits']),
+                          int(node.get('a_bits', node['w_bits']))))
+        children = node.values()
     elif isinstance(node, (list, tuple)):
-        values = node
+        children = node
     else:
-        return None
-    for value in values:
-        found = config_bits(value)
-        if found is not None:
-            return found
-    return None
+        return pairs
+    for child in children:
+        pairs += config_bits(child)
+    return list(dict.fromkeys(pairs))
+
+
+def bits_name(pairs: List[Tuple[int, int]]) -> str:
+    """``'W2A2'``, or ``'mixed W4A4/W2A2'`` for a config whose parts have
+    different bit widths."""
+    names = [f'W{w}A{a}' for w, a in pairs]
+    return names[0] if len(names) == 1 else 'mixed ' + '/'.join(names)
 
 
 def forward_fn(part: str) -> bm.ForwardFn:
@@ -641,9 +648,16 @@ def run_benchmark(args: argparse.Namespace) -> int:
     torch.set_flush_denormal(True)
     image = torch.randn(1, 3, *shape,
                         generator=torch.Generator().manual_seed(1))
-    bits_list = args.bits or [config_bits(cfg.model)]
-    if bits_list == [None]:
-        raise SystemExit(f'{args.config}: no w_bits / a_bits in the model')
+    # --bits sets every part's bits; without it each part keeps the
+    # config's (a mixed-precision model stays mixed)
+    if args.bits:
+        bits_list = [(f'W{w}A{a}', (w, a)) for w, a in args.bits]
+    else:
+        pairs = config_bits(cfg.model)
+        if not pairs:
+            raise SystemExit(
+                f'{args.config}: no w_bits / a_bits in the model')
+        bits_list = [(bits_name(pairs), None)]
     threads = list(dict.fromkeys(args.threads))
     torch.set_num_threads(threads[0])
 
@@ -654,12 +668,10 @@ def run_benchmark(args: argparse.Namespace) -> int:
     layouts_agree = {}
     kernel_notes = {}
     image_cl = image.contiguous(memory_format=torch.channels_last)
-    for w_bits, a_bits in bits_list:
-        name = f'W{w_bits}A{a_bits}'
+    for name, bits in bits_list:
         log(f'{name}: build, calibrate, pack, check against the training '
             'form')
-        mbb[name] = build_mbb_model(cfg, (w_bits, a_bits), args.checkpoint,
-                                    image)
+        mbb[name] = build_mbb_model(cfg, bits, args.checkpoint, image)
         packed[name] = convert_to_packed(copy.deepcopy(mbb[name]))
         # The float convs left (stem, shortcuts) fold their norms too, as in
         # the best float32 row.
