@@ -340,3 +340,30 @@ def test_dampening_rows_train_with_the_hook_and_test_plainly(study):
             'mmbinary.OscillationDampeningHook']
     # not in the default plan
     assert not any(row.endswith('-damp') for row in study.CONFIG_ROWS)
+
+
+def test_backbone_imitation_row_distills_the_backbone_and_tests_plainly(
+        study):
+    """The twelfth round's row (asked for by --kd-rows, detection only)
+    adds feature imitation of the backbone's outputs to the distiller and
+    is tested and packed with the plain per-level-norm W2A2 config."""
+    row = 'w2a2-kd-plbn-bb'
+    runs = study.plan(
+        study_args(seeds=[0], bits=[2], no_paper=True, no_progressive=True,
+                   kd_rows=[row]), study.TASKS['det'])
+    runs = {run.variant: run for run in runs}
+    stage, = runs[row].stages
+    assert stage.eval_config.endswith(
+        'retinanet_mnv2_mbb_w2a2_plbn_pennfudan.py')
+    distiller = Config.fromfile(stage.config).model.distiller
+    assert distiller.student_recorders.backbone.source == 'backbone'
+    assert distiller.teacher_recorders.backbone.source == 'backbone'
+    assert distiller.distill_losses.loss_backbone.type == \
+        'mmbinary.FeatureImitationLoss'
+    # the FPN and logit terms stay
+    assert {'loss_fpn', 'loss_cls'} <= set(distiller.distill_losses)
+    segmentation = study.plan(
+        study_args(seeds=[0], bits=[2], no_paper=True, no_progressive=True,
+                   kd_rows=[row]), study.TASKS['seg'])
+    assert row not in {run.variant for run in segmentation}
+    assert row not in study.CONFIG_ROWS  # not in the default plan

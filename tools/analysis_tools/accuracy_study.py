@@ -124,6 +124,10 @@ ROW_CONFIGS = {
                     'retinanet_mnv2_mbb_w2a2_pennfudan.py'),
         'w2a2-kd-plbn': ('retinanet_mnv2_mbb_w2a2_plbn_kd_pennfudan.py',
                          'retinanet_mnv2_mbb_w2a2_plbn_pennfudan.py'),
+        # the same with the backbone's outputs imitated too
+        'w2a2-kd-plbn-bb': (
+            'retinanet_mnv2_mbb_w2a2_plbn_kd_bb_pennfudan.py',
+            'retinanet_mnv2_mbb_w2a2_plbn_pennfudan.py'),
         # the same with OscillationDampeningHook
         'w2a2-kd-plbn-damp': (
             'retinanet_mnv2_mbb_w2a2_plbn_kd_damp_pennfudan.py',
@@ -155,8 +159,10 @@ ROW_CONFIGS = {
 #: ProgressivePrecisionHook row, W8A8 -> W4A4 -> W2A2 in one run).
 CONFIG_ROWS = ('w2a2-kd', 'w2a2-kd-plbn', 'w1a1-react-kd', 'w4a4-kd')
 #: Distilled rows planned only when asked for (``--kd-rows``): the
-#: oscillation-dampening rows (OscillationDampeningHook).
-OPTIONAL_CONFIG_ROWS = ('w2a2-kd-plbn-damp', 'w2a2-kd-damp')
+#: oscillation-dampening rows (OscillationDampeningHook) and the detector
+#: with its backbone's outputs imitated (twelfth round).
+OPTIONAL_CONFIG_ROWS = ('w2a2-kd-plbn-damp', 'w2a2-kd-damp',
+                        'w2a2-kd-plbn-bb')
 #: Distilled rows trained at other widths than their config's: row -> bits.
 RETARGETED_ROWS = {'w4a4-kd': 4}
 #: Rows of the encoded config with other MBB layer options on every
@@ -276,8 +282,8 @@ def parse_args() -> argparse.Namespace:
                         help='distilled rows (teacher: the float start); '
                         'none: skip them. Default: '
                         f'{" ".join(CONFIG_ROWS)}; also '
-                        f'{" ".join(OPTIONAL_CONFIG_ROWS)} (with '
-                        'oscillation dampening)')
+                        f'{" ".join(OPTIONAL_CONFIG_ROWS)} (oscillation '
+                        'dampening; the backbone imitated)')
     parser.add_argument('--teacher', choices=TEACHERS, default='start',
                         help="the distilled rows' teacher: the float start "
                         "(default) or the float row of the same seed "
