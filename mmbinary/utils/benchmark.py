@@ -954,4 +954,3 @@ def format_ratio(numerator: Optional[float],
     if not numerator or not denominator:
         return 'n/a'
     return f'{numerator / denominator:.2f}x'
-

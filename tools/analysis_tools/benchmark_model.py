@@ -740,7 +740,7 @@ def run_benchmark(args: argparse.Namespace) -> int:
     lines = header_lines(args, cfg, shape, ghz, peak)
     lines += ['', '## Speed', '',
               'ms per forward; "vs X" = X\'s ms / this ms (above 1: '
-              f'faster than X). Best float32 per thread count: ' + ', '.join(
+              'faster than X). Best float32 per thread count: ' + ', '.join(
                   f'{t} thr {float_forms[t].best}' for t in threads) +
               f'. {int8_note}.', '']
     lines += speed_table(rows, threads, best, int8_ms)
