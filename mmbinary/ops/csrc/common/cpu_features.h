@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstdlib>
 #include <string>
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -95,6 +96,17 @@ inline int64_t mbb_stream_threshold_bytes(bool handed_on) {
 }
 
 // Comma-separated names of the features this CPU has, e.g. "popcnt,avx2".
+// Whether the float passes with an AVX-512 variant (the fused depthwise
+// conv, the max pool) take it: the CPU has AVX-512 F and
+// MMBINARY_CPU_KERNEL (see cpu/mbb_conv2d.cpp) is unset, "auto" or
+// "avx512"; else they run their portable code.
+inline bool avx512_float_passes() {
+  static const bool has = detect_cpu_features().avx512f;
+  const char* env = std::getenv("MMBINARY_CPU_KERNEL");
+  const std::string name = env == nullptr ? "" : env;
+  return has && (name.empty() || name == "auto" || name == "avx512");
+}
+
 inline std::string cpu_features_string(const CpuFeatures& f) {
   std::string names;
   auto add = [&names](bool has, const char* name) {

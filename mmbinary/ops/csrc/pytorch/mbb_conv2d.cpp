@@ -54,6 +54,14 @@ MBBConvShape mbb_weight_shape(const at::Tensor& weight_words,
                         w_bits, 1, false);
 }
 
+void mbb_check_pair(at::IntArrayRef values, const char* name,
+                    int64_t minimum) {
+  TORCH_CHECK(values.size() == 2, name, " must have 2 values (h, w), got ",
+              values);
+  TORCH_CHECK(values[0] >= minimum && values[1] >= minimum, name,
+              " must be >= ", minimum, ", got ", values);
+}
+
 void mbb_check_act_clamp(double act_min, double act_max) {
   TORCH_CHECK(!std::isnan(act_min) && !std::isnan(act_max) &&
                   static_cast<float>(act_min) <= static_cast<float>(act_max),

@@ -33,6 +33,9 @@ void mbb_propagate_nan(const at::Tensor& input, at::Tensor& out,
                        const MBBConvShape& s);
 // The epilogue's activation clamp: numbers with act_min <= act_max.
 void mbb_check_act_clamp(double act_min, double act_max);
+// Two values (h, w), each >= minimum (kernel sizes, strides, paddings).
+void mbb_check_pair(at::IntArrayRef values, const char* name,
+                    int64_t minimum);
 // A residual of the output's shape (N, O, Ho, Wo), float32, on the CPU, as
 // a channels-last tensor; undefined when none is given.
 at::Tensor mbb_channels_last_residual(

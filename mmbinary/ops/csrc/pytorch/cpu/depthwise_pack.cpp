@@ -25,24 +25,13 @@
 namespace mmbinary {
 namespace {
 
-// The AVX-512 variant where the CPU has AVX-512 F and MMBINARY_CPU_KERNEL
-// (see cpu/mbb_conv2d.cpp) is unset, "auto" or "avx512"; else portable.
+// The AVX-512 variant where this build has it and avx512_float_passes().
 bool use_avx512() {
 #ifdef MMBINARY_HAVE_DEPTHWISE_PACK_AVX512
-  static const bool has = detect_cpu_features().avx512f;
-  const char* env = std::getenv("MMBINARY_CPU_KERNEL");
-  const std::string name = env == nullptr ? "" : env;
-  return has && (name.empty() || name == "auto" || name == "avx512");
+  return avx512_float_passes();
 #else
   return false;
 #endif
-}
-
-void check_pair(at::IntArrayRef values, const char* name, int64_t minimum) {
-  TORCH_CHECK(values.size() == 2, name, " must have 2 values (h, w), got ",
-              values);
-  TORCH_CHECK(values[0] >= minimum && values[1] >= minimum, name,
-              " must be >= ", minimum, ", got ", values);
 }
 
 // (C,) float32 -> (C16,) zero padded, contiguous.
@@ -82,9 +71,9 @@ std::tuple<at::Tensor, at::Tensor> depthwise_pack_cpu(
                   weight.size(0) == C && weight.size(1) == 1,
               "weight must be a float32 depthwise kernel of shape (", C,
               ", 1, kh, kw), got ", weight.scalar_type(), " ", weight.sizes());
-  check_pair(stride, "stride", 1);
-  check_pair(padding, "padding", 0);
-  check_pair(dilation, "dilation", 1);
+  mbb_check_pair(stride, "stride", 1);
+  mbb_check_pair(padding, "padding", 0);
+  mbb_check_pair(dilation, "dilation", 1);
   mbb_check_act_clamp(act_min, act_max);
   TORCH_CHECK(out_a_bits >= 0 && out_a_bits <= kMBBMaxBits,
               "out_a_bits must be 0 (no words) or in 1..8, got ", out_a_bits);

@@ -8,35 +8,22 @@
 #include <c10/util/Exception.h>
 #include <torch/library.h>
 
-#include <cstdlib>
-#include <string>
-
 #include "../../common/cpu_features.h"
 #include "../../common/max_pool_channels_last.h"
 #include "../../common/mbb_conv2d.h"
 #include "../../common/pytorch_cpp_helper.h"
+#include "../mbb_conv2d_checks.h"
 
 namespace mmbinary {
 namespace {
 
-// The AVX-512 variant where the CPU has AVX-512 F and MMBINARY_CPU_KERNEL
-// (see cpu/mbb_conv2d.cpp) is unset, "auto" or "avx512"; else portable.
+// The AVX-512 variant where this build has it and avx512_float_passes().
 bool use_avx512() {
 #ifdef MMBINARY_HAVE_MAX_POOL_AVX512
-  static const bool has = detect_cpu_features().avx512f;
-  const char* env = std::getenv("MMBINARY_CPU_KERNEL");
-  const std::string name = env == nullptr ? "" : env;
-  return has && (name.empty() || name == "auto" || name == "avx512");
+  return avx512_float_passes();
 #else
   return false;
 #endif
-}
-
-void check_pair(at::IntArrayRef values, const char* name, int64_t minimum) {
-  TORCH_CHECK(values.size() == 2, name, " must have 2 values (h, w), got ",
-              values);
-  TORCH_CHECK(values[0] >= minimum && values[1] >= minimum, name,
-              " must be >= ", minimum, ", got ", values);
 }
 
 }  // namespace
@@ -53,10 +40,10 @@ at::Tensor max_pool2d_channels_last_cpu(const at::Tensor& input,
   TORCH_CHECK(input.scalar_type() == at::kFloat && input.dim() == 4,
               "input must be a float32 tensor of shape (N, C, H, W), got ",
               input.scalar_type(), " ", input.sizes());
-  check_pair(kernel_size, "kernel_size", 1);
-  check_pair(stride, "stride", 1);
-  check_pair(padding, "padding", 0);
-  check_pair(dilation, "dilation", 1);
+  mbb_check_pair(kernel_size, "kernel_size", 1);
+  mbb_check_pair(stride, "stride", 1);
+  mbb_check_pair(padding, "padding", 0);
+  mbb_check_pair(dilation, "dilation", 1);
   TORCH_CHECK(padding[0] * 2 <= kernel_size[0] &&
                   padding[1] * 2 <= kernel_size[1],
               "padding must be at most half of kernel_size (as torch's "

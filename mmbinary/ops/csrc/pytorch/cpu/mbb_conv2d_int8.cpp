@@ -667,14 +667,9 @@ at::Tensor mbb_conv2d_int8_im2col_max_pool_cpu(
   const MBBConvShape s = mbb_cpu_conv2d_check(
       input, false, weight_words, out_scale, out_bias, in_channels, w_bits,
       a_bits, is_signed, kernel_size, stride, padding, dilation, 1);
-  const auto check_pair = [](at::IntArrayRef v, const char* name,
-                             int64_t minimum) {
-    TORCH_CHECK(v.size() == 2 && v[0] >= minimum && v[1] >= minimum, name,
-                " must be 2 values >= ", minimum, ", got ", v);
-  };
-  check_pair(pool_kernel, "pool_kernel", 1);
-  check_pair(pool_stride, "pool_stride", 1);
-  check_pair(pool_padding, "pool_padding", 0);
+  mbb_check_pair(pool_kernel, "pool_kernel", 1);
+  mbb_check_pair(pool_stride, "pool_stride", 1);
+  mbb_check_pair(pool_padding, "pool_padding", 0);
   TORCH_CHECK(2 * pool_padding[0] <= pool_kernel[0] &&
                   2 * pool_padding[1] <= pool_kernel[1],
               "pool_padding must be at most half of pool_kernel (as "
