@@ -367,3 +367,27 @@ def test_backbone_imitation_row_distills_the_backbone_and_tests_plainly(
                    kd_rows=[row]), study.TASKS['seg'])
     assert row not in {run.variant for run in segmentation}
     assert row not in study.CONFIG_ROWS  # not in the default plan
+
+
+def test_segmentation_backbone_imitation_row(study):
+    """The thirteenth round's segmentation row (``--kd-rows w2a2-kd-bb``)
+    adds feature imitation of the backbone's outputs to the logit
+    distillation and is tested and packed with the plain W2A2 config."""
+    row = 'w2a2-kd-bb'
+    runs = study.plan(
+        study_args(seeds=[0], bits=[2], no_paper=True, no_progressive=True,
+                   kd_rows=[row]), study.TASKS['seg'])
+    runs = {run.variant: run for run in runs}
+    stage, = runs[row].stages
+    assert stage.eval_config.endswith(
+        'deeplabv3_mnv2-d8_mbb_w2a2_pennfudan.py')
+    distiller = Config.fromfile(stage.config).model.distiller
+    assert distiller.student_recorders.backbone.source == 'backbone'
+    assert distiller.distill_losses.loss_backbone.type == \
+        'mmbinary.FeatureImitationLoss'
+    assert 'loss_cwd' in distiller.distill_losses
+    detection = study.plan(
+        study_args(seeds=[0], bits=[2], no_paper=True, no_progressive=True,
+                   kd_rows=[row]), study.TASKS['det'])
+    assert row not in {run.variant for run in detection}
+    assert row not in study.CONFIG_ROWS

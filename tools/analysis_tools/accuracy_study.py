@@ -147,6 +147,9 @@ ROW_CONFIGS = {
                     'deeplabv3_mnv2-d8_mbb_w2a2_pennfudan.py'),
         'w2a2-kd-damp': ('deeplabv3_mnv2-d8_mbb_w2a2_kd_damp_pennfudan.py',
                          'deeplabv3_mnv2-d8_mbb_w2a2_pennfudan.py'),
+        # the same with the backbone's outputs imitated too
+        'w2a2-kd-bb': ('deeplabv3_mnv2-d8_mbb_w2a2_kd_bb_pennfudan.py',
+                       'deeplabv3_mnv2-d8_mbb_w2a2_pennfudan.py'),
         'w1a1-react-kd': ('deeplabv3_mnv2-d8_mbb_w1a1_react_kd_pennfudan.py',
                           'deeplabv3_mnv2-d8_mbb_w1a1_react_pennfudan.py'),
         'w4a4-kd': ('deeplabv3_mnv2-d8_mbb_w2a2_kd_pennfudan.py',
@@ -159,10 +162,10 @@ ROW_CONFIGS = {
 #: ProgressivePrecisionHook row, W8A8 -> W4A4 -> W2A2 in one run).
 CONFIG_ROWS = ('w2a2-kd', 'w2a2-kd-plbn', 'w1a1-react-kd', 'w4a4-kd')
 #: Distilled rows planned only when asked for (``--kd-rows``): the
-#: oscillation-dampening rows (OscillationDampeningHook) and the detector
-#: with its backbone's outputs imitated (twelfth round).
+#: oscillation-dampening rows (OscillationDampeningHook) and the models
+#: with their backbone's outputs imitated (twelfth and thirteenth rounds).
 OPTIONAL_CONFIG_ROWS = ('w2a2-kd-plbn-damp', 'w2a2-kd-damp',
-                        'w2a2-kd-plbn-bb')
+                        'w2a2-kd-plbn-bb', 'w2a2-kd-bb')
 #: Distilled rows trained at other widths than their config's: row -> bits.
 RETARGETED_ROWS = {'w4a4-kd': 4}
 #: Rows of the encoded config with other MBB layer options on every

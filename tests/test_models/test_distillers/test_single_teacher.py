@@ -81,6 +81,9 @@ CASES = [
     ('retinanet_mnv2_mbb_w2a2_plbn_kd_bb_pennfudan.py',
      'retinanet_mnv2_fpn_pennfudan.py', det_batch,
      ['distill_loss_backbone', 'distill_loss_fpn', 'distill_loss_cls']),
+    ('deeplabv3_mnv2-d8_mbb_w2a2_kd_bb_pennfudan.py',
+     'deeplabv3_mnv2-d8_pennfudan.py', seg_batch,
+     ['distill_loss_backbone', 'distill_loss_cwd']),
 ]
 
 
