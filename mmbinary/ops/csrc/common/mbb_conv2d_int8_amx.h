@@ -15,7 +15,9 @@
 //     is (its quads padded to whole 64-channel words);
 //   * C tiles: 16 pixels x 16 output channels of int32, 2 x 2 of them (32
 //     pixels x 32 channels) per step, so each A and B tile loaded serves
-//     two tdpbusd;
+//     two tdpbusd; blocks run in a two-stage pipeline (TilePipeline): a
+//     block's accumulators are stored, the next block's products issued,
+//     and the stored block's epilogue runs while the tile unit computes;
 //   * 1x1 convs with at most 64 input channels (one tdpbusd per tile)
 //     keep their weight tiles for a row and alternate two sets of
 //     accumulators, each tile's product overlapping the epilogue of the
@@ -76,31 +78,38 @@ struct alignas(64) MBBAmxConfig {
 namespace mmbinary {
 namespace mbb_int8_amx {
 
-// NP tiles of 16 output columns (starting at x0[0], x0[1]) x NO blocks of 16
-// output channels (from block ob0) of output row (n, y).
+// The accumulators of one tile block: NP tiles of 16 output columns
+// (starting at x0[0], x0[1]) x NO blocks of 16 output channels (from block
+// ob0) of output row (n, y). Tile 2 * i + v holds column tile i x channel
+// block v.
+struct TileBlock {
+  int np = 0, no = 0;  // 0: none
+  int64_t n = 0, y = 0, x0[2] = {0, 0}, ob0 = 0;
+};
+
+// Issues the products of a tile block: zeroes its accumulator tiles and
+// runs every tap and 64-channel step through tdpbusd. The results are in
+// the tiles once the tile unit is done (store_block waits for it).
 template <int NP, int NO>
-inline void tile_block(const MBBInt8Args& a,
-                       mbb_int8_avx512::MBBInt8EpilogueFn epilogue,
-                       int64_t n, int64_t y, const int64_t* x0, int64_t ob0) {
+inline void compute_block(const MBBInt8Args& a, const TileBlock& b) {
   const MBBConvShape& s = a.s;
   const int64_t taps = s.kh * s.kw, C4 = mbb_int8_padded_quads(s.C);
   const int64_t tap_bytes = C4 * kMBBInt8Lanes * kMBBInt8Quad;
   const int64_t block_bytes = taps * tap_bytes;
   const int64_t a_stride = s.sw * a.pixel_bytes;
-  const uint8_t* image = a.levels + n * a.Hp * a.Wp * a.pixel_bytes;
-  const int8_t* w0 = a.weight + ob0 * block_bytes;
+  const int8_t* w0 = a.weight + b.ob0 * block_bytes;
   _tile_zero(0);
   if (NO > 1) _tile_zero(1);
   if (NP > 1) _tile_zero(2);
   if (NP > 1 && NO > 1) _tile_zero(3);
   for (int64_t ky = 0; ky < s.kh; ++ky) {
     const uint8_t* src_row =
-        image + (y * s.sh + ky * s.dh) * a.Wp * a.pixel_bytes;
+        mbb_int8_level_row(a, b.n, b.y * s.sh + ky * s.dh);
     for (int64_t kx = 0; kx < s.kw; ++kx) {
       const uint8_t* src0 =
-          src_row + (x0[0] * s.sw + kx * s.dw) * a.pixel_bytes;
+          src_row + (b.x0[0] * s.sw + kx * s.dw) * a.pixel_bytes;
       const uint8_t* src1 =
-          src_row + (x0[NP - 1] * s.sw + kx * s.dw) * a.pixel_bytes;
+          src_row + (b.x0[NP - 1] * s.sw + kx * s.dw) * a.pixel_bytes;
       const int8_t* w = w0 + (ky * s.kw + kx) * tap_bytes;
       for (int64_t j = 0; j < s.Wg; ++j) {
         const int64_t c_off = j * kMBBWordBits;  // 64 channels a step
@@ -116,19 +125,75 @@ inline void tile_block(const MBBInt8Args& a,
       }
     }
   }
-  // Accumulators to memory (row p: pixel p's 16 channels), then the
-  // epilogue (mbb_int8_avx512::epilogue_rows) tile by tile.
-  alignas(64) int32_t acc[4][kMBBAmxRows * kMBBInt8Lanes];
-  _tile_stored(0, acc[0], 64);
-  if (NO > 1) _tile_stored(1, acc[1], 64);
-  if (NP > 1) _tile_stored(2, acc[2], 64);
-  if (NP > 1 && NO > 1) _tile_stored(3, acc[3], 64);
-  __asm__ volatile("" ::: "memory");  // the stores before the loads below
-  for (int i = 0; i < NP; ++i)
-    for (int v = 0; v < NO; ++v)
-      epilogue(a, n, y, x0[i], kMBBAmxRows, (ob0 + v) * kMBBInt8Lanes,
-               acc[2 * i + v]);
 }
+
+inline void compute_block(const MBBInt8Args& a, const TileBlock& b) {
+  if (b.np == 2 && b.no == 2)
+    compute_block<2, 2>(a, b);
+  else if (b.np == 2)
+    compute_block<2, 1>(a, b);
+  else if (b.no == 2)
+    compute_block<1, 2>(a, b);
+  else
+    compute_block<1, 1>(a, b);
+}
+
+// A tile block's accumulators, (tile, 16 pixels, 16 channels) int32.
+struct alignas(64) TileAccumulators {
+  int32_t acc[4][kMBBAmxRows * kMBBInt8Lanes];
+};
+
+// Stores the accumulator tiles of block `b` (waits for its products).
+inline void store_block(const TileBlock& b, TileAccumulators* to) {
+  _tile_stored(0, to->acc[0], 64);
+  if (b.no > 1) _tile_stored(1, to->acc[1], 64);
+  if (b.np > 1) _tile_stored(2, to->acc[2], 64);
+  if (b.np > 1 && b.no > 1) _tile_stored(3, to->acc[3], 64);
+  __asm__ volatile("" ::: "memory");  // the stores before the loads after
+}
+
+// The epilogue of a stored tile block (mbb_int8_avx512::epilogue_rows).
+inline void finish_block(const MBBInt8Args& a,
+                         mbb_int8_avx512::MBBInt8EpilogueFn epilogue,
+                         const TileBlock& b, const TileAccumulators& from) {
+  for (int i = 0; i < b.np; ++i)
+    for (int v = 0; v < b.no; ++v)
+      epilogue(a, b.n, b.y, b.x0[i], kMBBAmxRows,
+               (b.ob0 + v) * kMBBInt8Lanes, from.acc[2 * i + v]);
+}
+
+// Runs tile blocks one after the other so that each block's epilogue
+// overlaps the next block's products: push(b) stores the block before
+// (its products done), issues b's products, then runs the stored block's
+// epilogue while the tile unit works on b; flush() finishes the last one.
+class TilePipeline {
+ public:
+  TilePipeline(const MBBInt8Args& a,
+               mbb_int8_avx512::MBBInt8EpilogueFn epilogue)
+      : a_(a), epilogue_(epilogue) {}
+
+  void push(const TileBlock& b) {
+    const bool had = pending_.np > 0;
+    if (had) store_block(pending_, &stored_);
+    const TileBlock done = pending_;
+    compute_block(a_, b);
+    pending_ = b;
+    if (had) finish_block(a_, epilogue_, done, stored_);
+  }
+
+  void flush() {
+    if (pending_.np == 0) return;
+    store_block(pending_, &stored_);
+    finish_block(a_, epilogue_, pending_, stored_);
+    pending_ = TileBlock();
+  }
+
+ private:
+  const MBBInt8Args& a_;
+  mbb_int8_avx512::MBBInt8EpilogueFn epilogue_;
+  TileBlock pending_;
+  TileAccumulators stored_;
+};
 
 // One tdpbusd step of a 1x1 conv with at most 64 input channels (see
 // single_step_row), on tile set Set: zero the accumulators (tiles 0-1 for
@@ -176,8 +241,9 @@ inline void single_step_finish(const MBBInt8Args& a,
 
 // Output row (n, y) of NO blocks of 16 output channels (from block ob) of
 // a 1x1 conv with at most 64 input channels (one tdpbusd per tile; the
-// im2col stems, expand convs): tile_block would wait for each product
-// before its epilogue. Here the weight tiles stay loaded for the row and
+// im2col stems, expand convs), where reloading the weight tiles for each
+// block would cost as much as its one product. Here they stay loaded for
+// the row and
 // the 16-pixel tiles alternate between accumulators 0-1 and 2-3, so that
 // one tile's product runs while the tile before goes through the epilogue.
 template <int NO>
@@ -185,8 +251,7 @@ inline void single_step_row(const MBBInt8Args& a,
                             mbb_int8_avx512::MBBInt8EpilogueFn epilogue,
                             int64_t n, int64_t y, int64_t ob) {
   const MBBConvShape& s = a.s;
-  const uint8_t* src_row =
-      a.levels + (n * a.Hp + y * s.sh) * a.Wp * a.pixel_bytes;
+  const uint8_t* src_row = mbb_int8_level_row(a, n, y * s.sh);
   // one tap of 64 channels: a block's weights are one 1 KB tile
   const int64_t block_bytes =
       mbb_int8_padded_quads(s.C) * kMBBInt8Lanes * kMBBInt8Quad;
@@ -214,9 +279,11 @@ inline void single_step_row(const MBBInt8Args& a,
 }
 
 // Work items [begin, end) of (chunk of a.o_blocks output-channel blocks,
-// sample, output row), as the VNNI kernel's conv_items. Loads the tile
-// configuration and releases the tiles (per thread).
-inline void conv_items(const MBBInt8Args& a, int64_t begin, int64_t end) {
+// sample, output row), as the VNNI kernel's conv_items (`before_row`: see
+// MBBInt8RowFill). Loads the tile configuration and releases the tiles
+// (per thread).
+inline void conv_items(const MBBInt8Args& a, int64_t begin, int64_t end,
+                       const MBBInt8RowFill* before_row = nullptr) {
   const MBBConvShape& s = a.s;
   const MBBAmxConfig config;
   __asm__ volatile("" ::: "memory");  // the whole config stored first
@@ -228,12 +295,18 @@ inline void conv_items(const MBBInt8Args& a, int64_t begin, int64_t end) {
   // Wo - 16 when Wo is not a multiple of 16.
   const int64_t groups = (s.Wo + kMBBAmxRows - 1) / kMBBAmxRows;
   const bool single_step = s.kh * s.kw == 1 && s.Wg == 1;
+  TilePipeline pipeline(a, epilogue);
   for (int64_t item = begin; item < end; ++item) {
     // rows fastest: consecutive items share the chunk's weights
     const int64_t rows = s.N * s.Ho;
     const int64_t chunk = item / rows, r = item % rows;
     const int64_t n = r / s.Ho, y = r % s.Ho;
     const int64_t ob_end = std::min(OB, (chunk + 1) * a.o_blocks);
+    if (before_row != nullptr) {
+      // the block before done with the row buffer before it is refilled
+      pipeline.flush();
+      (*before_row)(n, y);
+    }
     if (single_step) {
       for (int64_t ob = chunk * a.o_blocks; ob < ob_end; ob += 2) {
         if (ob + 1 < ob_end)
@@ -244,23 +317,19 @@ inline void conv_items(const MBBInt8Args& a, int64_t begin, int64_t end) {
       continue;
     }
     for (int64_t g = 0; g < groups; g += 2) {
-      int64_t x0[2];
+      TileBlock b;
+      b.n = n, b.y = y;
       for (int i = 0; i < 2; ++i)
-        x0[i] = std::min((g + i) * kMBBAmxRows, s.Wo - kMBBAmxRows);
-      const bool pair = g + 1 < groups;
+        b.x0[i] = std::min((g + i) * kMBBAmxRows, s.Wo - kMBBAmxRows);
+      b.np = g + 1 < groups ? 2 : 1;
       for (int64_t ob = chunk * a.o_blocks; ob < ob_end; ob += 2) {
-        const bool two = ob + 1 < ob_end;
-        if (pair && two)
-          tile_block<2, 2>(a, epilogue, n, y, x0, ob);
-        else if (pair)
-          tile_block<2, 1>(a, epilogue, n, y, x0, ob);
-        else if (two)
-          tile_block<1, 2>(a, epilogue, n, y, x0, ob);
-        else
-          tile_block<1, 1>(a, epilogue, n, y, x0, ob);
+        b.ob0 = ob;
+        b.no = ob + 1 < ob_end ? 2 : 1;
+        pipeline.push(b);
       }
     }
   }
+  pipeline.flush();
   _tile_release();
 }
 

@@ -32,6 +32,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <vector>
 
 #include "mbb_conv2d.h"
@@ -134,7 +135,29 @@ struct MBBInt8Args {
   float out_inv_step;
   bool out_signed;
   int64_t o_blocks;           // blocks of 16 output channels per work item
+  // Row-local levels (1x1, stride-1 convs without padding): `levels` is
+  // one input row of the calling thread's, (W, 64 * Wg), filled just
+  // before that row's outputs are computed (MBBInt8RowFill), instead of
+  // the whole (N, Hp, Wp, 64 * Wg) image
+  bool one_level_row = false;
 };
+
+// Input row iy (in padded coordinates) of sample n in the level buffer
+// `levels` of `a`: (Wp, 64 * Wg) u8 levels.
+inline uint8_t* mbb_int8_level_row(const MBBInt8Args& a, uint8_t* levels,
+                                   int64_t n, int64_t iy) {
+  return a.one_level_row
+             ? levels
+             : levels + (n * a.Hp + iy) * a.Wp * a.pixel_bytes;
+}
+inline const uint8_t* mbb_int8_level_row(const MBBInt8Args& a, int64_t n,
+                                         int64_t iy) {
+  return mbb_int8_level_row(a, const_cast<uint8_t*>(a.levels), n, iy);
+}
+
+// Called with (n, y) before a work item computes output row (n, y) of a
+// row-local conv (MBBInt8Args::one_level_row): fills that row's levels.
+using MBBInt8RowFill = std::function<void(int64_t, int64_t)>;
 
 }  // namespace mmbinary
 
@@ -163,8 +186,8 @@ inline void unpack_levels(const MBBInt8Args& a, const uint64_t* act,
   const MBBConvShape& s = a.s;
   for (int64_t r = row_begin; r < row_end; ++r) {
     const int64_t n = r / s.H, iy = r % s.H;
-    uint8_t* dst_row =
-        levels + ((n * a.Hp + iy + s.ph) * a.Wp + s.pw) * a.pixel_bytes;
+    uint8_t* dst_row = mbb_int8_level_row(a, levels, n, iy + s.ph) +
+                       s.pw * a.pixel_bytes;
     for (int64_t ix = 0; ix < s.W; ++ix) {
       const uint64_t* words = act + (r * s.W + ix) * s.K * s.Wg;
       uint8_t* dst = dst_row + ix * a.pixel_bytes;
@@ -204,8 +227,8 @@ inline bool quantize_levels(const MBBInt8Args& a, const float* input,
   __mmask16 nan = 0;
   for (int64_t r = row_begin; r < row_end; ++r) {
     const int64_t n = r / s.H, iy = r % s.H;
-    uint8_t* dst_row =
-        levels + ((n * a.Hp + iy + s.ph) * a.Wp + s.pw) * a.pixel_bytes;
+    uint8_t* dst_row = mbb_int8_level_row(a, levels, n, iy + s.ph) +
+                       s.pw * a.pixel_bytes;
     const float* src_row = input + (n * src_H + iy * step_h) * src_W * s.C;
     int32_t* sums = a.fill_sums ? a.fill_sums + r * s.W : nullptr;
     for (int64_t ix = 0; ix < s.W; ++ix) {
@@ -516,11 +539,10 @@ inline void tile(const MBBInt8Args& a, MBBInt8EpilogueFn epilogue, int64_t n,
   for (int v = 0; v < NO; ++v)
     for (int p = 0; p < NP; ++p) acc[v][p] = _mm512_setzero_si512();
   const int8_t* wbase = a.weight + ob0 * block_bytes;
-  const uint8_t* row = a.levels + n * a.Hp * a.Wp * a.pixel_bytes;
   const int64_t col_step = s.sw * a.pixel_bytes;
   for (int64_t ky = 0; ky < s.kh; ++ky) {
     const uint8_t* src_row =
-        row + ((y * s.sh + ky * s.dh) * a.Wp + x0 * s.sw) * a.pixel_bytes;
+        mbb_int8_level_row(a, n, y * s.sh + ky * s.dh) + x0 * col_step;
     for (int64_t kx = 0; kx < s.kw; ++kx) {
       const uint8_t* src = src_row + kx * s.dw * a.pixel_bytes;
       const int8_t* w =
@@ -564,8 +586,9 @@ inline void row_blocks(const MBBInt8Args& a, MBBInt8EpilogueFn epilogue,
 }
 
 // Work items [begin, end) of (chunk of a.o_blocks output-channel blocks,
-// sample, output row).
-inline void conv_items(const MBBInt8Args& a, int64_t begin, int64_t end) {
+// sample, output row); `before_row`: see MBBInt8RowFill.
+inline void conv_items(const MBBInt8Args& a, int64_t begin, int64_t end,
+                       const MBBInt8RowFill* before_row = nullptr) {
   const MBBConvShape& s = a.s;
   const MBBInt8EpilogueFn epilogue = pick_epilogue(a);
   const int64_t OB = mbb_int8_blocks(s.O);
@@ -575,6 +598,7 @@ inline void conv_items(const MBBInt8Args& a, int64_t begin, int64_t end) {
     const int64_t chunk = item / rows, r = item % rows;
     const int64_t n = r / s.Ho, y = r % s.Ho;
     const int64_t ob_end = std::min(OB, (chunk + 1) * a.o_blocks);
+    if (before_row != nullptr) (*before_row)(n, y);
     for (int64_t ob = chunk * a.o_blocks; ob < ob_end; ob += 4) {
       switch (std::min<int64_t>(4, ob_end - ob)) {
         case 4: row_blocks<4>(a, epilogue, n, y, ob); break;

@@ -298,11 +298,38 @@ std::tuple<at::Tensor, at::Tensor> run_int8(
   a.Hp = s.H + 2 * s.ph, a.Wp = s.W + 2 * s.pw;
   a.pixel_bytes = s.Wg * kMBBWordBits;
   const auto opts = like.options().dtype(at::kLong);
-  at::Tensor levels =
-      at::empty({s.N * a.Hp * a.Wp * a.pixel_bytes}, opts.dtype(at::kByte));
+  // Work items: (chunk of 16-channel blocks, sample, output row), rows
+  // fastest. A chunk's weights stay within kChunkWeightBytes, so that they
+  // stay in the core's L2 cache while its rows go by (res5's 3x3 has 2.4
+  // MB of weights: all of them per row ran 1.7x slower on AMX); smaller
+  // chunks when there are few rows, so that every thread has work.
+  constexpr int64_t kChunkWeightBytes = int64_t{512} << 10;
+  const int64_t block_bytes =
+      s.kh * s.kw * C4 * kMBBInt8Lanes * kMBBInt8Quad;
+  const int64_t threads = at::get_num_threads();
+  int64_t chunk = 4 * ((OB + 3) / 4);
+  while (chunk > 4 && chunk * block_bytes > kChunkWeightBytes)
+    chunk -= 4;
+  while (chunk > 4 && s.N * s.Ho * ((OB + chunk - 1) / chunk) < 8 * threads)
+    chunk = 4 * ((chunk / 2 + 3) / 4);
+  a.o_blocks = chunk;
+  // A 1x1, stride-1 conv without padding reads each input row for one
+  // output row: each thread fills a row's levels into a buffer of its own
+  // just before computing it (kept in its caches), instead of the whole
+  // image before the conv. Only where the output channels are one chunk
+  // (else every chunk would fill the row again), not with 8-bit weights
+  // (their patch sums), nor under the fused max pool.
+  const bool row_local = s.kh == 1 && s.kw == 1 && s.sh == 1 && s.sw == 1 &&
+                         s.ph == 0 && s.pw == 0 && chunk >= OB &&
+                         !mbb_int8_halved(s) && pool == nullptr;
+  a.one_level_row = row_local;
+  at::Tensor levels = at::empty(
+      {row_local ? 0 : s.N * a.Hp * a.Wp * a.pixel_bytes},
+      opts.dtype(at::kByte));
   uint8_t* level_ptr = levels.data_ptr<uint8_t>();
   // Zero border rows and columns (the interior is overwritten).
-  at::parallel_for(0, s.N * a.Hp, 64, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, row_local ? 0 : s.N * a.Hp, 64,
+                   [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       uint8_t* row = level_ptr + r * a.Wp * a.pixel_bytes;
       const int64_t y = r % a.Hp;
@@ -336,17 +363,21 @@ std::tuple<at::Tensor, at::Tensor> run_int8(
     prepass_timer.stop();
     fill_timer.emplace(fill_phase);
   }
-  at::parallel_for(0, s.N * s.H, 16, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, row_local ? 0 : s.N * s.H, 16,
+                   [&](int64_t begin, int64_t end) {
     if (fill(a, level_ptr, begin, end)) nan.store(true);
   });
   if (own_phase) {
     fill_timer.reset();  // adds the fill's time
     prepass_timer.restart();
   }
-  TORCH_CHECK(!nan.load(),
-              "mbb_conv2d_int8: input holds NaN, which has no activation "
-              "level (mbb_conv2d on the float input propagates NaN to the "
-              "outputs it reaches)");
+  const auto check_nan = [&nan] {
+    TORCH_CHECK(!nan.load(),
+                "mbb_conv2d_int8: input holds NaN, which has no activation "
+                "level (mbb_conv2d on the float input propagates NaN to the "
+                "outputs it reaches)");
+  };
+  check_nan();
   if (mbb_int8_halved(s)) {
     if (!sums_in_fill) patch_sums = mbb_int8_patch_sums(a);
     a.patch_sums = patch_sums.const_data_ptr<int32_t>();
@@ -397,37 +428,41 @@ std::tuple<at::Tensor, at::Tensor> run_int8(
   }
   prepass_timer.stop();
   MBBPhaseTimer conv_timer(kPhaseAccumulate);
-  // Work items: (chunk of 16-channel blocks, sample, output row), rows
-  // fastest. A chunk's weights stay within kChunkWeightBytes, so that they
-  // stay in the core's L2 cache while its rows go by (res5's 3x3 has 2.4
-  // MB of weights: all of them per row ran 1.7x slower on AMX); smaller
-  // chunks when there are few rows, so that every thread has work.
-  constexpr int64_t kChunkWeightBytes = int64_t{512} << 10;
-  const int64_t block_bytes =
-      s.kh * s.kw * C4 * kMBBInt8Lanes * kMBBInt8Quad;
-  const int64_t threads = at::get_num_threads();
-  int64_t chunk = 4 * ((OB + 3) / 4);
-  while (chunk > 4 && chunk * block_bytes > kChunkWeightBytes)
-    chunk -= 4;
-  while (chunk > 4 && s.N * s.Ho * ((OB + chunk - 1) / chunk) < 8 * threads)
-    chunk = 4 * ((chunk / 2 + 3) / 4);
-  a.o_blocks = chunk;
   const int64_t items = s.N * s.Ho * ((OB + chunk - 1) / chunk);
   const bool amx = use_amx(s);
   const auto run_items = [amx](const MBBInt8Args& args, int64_t begin,
-                               int64_t end) {
+                               int64_t end,
+                               const MBBInt8RowFill* before_row = nullptr) {
     (void)amx;
 #ifdef MMBINARY_MBB_HAVE_INT8_AMX
     if (amx) {
-      mbb_int8_amx::conv_items(args, begin, end);
+      mbb_int8_amx::conv_items(args, begin, end, before_row);
       return;
     }
 #endif
-    mbb_int8_avx512::conv_items(args, begin, end);
+    mbb_int8_avx512::conv_items(args, begin, end, before_row);
   };
   if (pool != nullptr) {
     pooled_rows(a, *pool, (OB + chunk - 1) / chunk, run_items,
                 out.data_ptr<float>());
+    return {out, words};
+  }
+  if (row_local) {
+    // The quantize / unpack time is now inside the accumulate phase.
+    at::parallel_for(0, items, 1, [&](int64_t begin, int64_t end) {
+      // 64-byte aligned: a tile row or vector load is one cache line
+      std::vector<uint8_t> storage(s.W * a.pixel_bytes + 63);
+      uint8_t* row = storage.data() +
+                     (-reinterpret_cast<uintptr_t>(storage.data()) & 63);
+      MBBInt8Args local = a;
+      local.levels = row;
+      const MBBInt8RowFill fill_row = [&](int64_t n, int64_t y) {
+        if (fill(local, row, n * s.H + y, n * s.H + y + 1)) nan.store(true);
+      };
+      run_items(local, begin, end, &fill_row);
+      if (a.stream_out) _mm_sfence();
+    });
+    check_nan();
     return {out, words};
   }
   at::parallel_for(0, items, 1, [&](int64_t begin, int64_t end) {
@@ -620,7 +655,7 @@ std::tuple<at::Tensor, at::Tensor> int8_im2col(
     for (int64_t r = begin; r < end; ++r)  // output rows (n, y)
       mbb_int8_avx512::im2col_row(
           s, plan, image_ptr, r / s.Ho, r % s.Ho, a.pixel_bytes,
-          levels + r * s.Wo * a.pixel_bytes,
+          mbb_int8_level_row(a, levels, r / s.Ho, r % s.Ho),
           a.fill_sums ? a.fill_sums + r * s.Wo : nullptr);
 #endif
     return false;
