@@ -11,6 +11,10 @@ from mmbinary.utils.data_check import resolve_checkpoint_paths
 
 #: Libraries whose configs mmbinary's tools run.
 SCOPES = ('mmdet', 'mmseg')
+#: How the top-level keys of a mixed-precision config end that name a
+#: part's bits where they differ from ``w_bits``/``a_bits``
+#: (``backbone_a_bits = 4``).
+PART_BITS_SUFFIXES = ('_w_bits', '_a_bits')
 
 
 def register_modules_for(cfg: Config) -> str:
@@ -34,7 +38,9 @@ def register_modules_for(cfg: Config) -> str:
 
 def apply_precision_options(cfg: Config, cfg_options: dict) -> None:
     """Set every encoded part's bits from top-level ``w_bits``/``a_bits``
-    in ``--cfg-options`` (one given: the other keeps the config's value)."""
+    in ``--cfg-options`` (one given: the other keeps the config's value);
+    a mixed-precision config's per-part bits (``backbone_a_bits``) are
+    dropped, since every part now has the same."""
     given = {key: cfg_options[key] for key in ('w_bits', 'a_bits')
              if key in cfg_options}
     if not given:
@@ -49,6 +55,11 @@ def apply_precision_options(cfg: Config, cfg_options: dict) -> None:
         set_model_precision(cfg.model, cfg.w_bits, cfg.a_bits)
     except ValueError as error:
         raise SystemExit(f'--cfg-options w_bits/a_bits: {error}')
+    # A mixed-precision config's per-part bits (``backbone_a_bits = 4``)
+    # no longer hold: every part now has the bits given.
+    for key in [key for key in cfg.keys() if key.endswith(PART_BITS_SUFFIXES)
+                and key not in given]:
+        cfg.pop(key)
 
 
 def load_tool_config(config: str,

@@ -21,7 +21,7 @@ import mmbinary.models.necks  # noqa: F401
 from mmbinary.models.layers import MBBConv2d, MBBLinear
 from mmbinary.models.precision import (float_model_config, precision_parts,
                                        set_model_precision)
-from mmbinary.utils.scope import load_tool_config
+from mmbinary.utils.scope import PART_BITS_SUFFIXES, load_tool_config
 
 CONFIG_DIR = osp.join(osp.dirname(__file__), '..', '..', 'configs')
 
@@ -395,9 +395,55 @@ def test_top_level_precision_is_the_precision_of_every_part(name):
         assert parts == [], f'{name} has encoded parts but no top-level bits'
         return
     assert parts, f'{name} sets w_bits but has no encoded part'
+    # a mixed-precision config names the parts that differ at its top
+    # (backbone_a_bits = 4); every other part has w_bits / a_bits
+    named = {key for key in cfg.keys() if key.endswith(PART_BITS_SUFFIXES)}
     for part in parts:
         node = cfg.model
         for key in part.split('.'):
             node = node[int(key)] if key.isdigit() else node[key]
-        assert (node['w_bits'], node['a_bits']) == (cfg.w_bits,
-                                                    cfg.a_bits), (name, part)
+        last = part.split('.')[-1]
+        expected = tuple(
+            cfg.get(f'{last}_{bits}', cfg[bits])
+            for bits in ('w_bits', 'a_bits'))
+        named -= {f'{last}_w_bits', f'{last}_a_bits'}
+        assert (node['w_bits'], node['a_bits']) == expected, (name, part)
+    assert not named, f'{name}: {sorted(named)} name no encoded part'
+
+
+MIXED_CONFIGS = [
+    'pennfudan/retinanet_mnv2_mbb_w2a2_bb-a4_plbn_pennfudan.py',
+    'pennfudan/retinanet_mnv2_mbb_w2a2_bb-a4_plbn_kd_pennfudan.py',
+    'pennfudan/deeplabv3_mnv2-d8_mbb_w2a2_bb-a4_pennfudan.py',
+    'pennfudan/deeplabv3_mnv2-d8_mbb_w2a2_bb-a4_kd_pennfudan.py',
+]
+
+
+@pytest.mark.parametrize('name', MIXED_CONFIGS)
+def test_mixed_precision_configs_build_with_their_bits(name):
+    """The shipped mixed-precision models (2-bit weights, 4-bit backbone
+    activations): the backbone's MBB convs are W2A4, every other MBB layer
+    W2A2; ``--cfg-options w_bits=2 a_bits=2`` makes every layer W2A2."""
+    path = osp.join(CONFIG_DIR, name)
+    cfg = load_tool_config(path)
+    # a distiller's student (its teacher checkpoint is the study's)
+    cfg.model = cfg.model.get('architecture', cfg.model)
+    bits = {}
+    for module_name, module in build_model(cfg).named_modules():
+        if isinstance(module, MBBConv2d):
+            part = module_name.split('.')[0]
+            bits.setdefault(part, set()).add((module.w_bits, module.a_bits))
+    assert bits.pop('backbone') == {(2, 4)}, name
+    assert bits and all(value == {(2, 2)} for value in bits.values()), bits
+    uniform = load_tool_config(path, dict(w_bits=2, a_bits=2))
+    assert 'backbone_a_bits' not in uniform
+    assert all((node['w_bits'], node['a_bits']) == (2, 2)
+               for node in (_node(uniform.model, part)
+                            for part in precision_parts(uniform.model)))
+
+
+def _node(model_cfg, part: str):
+    node = model_cfg
+    for key in part.split('.'):
+        node = node[int(key)] if key.isdigit() else node[key]
+    return node

@@ -391,3 +391,25 @@ def test_segmentation_backbone_imitation_row(study):
                    kd_rows=[row]), study.TASKS['det'])
     assert row not in {run.variant for run in detection}
     assert row not in study.CONFIG_ROWS
+
+
+@pytest.mark.parametrize('task, row, test_config', [
+    ('det', 'w2a2-bb-a4-kd-plbn',
+     'retinanet_mnv2_mbb_w2a2_bb-a4_plbn_pennfudan.py'),
+    ('seg', 'w2a2-bb-a4-kd', 'deeplabv3_mnv2-d8_mbb_w2a2_bb-a4_pennfudan.py'),
+])
+def test_mixed_precision_rows_keep_their_bits(study, task, row,
+                                              test_config):
+    """The mixed-precision rows (2-bit weights, 4-bit backbone activations)
+    train their distilled config and test with the mixed config, and no
+    bits option flattens them to W2A2."""
+    runs = study.plan(
+        study_args(seeds=[0], bits=[2], no_paper=True, no_progressive=True,
+                   kd_rows=[row]), study.TASKS[task])
+    runs = {run.variant: run for run in runs}
+    stage, = runs[row].stages
+    assert stage.eval_config.endswith(test_config)
+    assert not stage.set_bits
+    student = Config.fromfile(stage.config).model.architecture
+    assert (student.backbone.w_bits, student.backbone.a_bits) == (2, 4)
+    assert row not in study.CONFIG_ROWS

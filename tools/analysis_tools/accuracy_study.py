@@ -128,6 +128,10 @@ ROW_CONFIGS = {
         'w2a2-kd-plbn-bb': (
             'retinanet_mnv2_mbb_w2a2_plbn_kd_bb_pennfudan.py',
             'retinanet_mnv2_mbb_w2a2_plbn_pennfudan.py'),
+        # the same with the backbone's activations at 4 bits (mixed)
+        'w2a2-bb-a4-kd-plbn': (
+            'retinanet_mnv2_mbb_w2a2_bb-a4_plbn_kd_pennfudan.py',
+            'retinanet_mnv2_mbb_w2a2_bb-a4_plbn_pennfudan.py'),
         # the same with OscillationDampeningHook
         'w2a2-kd-plbn-damp': (
             'retinanet_mnv2_mbb_w2a2_plbn_kd_damp_pennfudan.py',
@@ -147,6 +151,9 @@ ROW_CONFIGS = {
                     'deeplabv3_mnv2-d8_mbb_w2a2_pennfudan.py'),
         'w2a2-kd-damp': ('deeplabv3_mnv2-d8_mbb_w2a2_kd_damp_pennfudan.py',
                          'deeplabv3_mnv2-d8_mbb_w2a2_pennfudan.py'),
+        # the backbone's activations at 4 bits (mixed)
+        'w2a2-bb-a4-kd': ('deeplabv3_mnv2-d8_mbb_w2a2_bb-a4_kd_pennfudan.py',
+                          'deeplabv3_mnv2-d8_mbb_w2a2_bb-a4_pennfudan.py'),
         # the same with the backbone's outputs imitated too
         'w2a2-kd-bb': ('deeplabv3_mnv2-d8_mbb_w2a2_kd_bb_pennfudan.py',
                        'deeplabv3_mnv2-d8_mbb_w2a2_pennfudan.py'),
@@ -162,10 +169,13 @@ ROW_CONFIGS = {
 #: ProgressivePrecisionHook row, W8A8 -> W4A4 -> W2A2 in one run).
 CONFIG_ROWS = ('w2a2-kd', 'w2a2-kd-plbn', 'w1a1-react-kd', 'w4a4-kd')
 #: Distilled rows planned only when asked for (``--kd-rows``): the
-#: oscillation-dampening rows (OscillationDampeningHook) and the models
-#: with their backbone's outputs imitated (twelfth and thirteenth rounds).
+#: oscillation-dampening rows (OscillationDampeningHook), the models with
+#: their backbone's outputs imitated and the mixed-precision models (2-bit
+#: weights, 4-bit backbone activations) of the twelfth and thirteenth
+#: rounds.
 OPTIONAL_CONFIG_ROWS = ('w2a2-kd-plbn-damp', 'w2a2-kd-damp',
-                        'w2a2-kd-plbn-bb', 'w2a2-kd-bb')
+                        'w2a2-kd-plbn-bb', 'w2a2-kd-bb',
+                        'w2a2-bb-a4-kd-plbn', 'w2a2-bb-a4-kd')
 #: Distilled rows trained at other widths than their config's: row -> bits.
 RETARGETED_ROWS = {'w4a4-kd': 4}
 #: Rows of the encoded config with other MBB layer options on every
