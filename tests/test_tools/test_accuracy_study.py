@@ -302,6 +302,11 @@ def test_row_configs_build_their_students(study, task_name):
             assert len(eight) == 3 and bits == {main, (8, 8)}, row
             assert model.backbone.conv1.conv in eight
             assert model.bbox_head.retina_cls in eight
+        elif '-bb-a4' in row:  # 4-bit activations in the backbone alone
+            backbone = {(m.w_bits, m.a_bits)
+                        for m in model.backbone.modules()
+                        if isinstance(m, MBBConv2d)}
+            assert backbone == {(2, 4)} and bits == {main, (2, 4)}, row
         else:
             assert bits == {main}, row
         react = [m for m in layers if isinstance(m, ReActMBBConv2d)]
