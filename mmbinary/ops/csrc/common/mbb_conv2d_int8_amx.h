@@ -104,7 +104,7 @@ inline void compute_block(const MBBInt8Args& a, const TileBlock& b) {
   if (NP > 1 && NO > 1) _tile_zero(3);
   for (int64_t ky = 0; ky < s.kh; ++ky) {
     const uint8_t* src_row =
-        mbb_int8_level_row(a, b.n, b.y * s.sh + ky * s.dh);
+        a.levels + mbb_int8_row_offset(a, b.n, b.y * s.sh + ky * s.dh);
     for (int64_t kx = 0; kx < s.kw; ++kx) {
       const uint8_t* src0 =
           src_row + (b.x0[0] * s.sw + kx * s.dw) * a.pixel_bytes;
@@ -251,7 +251,7 @@ inline void single_step_row(const MBBInt8Args& a,
                             mbb_int8_avx512::MBBInt8EpilogueFn epilogue,
                             int64_t n, int64_t y, int64_t ob) {
   const MBBConvShape& s = a.s;
-  const uint8_t* src_row = mbb_int8_level_row(a, n, y * s.sh);
+  const uint8_t* src_row = a.levels + mbb_int8_row_offset(a, n, y * s.sh);
   // one tap of 64 channels: a block's weights are one 1 KB tile
   const int64_t block_bytes =
       mbb_int8_padded_quads(s.C) * kMBBInt8Lanes * kMBBInt8Quad;

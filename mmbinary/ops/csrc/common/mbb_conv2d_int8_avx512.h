@@ -142,17 +142,11 @@ struct MBBInt8Args {
   bool one_level_row = false;
 };
 
-// Input row iy (in padded coordinates) of sample n in the level buffer
-// `levels` of `a`: (Wp, 64 * Wg) u8 levels.
-inline uint8_t* mbb_int8_level_row(const MBBInt8Args& a, uint8_t* levels,
-                                   int64_t n, int64_t iy) {
-  return a.one_level_row
-             ? levels
-             : levels + (n * a.Hp + iy) * a.Wp * a.pixel_bytes;
-}
-inline const uint8_t* mbb_int8_level_row(const MBBInt8Args& a, int64_t n,
-                                         int64_t iy) {
-  return mbb_int8_level_row(a, const_cast<uint8_t*>(a.levels), n, iy);
+// Where input row iy (in padded coordinates) of sample n starts in a level
+// buffer of `a`, in bytes: rows of (Wp, 64 * Wg) u8 levels.
+inline int64_t mbb_int8_row_offset(const MBBInt8Args& a, int64_t n,
+                                  int64_t iy) {
+  return a.one_level_row ? 0 : (n * a.Hp + iy) * a.Wp * a.pixel_bytes;
 }
 
 // Called with (n, y) before a work item computes output row (n, y) of a
@@ -186,8 +180,8 @@ inline void unpack_levels(const MBBInt8Args& a, const uint64_t* act,
   const MBBConvShape& s = a.s;
   for (int64_t r = row_begin; r < row_end; ++r) {
     const int64_t n = r / s.H, iy = r % s.H;
-    uint8_t* dst_row = mbb_int8_level_row(a, levels, n, iy + s.ph) +
-                       s.pw * a.pixel_bytes;
+    uint8_t* dst_row =
+        levels + mbb_int8_row_offset(a, n, iy + s.ph) + s.pw * a.pixel_bytes;
     for (int64_t ix = 0; ix < s.W; ++ix) {
       const uint64_t* words = act + (r * s.W + ix) * s.K * s.Wg;
       uint8_t* dst = dst_row + ix * a.pixel_bytes;
@@ -227,8 +221,8 @@ inline bool quantize_levels(const MBBInt8Args& a, const float* input,
   __mmask16 nan = 0;
   for (int64_t r = row_begin; r < row_end; ++r) {
     const int64_t n = r / s.H, iy = r % s.H;
-    uint8_t* dst_row = mbb_int8_level_row(a, levels, n, iy + s.ph) +
-                       s.pw * a.pixel_bytes;
+    uint8_t* dst_row =
+        levels + mbb_int8_row_offset(a, n, iy + s.ph) + s.pw * a.pixel_bytes;
     const float* src_row = input + (n * src_H + iy * step_h) * src_W * s.C;
     int32_t* sums = a.fill_sums ? a.fill_sums + r * s.W : nullptr;
     for (int64_t ix = 0; ix < s.W; ++ix) {
@@ -542,7 +536,8 @@ inline void tile(const MBBInt8Args& a, MBBInt8EpilogueFn epilogue, int64_t n,
   const int64_t col_step = s.sw * a.pixel_bytes;
   for (int64_t ky = 0; ky < s.kh; ++ky) {
     const uint8_t* src_row =
-        mbb_int8_level_row(a, n, y * s.sh + ky * s.dh) + x0 * col_step;
+        a.levels + mbb_int8_row_offset(a, n, y * s.sh + ky * s.dh) +
+        x0 * col_step;
     for (int64_t kx = 0; kx < s.kw; ++kx) {
       const uint8_t* src = src_row + kx * s.dw * a.pixel_bytes;
       const int8_t* w =

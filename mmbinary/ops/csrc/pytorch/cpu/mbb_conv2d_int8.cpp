@@ -323,13 +323,15 @@ std::tuple<at::Tensor, at::Tensor> run_int8(
                          s.ph == 0 && s.pw == 0 && chunk >= OB &&
                          !mbb_int8_halved(s) && pool == nullptr;
   a.one_level_row = row_local;
+  // The samples of the level image filled before the conv (none for a
+  // row-local conv).
+  const int64_t image_samples = row_local ? 0 : s.N;
   at::Tensor levels = at::empty(
-      {row_local ? 0 : s.N * a.Hp * a.Wp * a.pixel_bytes},
-      opts.dtype(at::kByte));
+      {image_samples * a.Hp * a.Wp * a.pixel_bytes}, opts.dtype(at::kByte));
   uint8_t* level_ptr = levels.data_ptr<uint8_t>();
   // Zero border rows and columns (the interior is overwritten).
-  at::parallel_for(0, row_local ? 0 : s.N * a.Hp, 64,
-                   [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, image_samples * a.Hp, 64, [&](int64_t begin,
+                                                   int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       uint8_t* row = level_ptr + r * a.Wp * a.pixel_bytes;
       const int64_t y = r % a.Hp;
@@ -363,8 +365,8 @@ std::tuple<at::Tensor, at::Tensor> run_int8(
     prepass_timer.stop();
     fill_timer.emplace(fill_phase);
   }
-  at::parallel_for(0, row_local ? 0 : s.N * s.H, 16,
-                   [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, image_samples * s.H, 16, [&](int64_t begin,
+                                                  int64_t end) {
     if (fill(a, level_ptr, begin, end)) nan.store(true);
   });
   if (own_phase) {
@@ -447,10 +449,10 @@ std::tuple<at::Tensor, at::Tensor> run_int8(
                 out.data_ptr<float>());
     return {out, words};
   }
-  if (row_local) {
-    // The quantize / unpack time is now inside the accumulate phase.
-    at::parallel_for(0, items, 1, [&](int64_t begin, int64_t end) {
-      // 64-byte aligned: a tile row or vector load is one cache line
+  at::parallel_for(0, items, 1, [&](int64_t begin, int64_t end) {
+    if (row_local) {
+      // The fill's time is then inside the accumulate phase. 64-byte
+      // aligned: a tile row or vector load is one cache line.
       std::vector<uint8_t> storage(s.W * a.pixel_bytes + 63);
       uint8_t* row = storage.data() +
                      (-reinterpret_cast<uintptr_t>(storage.data()) & 63);
@@ -460,15 +462,12 @@ std::tuple<at::Tensor, at::Tensor> run_int8(
         if (fill(local, row, n * s.H + y, n * s.H + y + 1)) nan.store(true);
       };
       run_items(local, begin, end, &fill_row);
-      if (a.stream_out) _mm_sfence();
-    });
-    check_nan();
-    return {out, words};
-  }
-  at::parallel_for(0, items, 1, [&](int64_t begin, int64_t end) {
-    run_items(a, begin, end);
+    } else {
+      run_items(a, begin, end);
+    }
     if (a.stream_out) _mm_sfence();  // the streamed lines, before returning
   });
+  check_nan();  // a row-local fill's
 #endif
   return {out, words};
 }
@@ -655,7 +654,7 @@ std::tuple<at::Tensor, at::Tensor> int8_im2col(
     for (int64_t r = begin; r < end; ++r)  // output rows (n, y)
       mbb_int8_avx512::im2col_row(
           s, plan, image_ptr, r / s.Ho, r % s.Ho, a.pixel_bytes,
-          mbb_int8_level_row(a, levels, r / s.Ho, r % s.Ho),
+          levels + mbb_int8_row_offset(a, r / s.Ho, r % s.Ho),
           a.fill_sums ? a.fill_sums + r * s.Wo : nullptr);
 #endif
     return false;
