@@ -447,3 +447,52 @@ def test_outputs_handed_on_above_the_streaming_size_are_exact():
                                      True, 2, 1.7, False)
     assert torch.equal(int8[0], alone)
     assert torch.equal(int8[1], handed[1])
+
+
+@needs_vnni
+@pytest.mark.parametrize('threads', [1, 2])
+@pytest.mark.parametrize('c, o, h, w', [(200, 48, 20, 37), (130, 600, 6, 17),
+                                        (64, 96, 5, 40)])
+def test_row_local_1x1_convs_on_threads(monkeypatch, threads, c, o, h, w):
+    """1x1 stride-1 convs fill each input row's levels per thread, just
+    before its outputs (one output chunk), else the whole level image first
+    (several chunks: 600 channels at 130 inputs, with few rows per thread);
+    the AMX kernel overlaps each tile block's epilogue with the next
+    block's products. Words in and float in, 1 and 2 threads, both inner
+    loops: the popcount kernel's outputs and words bit for bit."""
+    gen = torch.Generator().manual_seed(c + o + h)
+    m, a = 2, 3
+    x = torch.randn(2, c, h, w, generator=gen).contiguous(
+        memory_format=torch.channels_last)
+    codes = (torch.randint(0, 2**m, (o, c, 1, 1), generator=gen) * 2 -
+             (2**m - 1)).int()
+    weight_words = pack_weight_codes(codes, m)
+    act = quantize_pack(x, a, 3.0, False)
+    scale = torch.randn(o, generator=gen)
+    bias = torch.randn(o, generator=gen)
+    res = torch.randn(2, o, h, w, generator=gen).contiguous(
+        memory_format=torch.channels_last)
+    geometry = (c, m, a, False, [1, 1], [1, 1], [0, 0], [1, 1])
+    ops = torch.ops.mmbinary
+    ref = ops.mbb_conv2d_words(act, weight_words, scale, bias, *geometry, 1,
+                               res, 0.0, float('inf'), True, 2, 1.7, False)
+    w8, wsum = ops.mbb_int8_prepare_weight(weight_words, c, m, [1, 1])
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for variant in ('amx', 'vnni'):
+            if variant == 'amx' and ops.mbb_int8_variant() != 'amx':
+                continue
+            monkeypatch.setenv('MMBINARY_INT8_KERNEL', variant)
+            out = ops.mbb_conv2d_int8_words(act, weight_words, w8, wsum,
+                                            scale, bias, *geometry, res, 0.0,
+                                            float('inf'), True, 2, 1.7, False)
+            on_float = ops.mbb_conv2d_int8(x, weight_words, w8, wsum, scale,
+                                           bias, c, m, a, 3.0, False, [1, 1],
+                                           [1, 1], [0, 0], [1, 1], res, 0.0,
+                                           float('inf'), True, 2, 1.7, False)
+            for got in (out, on_float):
+                assert torch.equal(ref[0], got[0]), variant
+                assert torch.equal(ref[1], got[1]), variant
+    finally:
+        torch.set_num_threads(before)
