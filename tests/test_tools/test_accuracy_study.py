@@ -347,55 +347,36 @@ def test_dampening_rows_train_with_the_hook_and_test_plainly(study):
     assert not any(row.endswith('-damp') for row in study.CONFIG_ROWS)
 
 
-def test_backbone_imitation_row_distills_the_backbone_and_tests_plainly(
-        study):
-    """The twelfth round's row (asked for by --kd-rows, detection only)
-    adds feature imitation of the backbone's outputs to the distiller and
-    is tested and packed with the plain per-level-norm W2A2 config."""
-    row = 'w2a2-kd-plbn-bb'
+@pytest.mark.parametrize('task, row, test_config, other_losses', [
+    ('det', 'w2a2-kd-plbn-bb', 'retinanet_mnv2_mbb_w2a2_plbn_pennfudan.py',
+     {'loss_fpn', 'loss_cls'}),
+    ('seg', 'w2a2-kd-bb', 'deeplabv3_mnv2-d8_mbb_w2a2_pennfudan.py',
+     {'loss_cwd'}),
+])
+def test_backbone_imitation_rows_distill_the_backbone_and_test_plainly(
+        study, task, row, test_config, other_losses):
+    """The twelfth (detection) and thirteenth (segmentation) rounds' rows,
+    asked for by --kd-rows, add feature imitation of the backbone's
+    outputs to the distiller, keep its other terms, are planned for their
+    task alone and are tested and packed with the plain W2A2 config."""
     runs = study.plan(
         study_args(seeds=[0], bits=[2], no_paper=True, no_progressive=True,
-                   kd_rows=[row]), study.TASKS['det'])
+                   kd_rows=[row]), study.TASKS[task])
     runs = {run.variant: run for run in runs}
     stage, = runs[row].stages
-    assert stage.eval_config.endswith(
-        'retinanet_mnv2_mbb_w2a2_plbn_pennfudan.py')
+    assert stage.eval_config.endswith(test_config)
     distiller = Config.fromfile(stage.config).model.distiller
     assert distiller.student_recorders.backbone.source == 'backbone'
     assert distiller.teacher_recorders.backbone.source == 'backbone'
     assert distiller.distill_losses.loss_backbone.type == \
         'mmbinary.FeatureImitationLoss'
-    # the FPN and logit terms stay
-    assert {'loss_fpn', 'loss_cls'} <= set(distiller.distill_losses)
-    segmentation = study.plan(
+    assert other_losses <= set(distiller.distill_losses)
+    other_task = {'det': 'seg', 'seg': 'det'}[task]
+    other = study.plan(
         study_args(seeds=[0], bits=[2], no_paper=True, no_progressive=True,
-                   kd_rows=[row]), study.TASKS['seg'])
-    assert row not in {run.variant for run in segmentation}
+                   kd_rows=[row]), study.TASKS[other_task])
+    assert row not in {run.variant for run in other}
     assert row not in study.CONFIG_ROWS  # not in the default plan
-
-
-def test_segmentation_backbone_imitation_row(study):
-    """The thirteenth round's segmentation row (``--kd-rows w2a2-kd-bb``)
-    adds feature imitation of the backbone's outputs to the logit
-    distillation and is tested and packed with the plain W2A2 config."""
-    row = 'w2a2-kd-bb'
-    runs = study.plan(
-        study_args(seeds=[0], bits=[2], no_paper=True, no_progressive=True,
-                   kd_rows=[row]), study.TASKS['seg'])
-    runs = {run.variant: run for run in runs}
-    stage, = runs[row].stages
-    assert stage.eval_config.endswith(
-        'deeplabv3_mnv2-d8_mbb_w2a2_pennfudan.py')
-    distiller = Config.fromfile(stage.config).model.distiller
-    assert distiller.student_recorders.backbone.source == 'backbone'
-    assert distiller.distill_losses.loss_backbone.type == \
-        'mmbinary.FeatureImitationLoss'
-    assert 'loss_cwd' in distiller.distill_losses
-    detection = study.plan(
-        study_args(seeds=[0], bits=[2], no_paper=True, no_progressive=True,
-                   kd_rows=[row]), study.TASKS['det'])
-    assert row not in {run.variant for run in detection}
-    assert row not in study.CONFIG_ROWS
 
 
 @pytest.mark.parametrize('task, row, test_config', [
