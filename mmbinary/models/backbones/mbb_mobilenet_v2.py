@@ -39,7 +39,8 @@ def swap_mobilenet_v2_convs(backbone: nn.Module,
                             w_bits: int, a_bits: int, encode_stem: bool,
                             encode_depthwise: bool,
                             mbb_cfg: Optional[dict],
-                            stem_bits: Optional[Tuple[int, int]] = None
+                            stem_bits: Optional[Tuple[int, int]] = None,
+                            expand_a_bits: Optional[int] = None
                             ) -> None:
     """Swap the convs of a built MobileNetV2 for MBB convs, in place.
 
@@ -57,6 +58,9 @@ def swap_mobilenet_v2_convs(backbone: nn.Module,
         mbb_cfg (dict, optional): other MBB layer options.
         stem_bits (tuple[int, int], optional): the stem's (w_bits, a_bits)
             when encoded; default: ``w_bits``, ``a_bits``.
+        expand_a_bits (int, optional): the activation bits of the convs
+            that read a block input (expand convs, the final 1x1 conv);
+            default: ``a_bits``.
     """
     options = check_mbb_cfg(mbb_cfg)
 
@@ -64,6 +68,8 @@ def swap_mobilenet_v2_convs(backbone: nn.Module,
              bits: Tuple[int, int] = (w_bits, a_bits)) -> None:
         conv_module.conv = to_mbb(conv_module.conv, *bits, a_mode, options)
 
+    signed_bits = (w_bits, a_bits if expand_a_bits is None else
+                   expand_a_bits)
     if encode_stem:
         swap(backbone.conv1, 'signed', stem_bits or (w_bits, a_bits))
     for module in backbone.modules():
@@ -72,12 +78,12 @@ def swap_mobilenet_v2_convs(backbone: nn.Module,
             continue
         expand, depthwise, linear = convs
         for expand_conv in expand:
-            swap(expand_conv, 'signed')
+            swap(expand_conv, 'signed', signed_bits)
         if encode_depthwise:
             swap(depthwise, 'unsigned')
         swap(linear, 'unsigned')
     if hasattr(backbone, 'conv2'):  # mmdet's final 1x1 conv
-        swap(backbone.conv2, 'signed')
+        swap(backbone.conv2, 'signed', signed_bits)
 
 
 @MODELS.register_module()
@@ -101,6 +107,9 @@ class MBBMobileNetV2(MobileNetV2):
         stem_bits (int | tuple[int, int], optional): the encoded stem's
             bits, W=A or (w_bits, a_bits), e.g. 8 in a W2A2 backbone.
             Default: ``w_bits``, ``a_bits``.
+        expand_a_bits (int, optional): activation bits of the convs that
+            read a block input (signed: the expand convs and the final 1x1
+            conv), e.g. 4 in a W2A2 backbone. Default: ``a_bits``.
         encode_depthwise (bool): encode the depthwise convs (unsigned).
         mbb_cfg (dict, optional): other MBB layer options (``w_mode``, ...).
         **kwargs: the arguments of mmdet's ``MobileNetV2``.
@@ -112,6 +121,7 @@ class MBBMobileNetV2(MobileNetV2):
                  a_bits: int = 2,
                  encode_stem: bool = False,
                  stem_bits: Union[None, int, Tuple[int, int]] = None,
+                 expand_a_bits: Optional[int] = None,
                  encode_depthwise: bool = False,
                  mbb_cfg: Optional[dict] = None,
                  **kwargs) -> None:
@@ -121,9 +131,11 @@ class MBBMobileNetV2(MobileNetV2):
         self.stem_bits = check_part_bits(stem_bits, 'stem_bits',
                                          encode_stem, 'encode_stem',
                                          (self.w_bits, self.a_bits))
+        self.expand_a_bits = (self.a_bits if expand_a_bits is None else
+                              check_bits(expand_a_bits, 'expand_a_bits'))
         swap_mobilenet_v2_convs(self, _mmdet_block_convs, self.w_bits,
                                 self.a_bits, encode_stem, encode_depthwise,
-                                mbb_cfg, self.stem_bits)
+                                mbb_cfg, self.stem_bits, self.expand_a_bits)
         self._freeze_stages()
 
 
@@ -147,6 +159,9 @@ class MBBDilatedMobileNetV2(SegMobileNetV2):
         stem_bits (int | tuple[int, int], optional): the encoded stem's
             bits, W=A or (w_bits, a_bits), e.g. 8 in a W2A2 backbone.
             Default: ``w_bits``, ``a_bits``.
+        expand_a_bits (int, optional): activation bits of the convs that
+            read a block input (signed: the expand convs and the final 1x1
+            conv), e.g. 4 in a W2A2 backbone. Default: ``a_bits``.
         encode_depthwise (bool): encode the depthwise convs (unsigned).
         mbb_cfg (dict, optional): other MBB layer options (``w_mode``, ...).
         **kwargs: the arguments of mmseg's ``MobileNetV2``.
@@ -158,6 +173,7 @@ class MBBDilatedMobileNetV2(SegMobileNetV2):
                  a_bits: int = 2,
                  encode_stem: bool = False,
                  stem_bits: Union[None, int, Tuple[int, int]] = None,
+                 expand_a_bits: Optional[int] = None,
                  encode_depthwise: bool = False,
                  mbb_cfg: Optional[dict] = None,
                  **kwargs) -> None:
@@ -167,7 +183,9 @@ class MBBDilatedMobileNetV2(SegMobileNetV2):
         self.stem_bits = check_part_bits(stem_bits, 'stem_bits',
                                          encode_stem, 'encode_stem',
                                          (self.w_bits, self.a_bits))
+        self.expand_a_bits = (self.a_bits if expand_a_bits is None else
+                              check_bits(expand_a_bits, 'expand_a_bits'))
         swap_mobilenet_v2_convs(self, _mmseg_block_convs, self.w_bits,
                                 self.a_bits, encode_stem, encode_depthwise,
-                                mbb_cfg, self.stem_bits)
+                                mbb_cfg, self.stem_bits, self.expand_a_bits)
         self._freeze_stages()
