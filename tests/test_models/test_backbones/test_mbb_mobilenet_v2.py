@@ -89,3 +89,21 @@ def test_stem_has_its_own_bits_only_when_encoded():
         MBBMobileNetV2(encode_stem=True, stem_bits=(8, 9))
     with pytest.raises(ValueError, match='stem_bits must be an int or'):
         MBBMobileNetV2(encode_stem=True, stem_bits=(8, 8, 8))
+
+
+@pytest.mark.parametrize('variant', ['mmdet', 'mmseg'])
+def test_expand_a_bits_sets_the_convs_that_read_a_block_input(variant):
+    """``expand_a_bits``: the expand convs and the final 1x1 conv (signed
+    block inputs) at their own activation bits, the projections at
+    ``a_bits``."""
+    from mmbinary.models.backbones import MBBDilatedMobileNetV2
+    cls = MBBMobileNetV2 if variant == 'mmdet' else MBBDilatedMobileNetV2
+    model = cls(w_bits=2, a_bits=2, expand_a_bits=4)
+    bits = {}
+    for conv in mbb_convs(model).values():
+        bits.setdefault(conv.a_mode, set()).add((conv.w_bits, conv.a_bits))
+    assert bits == {'signed': {(2, 4)}, 'unsigned': {(2, 2)}}
+    assert model.expand_a_bits == 4
+    assert cls().expand_a_bits == 2
+    with pytest.raises(ValueError, match='expand_a_bits must be an integer'):
+        cls(expand_a_bits=0)

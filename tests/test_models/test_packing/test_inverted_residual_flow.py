@@ -45,12 +45,13 @@ def randomize_norms(model: nn.Module, seed: int = 0) -> None:
             module.bias.data.copy_(torch.rand(shape, generator=gen) - 0.5)
 
 
-def packed_backbone(kind: str, bits: int, fold: bool = False) -> nn.Module:
+def packed_backbone(kind: str, bits: int, fold: bool = False,
+                    **options) -> nn.Module:
     """A calibrated MBB MobileNetV2, packed (the depthwise norms folded
     into their float convs too with ``fold``, as benchmark_model does)."""
     cls, kwargs = BACKBONES[kind]
     torch.manual_seed(bits)
-    model = cls(w_bits=bits, a_bits=bits, **kwargs)
+    model = cls(w_bits=bits, a_bits=bits, **kwargs, **options)
     model.train()
     with torch.no_grad():
         model(torch.randn(2, 3, 64, 64))
@@ -109,6 +110,24 @@ def test_flow_equals_layer_by_layer(monkeypatch, kind, bits):
     assert not packed_flow_enabled(model)
     layerwise = run(model, x)
     assert len(flow) == len(layerwise)
+    for a, b in zip(flow, layerwise):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize('kind', ['mmdet', 'mmseg'])
+def test_flow_with_expand_convs_at_their_own_bits(kind):
+    """``expand_a_bits=4`` in a W2A2 backbone: the flow hands each expand
+    conv its 4-bit words and each projection its 2-bit words, equal to the
+    layer-by-layer path bit for bit."""
+    model = packed_backbone(kind, 2, expand_a_bits=4)
+    convs = [module for module in model.modules()
+             if isinstance(module, PackedMBBConv2d)]
+    assert {conv.a_bits for conv in convs} == {2, 4}
+    enable_packed_flow(model)
+    x = torch.randn(1, 3, 64, 64)
+    flow = run(model, x)
+    disable_packed_flow(model)
+    layerwise = run(model, x)
     for a, b in zip(flow, layerwise):
         assert torch.equal(a, b)
 
@@ -388,7 +407,7 @@ def test_integer_kernel_flow_equals_popcount_flow(kind):
 @pytest.mark.parametrize('band_bytes', [1, 30000])
 @pytest.mark.parametrize('fuse', [False, True])
 def test_blocks_in_bands_of_rows_equal_the_layers(monkeypatch, kind, bits,
-                                                   band_bytes, fuse):
+                                                  band_bytes, fuse):
     """Channels-last blocks run in bands of output rows (one row a band,
     or bands of uneven heights; strides 1 and 2, dilations up to 4, with
     and without an expand conv, on handed words and on float input): the
