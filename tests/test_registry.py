@@ -7,7 +7,7 @@ from mmbinary import registry
 
 def test_registries_are_scoped_children_of_mmengine_root():
     for name, root in (('MODELS', MMENGINE_MODELS), ('HOOKS',
-                                                      MMENGINE_HOOKS)):
+                                                     MMENGINE_HOOKS)):
         child = getattr(registry, name)
         assert child.scope == 'mmbinary'
         assert child.parent is root

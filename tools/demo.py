@@ -267,7 +267,8 @@ def r50_speed(args) -> dict:
                          text=True).stdout
     rows = {}
     for line in out.split('## Speed', 1)[1].splitlines():
-        cells = [cell.strip().strip('*') for cell in line.strip('|').split('|')]
+        cells = [cell.strip().strip('*')
+                 for cell in line.strip('|').split('|')]
         if len(cells) >= 2 and cells[1].replace('.', '', 1).isdigit():
             rows[cells[0]] = float(cells[1])
     packed = min(ms for name, ms in rows.items()

@@ -25,8 +25,7 @@ from mmbinary.models.packing import (LAYOUT_KEY, convert_to_packed,
                                      state_dict_bytes)
 from mmbinary.quant import ALLOW_BIT_CHANGE_KEY, BitWidthMismatchError
 from mmbinary.utils.atomic_write import atomic_write_path
-from mmbinary.utils.checkpoint import (CheckpointError,
-                                       check_conversion_paths)
+from mmbinary.utils.checkpoint import CheckpointError, check_conversion_paths
 from mmbinary.utils.scope import load_tool_config, register_modules_for
 
 

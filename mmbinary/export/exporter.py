@@ -22,7 +22,6 @@ from mmbinary.models.packing import (FoldedNorm, PackedMBBConv2d,
                                      PackedMBBLinear, apply_packed_layout,
                                      packed_layout)
 from mmbinary.models.packing.packed_flow import disable_packed_flow
-
 from mmbinary.packed_format import pair, tap_weight_sums
 from mmbinary.utils.atomic_write import atomic_write_files
 
@@ -254,7 +253,7 @@ def _float_attributes(module: nn.Module, name: str) -> dict:
         return dict(in_channels=module.in_channels,
                     out_channels=module.out_channels,
                     kernel_size=_as_list_pair(module.kernel_size,
-                                      f'{name}.kernel_size', 1),
+                                              f'{name}.kernel_size', 1),
                     stride=_as_list_pair(module.stride, f'{name}.stride', 1),
                     padding=_symmetric_padding(module, name),
                     dilation=_as_list_pair(module.dilation,

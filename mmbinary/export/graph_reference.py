@@ -25,8 +25,8 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from mmbinary.packed_format import (activation_levels, conv_out_size,
-                                    epilogue, mbb_conv2d_accumulate_numpy,
+from mmbinary.packed_format import (activation_levels, conv_out_size, epilogue,
+                                    mbb_conv2d_accumulate_numpy,
                                     pack_activation_levels)
 
 from .format import PackedExport, read_export
@@ -120,7 +120,7 @@ def conv2d_numpy(x: np.ndarray, weight: np.ndarray,
     out_channels = weight.shape[0]
     cols = cols.reshape(n, groups, channels // groups, kh, kw, out_h, out_w)
     w = weight.astype(np.float64).reshape(groups, out_channels // groups,
-                                      channels // groups, kh, kw)
+                                          channels // groups, kh, kw)
     out = np.einsum('ngcijyx,gocij->ngoyx', cols, w, optimize=True)
     out = out.reshape(n, out_channels, out_h, out_w)
     if bias is not None:

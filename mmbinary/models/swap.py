@@ -75,7 +75,6 @@ def swap_to_mbb(model: nn.Module,
     return model
 
 
-
 def deprecated_alias(function: Callable, old_name: str) -> Callable:
     """``function`` under its old name: it works as before and warns once
     (``DeprecationWarning``), naming the new one."""

@@ -4,6 +4,7 @@ depthwise conv + scale/bias + clamp + pack, compiled CPU op)."""
 import torch
 
 from mmbinary import packed_format as fmt
+
 from .ext_loader import ext_loaded
 
 

@@ -31,7 +31,7 @@ _load()
 
 
 def ext_loaded() -> bool:
-    """Whether ``mmbinary._C`` is loaded and ``torch.ops.mmbinary`` is usable."""
+    """Whether ``mmbinary._C`` is loaded (``torch.ops.mmbinary`` usable)."""
     return _extension is not None
 
 
@@ -55,7 +55,7 @@ def get_extension() -> ModuleType:
 
 
 def require_ext(op_name: str = 'this function') -> None:
-    """Raise a RuntimeError naming ``op_name`` when the extension is missing."""
+    """Raise a RuntimeError naming ``op_name`` without the extension."""
     if _extension is None:
         raise RuntimeError(
             f'{op_name} needs mmbinary\'s compiled extension mmbinary._C, '

@@ -4,6 +4,7 @@ max pool, bit for bit, on channels-last float32 CPU tensors)."""
 import torch
 
 from mmbinary import packed_format as fmt
+
 from .ext_loader import ext_loaded
 
 

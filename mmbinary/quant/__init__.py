@@ -6,10 +6,9 @@ from .encoding import (MAX_BITS, MIN_BITS, check_bits, decode, decode_unsigned,
 from .functions import (GAUSSIAN_OPTIMAL_CLIP, ActivationQuantizeSTE,
                         WeightQuantizeSTE, activation_codes, lsq_grad_scale,
                         quantize_activation, quantize_weight, weight_codes)
-from .quantizers import (ACTIVATION_MODES, ALLOW_BIT_CHANGE_KEY,
-                         WEIGHT_MODES, ActivationQuantizer,
-                         BitWidthMismatchError, WeightQuantizer,
-                         allow_bit_change, bit_change_allowed)
+from .quantizers import (ACTIVATION_MODES, ALLOW_BIT_CHANGE_KEY, WEIGHT_MODES,
+                         ActivationQuantizer, BitWidthMismatchError,
+                         WeightQuantizer, allow_bit_change, bit_change_allowed)
 
 __all__ = [
     'MAX_BITS', 'MIN_BITS', 'check_bits', 'decode', 'decode_unsigned',

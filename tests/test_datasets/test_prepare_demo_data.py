@@ -400,7 +400,7 @@ def test_default_cache_dir(monkeypatch, tmp_path):
     monkeypatch.delenv('MMBINARY_CACHE')
     monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path))
     assert wheels.default_cache_dir() == osp.join(str(tmp_path), 'mmbinary',
-                                              'downloads')
+                                                  'downloads')
 
 
 def test_parts_are_loaded_from_their_files():
@@ -441,7 +441,7 @@ def test_existing_output_is_kept_without_force(tmp_path, monkeypatch):
     monkeypatch.setattr(wheels, 'fetch_wheel', no_fetch)
     messages = []
     assert prep.prepare_demo_data(str(out), str(tmp_path / 'cache'),
-                                log=messages.append) == {}
+                                  log=messages.append) == {}
     assert 'nothing to do' in messages[-1]
     for part in prep.PART_SOURCES:
         assert (out / part / 'mine.txt').read_text() == part
@@ -449,7 +449,7 @@ def test_existing_output_is_kept_without_force(tmp_path, monkeypatch):
     # With --force, the existing parts would be rebuilt (from the wheels).
     with pytest.raises(AssertionError, match='must not fetch'):
         prep.prepare_demo_data(str(out), str(tmp_path / 'cache'), force=True,
-                             log=messages.append)
+                               log=messages.append)
     assert (out / 'trees' / 'mine.txt').exists()  # nothing written yet
 
 

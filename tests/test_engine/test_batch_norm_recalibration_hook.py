@@ -9,8 +9,7 @@ from mmengine.runner import Runner
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from mmbinary.engine import (BatchNormRecalibrationHook,
-                             recalibrate_batch_norms)
+from mmbinary.engine import BatchNormRecalibrationHook, recalibrate_batch_norms
 from mmbinary.models import MBBConv2d
 
 

@@ -12,8 +12,9 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from mmbinary.engine import OscillationDampeningHook, dampening_loss
-from mmbinary.engine.hooks.oscillation_dampening_hook import (
-    LOSS_KEY, cosine_ramp, dampened_layers)
+from mmbinary.engine.hooks.oscillation_dampening_hook import (LOSS_KEY,
+                                                              cosine_ramp,
+                                                              dampened_layers)
 from mmbinary.models import MBBConv2d
 
 

@@ -124,8 +124,7 @@ def test_schedule_must_end_at_the_built_widths_and_start_at_0(tmp_path):
 
 
 def test_refit_fits_the_clip_again_keep_keeps_it():
-    from mmbinary.engine.hooks.progressive_precision_hook import \
-        set_bit_widths
+    from mmbinary.engine.hooks.progressive_precision_hook import set_bit_widths
     model = nn.Sequential(MBBConv2d(3, 4, 1, w_bits=8, a_bits=8,
                                     a_mode='signed'))
     x = torch.randn(2, 3, 4, 4)

@@ -11,12 +11,12 @@ pytest.importorskip('safetensors')
 
 from export_models import TinyNet, calibrate  # noqa: E402
 
-from mmbinary.export.graph_reference import (  # noqa: E402
-    run_export, verify_vectors)
-from mmbinary.packed_format import (  # noqa: E402
-    activation_levels, pack_activation_levels)
 from mmbinary.export.exporter import export_packed  # noqa: E402
+from mmbinary.export.graph_reference import run_export  # noqa: E402
+from mmbinary.export.graph_reference import verify_vectors  # noqa: E402
 from mmbinary.ops import quantize_pack  # noqa: E402
+from mmbinary.packed_format import activation_levels  # noqa: E402
+from mmbinary.packed_format import pack_activation_levels  # noqa: E402
 
 REPO = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
 

@@ -62,7 +62,7 @@ def test_old_names_still_work_and_warn_once():
         warnings.simplefilter('always')
         first, second = alias(small_net(), 2, 2), alias(small_net(), 2, 2)
     assert isinstance(first[0], MBBConv2d) and isinstance(second[6],
-                                                           MBBLinear)
+                                                          MBBLinear)
     messages = [str(w.message) for w in caught
                 if issubclass(w.category, DeprecationWarning)]
     assert messages == [

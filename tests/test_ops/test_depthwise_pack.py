@@ -71,8 +71,8 @@ def test_depthwise_pack_vector_kernel_equals_portable(monkeypatch, seed):
     padding = (pick(0, kh // 2, kh), pick(0, kw // 2, kw))
     height, width = pick(5, 9, 17), pick(7, 23, 41)
     bits, signed = pick(1, 2, 4, 8), pick(False, True)
-    x = torch.randn(pick(1, 2), channels, height, width,
-                    generator=gen).contiguous(memory_format=torch.channels_last)
+    x = torch.randn(pick(1, 2), channels, height, width, generator=gen)
+    x = x.contiguous(memory_format=torch.channels_last)
     args = (x, torch.randn(channels, 1, kh, kw, generator=gen),
             torch.rand(channels, generator=gen) + 0.5,
             torch.randn(channels, generator=gen), list(stride), list(padding),

@@ -3,12 +3,11 @@
 layout, fused quantize + pack, integer accumulators (bit exact), the float
 epilogue (identical), every CPU kernel variant, argument checks, the
 fallback without the extension, and CUDA against CPU where a GPU exists."""
+import math
 import os
 import subprocess
 import sys
 import textwrap
-
-import math
 
 import pytest
 import torch

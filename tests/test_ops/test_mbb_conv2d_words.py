@@ -254,7 +254,8 @@ def test_words_at_every_accumulator_edge(next_bits, next_signed, act):
         activation_codes_reference(out, next_bits, inv, next_signed),
         next_bits, next_signed)
     _, words = torch.ops.mmbinary.mbb_conv2d_words(
-        packed_act, pack_weight_codes(weight, 1), scale, bias, cin, 1, 1, False,
+        packed_act, pack_weight_codes(
+            weight, 1), scale, bias, cin, 1, 1, False,
         (3, 3), (1, 1), (1, 1), (1, 1), 1, None, *act, False, next_bits, inv,
         next_signed)
     assert torch.equal(words, expected)

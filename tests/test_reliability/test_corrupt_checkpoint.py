@@ -114,8 +114,9 @@ def test_only_intact_files_with_other_objects_get_the_trust_advice(
 
 def test_mmengine_loading_reports_the_damage(good, tmp_path):
     """``load_from`` / ``resume`` go through the same check."""
-    import mmbinary  # noqa: F401  (registers the safe loader)
     from mmengine.runner.checkpoint import _load_checkpoint
+
+    import mmbinary  # noqa: F401  (registers the safe loader)
     path = flipped(good, tmp_path / 'bad.pth', 'data/0', 3)
     with pytest.raises(Exception, match='CRC') as info:
         _load_checkpoint(str(path))

@@ -22,8 +22,8 @@ forward does not run (auxiliary heads) are listed as skipped. Example::
         configs/retinanet_r50_mbb_w2a2_coco.py --shape 800 1333
 """
 import argparse
-import os.path as osp
 import math
+import os.path as osp
 from dataclasses import asdict, dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 

@@ -10,8 +10,7 @@ import os
 import os.path as osp
 import xml.etree.ElementTree as ET
 from collections import OrderedDict
-from typing import (List, Mapping, NamedTuple, Optional, Sequence, Tuple,
-                    Union)
+from typing import List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 import cv2
 import mmcv

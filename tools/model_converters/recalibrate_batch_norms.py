@@ -24,8 +24,7 @@ from mmbinary.engine import recalibrate_batch_norms
 from mmbinary.models.packing import load_trained_checkpoint
 from mmbinary.quant import ALLOW_BIT_CHANGE_KEY, BitWidthMismatchError
 from mmbinary.utils.atomic_write import atomic_write_path
-from mmbinary.utils.checkpoint import (CheckpointError,
-                                       check_conversion_paths)
+from mmbinary.utils.checkpoint import CheckpointError, check_conversion_paths
 from mmbinary.utils.scope import load_tool_config, register_modules_for
 
 

@@ -145,4 +145,3 @@ class OscillationDampeningHook(Hook):
             # back to the class's parse_losses
             self._model.__dict__.pop('parse_losses', None)
             self._model = None
-

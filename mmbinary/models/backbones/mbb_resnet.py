@@ -71,4 +71,4 @@ class MBBResNet(MBBResNetMixin, ResNet):
                  **kwargs) -> None:
         super().__init__(depth, **kwargs)
         self._swap_convs(w_bits, a_bits, encode_stem, encode_shortcut,
-                            mbb_cfg, stem_bits, shortcut_bits)
+                         mbb_cfg, stem_bits, shortcut_bits)

@@ -60,4 +60,4 @@ class MBBResNetV1c(MBBResNetMixin, ResNetV1c):
                  **kwargs) -> None:
         super().__init__(depth=depth, **kwargs)
         self._swap_convs(w_bits, a_bits, encode_stem, encode_shortcut,
-                            mbb_cfg, stem_bits, shortcut_bits)
+                         mbb_cfg, stem_bits, shortcut_bits)

@@ -50,7 +50,7 @@ def per_stage(bits: Bits, num_stages: int, name: str) -> Tuple[int, ...]:
 
 
 def _swap_stem(resnet: nn.Module, w_bits: int, a_bits: int,
-                 mbb_cfg: dict) -> None:
+               mbb_cfg: dict) -> None:
     if getattr(resnet, 'deep_stem', False):
         a_mode = 'signed'
         for index, module in enumerate(resnet.stem):
@@ -64,8 +64,8 @@ def _swap_stem(resnet: nn.Module, w_bits: int, a_bits: int,
 
 
 def _swap_block(block: nn.Module, w_bits: int, a_bits: int,
-                  shortcut_bits: Optional[Tuple[int, int]],
-                  mbb_cfg: dict) -> None:
+                shortcut_bits: Optional[Tuple[int, int]],
+                mbb_cfg: dict) -> None:
     modes = dict(conv1='unsigned', conv2='unsigned', conv3='unsigned')
     # mmdet's Bottleneck may run plugins between a ReLU and the next conv.
     if getattr(block, 'after_conv1_plugin_names', None):

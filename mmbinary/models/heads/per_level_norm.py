@@ -16,8 +16,6 @@ from mmcv.cnn import build_norm_layer
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from mmbinary.ops.mbb_conv2d import mbb_conv2d
-
 from ..layers import MBBConv2d
 from ..packing.convert import PACKED_TYPES
 from ..packing.norm_folding import fold_norm

@@ -3,8 +3,7 @@
 from .convert import (LAYOUT_KEY, FoldedNorm, apply_packed_layout,
                       checkpoint_layout, convert_to_packed,
                       is_packed_checkpoint, load_packed_checkpoint,
-                      load_trained_checkpoint, packed_layout,
-                      state_dict_bytes)
+                      load_trained_checkpoint, packed_layout, state_dict_bytes)
 from .float_convs import OneDNNConv2d, use_onednn_convs
 from .kernel_choice import KernelChoice, choose_kernels
 from .max_pool import ChannelsLastMaxPool2d, use_channels_last_max_pools

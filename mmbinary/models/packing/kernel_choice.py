@@ -130,7 +130,7 @@ def _best_ms(forward: Callable[[], object], repeat: int) -> float:
 
 
 def _time_kernels(layer: PackedMBBConv2d, call: _Call,
-                 repeat: int = 3) -> Dict[str, float]:
+                  repeat: int = 3) -> Dict[str, float]:
     """ms of ``layer`` on each kernel that runs it, replaying ``call`` (the
     same inputs, residual and outputs as in the model). The layer's kernel
     is left as it was."""

@@ -15,8 +15,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from mmbinary.ops import build_info, ext_loaded
-from mmbinary.ops import mbb_conv2d, pack_weight_codes
+from mmbinary.ops import build_info, ext_loaded, mbb_conv2d, pack_weight_codes
 from mmbinary.packed_format import pair as _pair
 from mmbinary.quant import check_bits
 

@@ -79,7 +79,7 @@ def test_stem_and_shortcuts_at_their_own_bits(backbone):
     assert float_convs(model) == []
     stem = [m for m in model.modules() if isinstance(m, MBBConv2d)][:1]
     assert (stem[0].w_bits, stem[0].a_bits, stem[0].a_mode) == (4, 8,
-                                                                 'signed')
+                                                                'signed')
     for layer in (model.layer1, model.layer2, model.layer3, model.layer4):
         shortcut = layer[0].downsample[0]
         assert (shortcut.w_bits, shortcut.a_bits) == (3, 3)

@@ -6,10 +6,9 @@ import torch
 from mmcv.cnn import ConvModule
 
 from mmbinary.models import MBBConv2d
-from mmbinary.models.layers.react import (PackedReActMBBConv2d,
-                                          ReActMBBConv2d, RPReLU,
-                                          add_react_structure, real_shortcut,
-                                          shortcut_allowed)
+from mmbinary.models.layers.react import (PackedReActMBBConv2d, ReActMBBConv2d,
+                                          RPReLU, add_react_structure,
+                                          real_shortcut, shortcut_allowed)
 from mmbinary.models.packing import (apply_packed_layout, convert_to_packed,
                                      packed_layout)
 

@@ -24,7 +24,7 @@ def test_only_plain_1x1_stride_1_convs_switch():
     model = convs()
     assert use_onednn_convs(model) == 2
     assert [type(m) is OneDNNConv2d for m in model] == [True, False, False,
-                                                       True]
+                                                        True]
     assert use_onednn_convs(model) == 0  # idempotent
 
 

@@ -8,9 +8,8 @@ import pytest
 import torch
 
 from mmbinary.models.backbones import MBBResNet
-from mmbinary.models.packing import (KERNELS, PackedMBBConv2d,
-                                     choose_kernels, convert_to_packed,
-                                     int8_kernel_available)
+from mmbinary.models.packing import (KERNELS, PackedMBBConv2d, choose_kernels,
+                                     convert_to_packed, int8_kernel_available)
 from mmbinary.models.packing.packed_flow import (disable_packed_flow,
                                                  packed_flow_enabled)
 
