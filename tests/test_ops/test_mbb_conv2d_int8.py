@@ -451,6 +451,46 @@ def test_outputs_handed_on_above_the_streaming_size_are_exact():
 
 @needs_vnni
 @pytest.mark.parametrize('threads', [1, 2])
+@pytest.mark.parametrize('c, o', [(256, 256), (256, 208), (512, 512)])
+def test_weight_chunks_on_threads(monkeypatch, threads, c, o):
+    """3x3 convs whose weights exceed a chunk's share (res4 / res5 / FPN
+    sizes): the output channels split into chunks of equal size (16 + 0
+    blocks -> 8 + 8, 13 -> 8 + 5), every chunk's rows on either thread;
+    the popcount kernel's outputs and words bit for bit."""
+    gen = torch.Generator().manual_seed(c + o)
+    m, a = 2, 2
+    x = torch.randn(2, c, 6, 21, generator=gen).contiguous(
+        memory_format=torch.channels_last)
+    codes = (torch.randint(0, 2**m, (o, c, 3, 3), generator=gen) * 2 -
+             (2**m - 1)).int()
+    weight_words = pack_weight_codes(codes, m)
+    act = quantize_pack(x, a, 3.0, False)
+    scale = torch.randn(o, generator=gen)
+    bias = torch.randn(o, generator=gen)
+    geometry = (c, m, a, False, [3, 3], [1, 1], [1, 1], [1, 1])
+    ops = torch.ops.mmbinary
+    ref = ops.mbb_conv2d_words(act, weight_words, scale, bias, *geometry, 1,
+                               None, 0.0, float('inf'), True, 2, 1.7, False)
+    w8, wsum = ops.mbb_int8_prepare_weight(weight_words, c, m, [3, 3])
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for variant in ('amx', 'vnni'):
+            if variant == 'amx' and ops.mbb_int8_variant() != 'amx':
+                continue
+            monkeypatch.setenv('MMBINARY_INT8_KERNEL', variant)
+            out = ops.mbb_conv2d_int8_words(act, weight_words, w8, wsum,
+                                            scale, bias, *geometry, None,
+                                            0.0, float('inf'), True, 2, 1.7,
+                                            False)
+            assert torch.equal(ref[0], out[0]), variant
+            assert torch.equal(ref[1], out[1]), variant
+    finally:
+        torch.set_num_threads(before)
+
+
+@needs_vnni
+@pytest.mark.parametrize('threads', [1, 2])
 @pytest.mark.parametrize('c, o, h, w', [(200, 48, 20, 37), (130, 600, 6, 17),
                                         (64, 96, 5, 40)])
 def test_row_local_1x1_convs_on_threads(monkeypatch, threads, c, o, h, w):

@@ -312,6 +312,11 @@ std::tuple<at::Tensor, at::Tensor> run_int8(
     chunk -= 4;
   while (chunk > 4 && s.N * s.Ho * ((OB + chunk - 1) / chunk) < 8 * threads)
     chunk = 4 * ((chunk / 2 + 3) / 4);
+  // Chunks of (nearly) equal size: the threads take contiguous runs of
+  // items, so 12 + 4 blocks (a 256-channel 3x3) would give one thread
+  // three times the other's work; 8 + 8 does not.
+  const int64_t chunk_count = (OB + chunk - 1) / chunk;
+  chunk = 4 * (((OB + chunk_count - 1) / chunk_count + 3) / 4);
   a.o_blocks = chunk;
   // A 1x1, stride-1 conv without padding reads each input row for one
   // output row: each thread fills a row's levels into a buffer of its own
