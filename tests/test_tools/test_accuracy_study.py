@@ -352,6 +352,8 @@ def test_dampening_rows_train_with_the_hook_and_test_plainly(study):
      {'loss_fpn', 'loss_cls'}),
     ('seg', 'w2a2-kd-bb', 'deeplabv3_mnv2-d8_mbb_w2a2_pennfudan.py',
      {'loss_cwd'}),
+    ('det', 'w1a1-react-kd-bb', 'retinanet_mnv2_mbb_w1a1_react_pennfudan.py',
+     {'loss_fpn', 'loss_cls'}),
 ])
 def test_backbone_imitation_rows_distill_the_backbone_and_test_plainly(
         study, task, row, test_config, other_losses):
@@ -365,6 +367,7 @@ def test_backbone_imitation_rows_distill_the_backbone_and_test_plainly(
     runs = {run.variant: run for run in runs}
     stage, = runs[row].stages
     assert stage.eval_config.endswith(test_config)
+    assert stage.bits == (1 if row.startswith('w1a1') else 2)
     distiller = Config.fromfile(stage.config).model.distiller
     assert distiller.student_recorders.backbone.source == 'backbone'
     assert distiller.teacher_recorders.backbone.source == 'backbone'

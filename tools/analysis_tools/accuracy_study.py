@@ -138,6 +138,10 @@ ROW_CONFIGS = {
             'retinanet_mnv2_mbb_w2a2_plbn_pennfudan.py'),
         'w1a1-react-kd': ('retinanet_mnv2_mbb_w1a1_react_kd_pennfudan.py',
                           'retinanet_mnv2_mbb_w1a1_react_pennfudan.py'),
+        # the same with the backbone's outputs imitated too
+        'w1a1-react-kd-bb': (
+            'retinanet_mnv2_mbb_w1a1_react_kd_bb_pennfudan.py',
+            'retinanet_mnv2_mbb_w1a1_react_pennfudan.py'),
         # the W2A2 distilled config with every encoded part set to W4A4
         'w4a4-kd': ('retinanet_mnv2_mbb_w2a2_kd_pennfudan.py',
                     'retinanet_mnv2_mbb_w2a2_pennfudan.py'),
@@ -170,11 +174,11 @@ ROW_CONFIGS = {
 CONFIG_ROWS = ('w2a2-kd', 'w2a2-kd-plbn', 'w1a1-react-kd', 'w4a4-kd')
 #: Distilled rows planned only when asked for (``--kd-rows``): the
 #: oscillation-dampening rows (OscillationDampeningHook), the models with
-#: their backbone's outputs imitated and the mixed-precision models (2-bit
-#: weights, 4-bit backbone activations) of the twelfth and thirteenth
-#: rounds.
+#: their backbone's outputs imitated (W2A2, and the W1A1 detector of the
+#: fourteenth round) and the mixed-precision models (2-bit weights, 4-bit
+#: backbone activations) of the twelfth and thirteenth rounds.
 OPTIONAL_CONFIG_ROWS = ('w2a2-kd-plbn-damp', 'w2a2-kd-damp',
-                        'w2a2-kd-plbn-bb', 'w2a2-kd-bb',
+                        'w2a2-kd-plbn-bb', 'w2a2-kd-bb', 'w1a1-react-kd-bb',
                         'w2a2-bb-a4-kd-plbn', 'w2a2-bb-a4-kd')
 #: Distilled rows trained at other widths than their config's: row -> bits.
 RETARGETED_ROWS = {'w4a4-kd': 4}

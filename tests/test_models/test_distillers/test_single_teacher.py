@@ -84,6 +84,10 @@ CASES = [
     ('deeplabv3_mnv2-d8_mbb_w2a2_kd_bb_pennfudan.py',
      'deeplabv3_mnv2-d8_pennfudan.py', seg_batch,
      ['distill_loss_backbone', 'distill_loss_cwd']),
+    # the W1A1 (ReAct) detector with its backbone imitated (fourteenth)
+    ('retinanet_mnv2_mbb_w1a1_react_kd_bb_pennfudan.py',
+     'retinanet_mnv2_fpn_pennfudan.py', det_batch,
+     ['distill_loss_backbone', 'distill_loss_fpn', 'distill_loss_cls']),
 ]
 
 
