@@ -9,11 +9,13 @@
 #include <ATen/ops/isnan.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <string>
 #include <tuple>
+#include <vector>
 
 #include "../../common/cpu_features.h"
 #include "../../common/mbb_conv2d.h"
@@ -395,14 +397,14 @@ void run_lane_conv(const MBBConvShape& s, const uint64_t* act,
     a.wsum_prefix = prefix_lanes.const_data_ptr<int32_t>();
   }
   // Zero-padded epilogue constants (the kernel reads 8 channels at once).
-  at::Tensor scale8, bias8;
+  // (A plain buffer: no tensor dispatch per call.)
+  std::vector<float> constants;
   if (to.acc == nullptr) {
-    scale8 = at::zeros({O8}, opts.dtype(at::kFloat));
-    bias8 = at::zeros({O8}, opts.dtype(at::kFloat));
-    scale8.narrow(0, 0, s.O).copy_(scale);
-    bias8.narrow(0, 0, s.O).copy_(bias);
-    a.scale = scale8.const_data_ptr<float>();
-    a.bias = bias8.const_data_ptr<float>();
+    constants.assign(2 * O8, 0.f);
+    std::copy_n(scale.const_data_ptr<float>(), s.O, constants.begin());
+    std::copy_n(bias.const_data_ptr<float>(), s.O, constants.begin() + O8);
+    a.scale = constants.data();
+    a.bias = constants.data() + O8;
   }
 
   // Words only, 1 or 2 bits: integer thresholds instead of the float
@@ -420,8 +422,7 @@ void run_lane_conv(const MBBConvShape& s, const uint64_t* act,
     // Padded channels: never reached (their bits stay 0).
     for (int64_t j = 0; j < levels; ++j)
       for (int64_t o = s.O; o < O8; ++o) t_ptr[j * O8 + o] = bound + 1;
-    mbb_level_thresholds(scale8.const_data_ptr<float>(),
-                         bias8.const_data_ptr<float>(), to.act_min, to.act_max,
+    mbb_level_thresholds(a.scale, a.bias, to.act_min, to.act_max,
                          to.inv_step,
                          to.K, to.is_signed, bound, O8, t_ptr, d_ptr, 0, s.O);
     a.thresholds = t_ptr;
