@@ -23,6 +23,10 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 #: Config keys that hold a bit width.
 BITS_KEYS = ('w_bits', 'a_bits')
+#: A part's activation bits for one kind of its convs (MobileNetV2's
+#: ``expand_a_bits``): set with ``a_bits``, so that one call makes every
+#: layer of the part the same.
+PART_A_BITS_KEYS = ('expand_a_bits', )
 #: How the registered names of single MBB layers end (``MBBConv``,
 #: ``ReActMBBConv``, ``MBBLinear``): their options are given directly, not
 #: under ``mbb_cfg``.
@@ -101,8 +105,10 @@ def _changes(model_cfg: dict, w_bits: Bits, a_bits: Bits,
     changes = {}
     for key in parts:
         options: Dict[str, Any] = dict(w_bits=w_bits, a_bits=a_bits)
+        part = _get(model_cfg, key)
+        options.update({name: a_bits for name in PART_A_BITS_KEYS
+                        if part.get(name) is not None})
         if layer_options:
-            part = _get(model_cfg, key)
             if _is_layer(part):
                 options.update(layer_options)
             else:

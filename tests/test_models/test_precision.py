@@ -57,6 +57,23 @@ def test_set_model_precision_sets_every_part_and_nothing_else():
     assert model == expected
 
 
+def test_set_model_precision_sets_a_parts_own_activation_bits_too():
+    """MobileNetV2's ``expand_a_bits`` (its expand convs' activation bits)
+    follows ``a_bits``: one call makes every layer of the part the same."""
+    model = dict(type='RetinaNet',
+                 backbone=dict(type='mmbinary.MBBMobileNetV2', w_bits=2,
+                               a_bits=2, expand_a_bits=4),
+                 neck=dict(type='mmbinary.MBBFPN', w_bits=2, a_bits=2))
+    set_model_precision(model, 3, 2)
+    assert model['backbone'] == dict(type='mmbinary.MBBMobileNetV2',
+                                     w_bits=3, a_bits=2, expand_a_bits=2)
+    assert 'expand_a_bits' not in model['neck']  # only where it was set
+    options = precision_cfg_options(
+        dict(backbone=dict(type='mmbinary.MBBMobileNetV2', w_bits=2,
+                           a_bits=2, expand_a_bits=4)), 2, 2)
+    assert 'model.backbone.expand_a_bits=2' in options
+
+
 def test_layer_options_go_under_mbb_cfg_of_modules_only():
     model = copy.deepcopy(RETINANET)
     set_model_precision(model, 2, 2, dict(w_mode='paper', a_clip=1.0))
