@@ -52,6 +52,10 @@ def test_bits_pairs_and_set_bits(tool):
     assert tool.config_bits(model) == [(1, 4), (2, 2)]
     assert tool.bits_name(tool.config_bits(model)) == 'mixed W1A4/W2A2'
     assert tool.config_bits(dict(neck=dict(type='N'))) == []
+    # a part's expand convs at their own activation bits
+    expand = dict(backbone=dict(type='B', w_bits=2, a_bits=2,
+                                expand_a_bits=4))
+    assert tool.bits_name(tool.config_bits(expand)) == 'mixed W2A2/W2A4'
 
 
 @pytest.mark.ext

@@ -38,6 +38,7 @@ from mmbinary.models.layers import MBBConv2d, MBBLinear
 from mmbinary.models.packing import (LAYOUT_KEY, PackedMBBConv2d,
                                      choose_kernels, convert_to_packed,
                                      packed_flow)
+from mmbinary.models.precision import PART_A_BITS_KEYS
 from mmbinary.ops import build_info, ext_loaded
 from mmbinary.utils import benchmark as bm
 from mmbinary.utils.memory import (forward_peak_memory, keep_freed_memory,
@@ -162,12 +163,17 @@ def set_bits(node, w_bits: int, a_bits: int) -> int:
 
 def config_bits(node) -> List[Tuple[int, int]]:
     """The ``(w_bits, a_bits)`` pairs a model config sets, each once, in
-    the config's order (empty if none)."""
+    the config's order (empty if none); a part's ``expand_a_bits`` makes a
+    pair of its own."""
     pairs: List[Tuple[int, int]] = []
     if isinstance(node, dict):
         if 'w_bits' in node:
             pairs.append((int(node['w_bits']),
                           int(node.get('a_bits', node['w_bits']))))
+            # a part's own bits for some of its convs (expand_a_bits)
+            pairs += [(int(node['w_bits']), int(node[key]))
+                      for key in PART_A_BITS_KEYS
+                      if node.get(key) is not None]
         children = node.values()
     elif isinstance(node, (list, tuple)):
         children = node
