@@ -449,29 +449,31 @@ def test_outputs_handed_on_above_the_streaming_size_are_exact():
     assert torch.equal(int8[1], handed[1])
 
 
-@needs_vnni
-@pytest.mark.parametrize('threads', [1, 2])
-@pytest.mark.parametrize('c, o', [(256, 256), (256, 208), (512, 512)])
-def test_weight_chunks_on_threads(monkeypatch, threads, c, o):
-    """3x3 convs whose weights exceed a chunk's share (res4 / res5 / FPN
-    sizes): the output channels split into chunks of equal size (16 + 0
-    blocks -> 8 + 8, 13 -> 8 + 5), every chunk's rows on either thread;
-    the popcount kernel's outputs and words bit for bit."""
-    gen = torch.Generator().manual_seed(c + o)
-    m, a = 2, 2
-    x = torch.randn(2, c, 6, 21, generator=gen).contiguous(
+def _int8_equals_popcount_on_threads(monkeypatch, threads: int, c: int,
+                                     o: int, h: int, w: int, k: int, a: int,
+                                     with_residual: bool) -> None:
+    """A random k x k (padding k // 2) W2 conv of 2 samples on a-bit words,
+    and on the float input where k == 1, run by the integer kernel (each
+    inner loop this CPU has, on ``threads`` threads): the popcount kernel's
+    float outputs and next-layer words bit for bit."""
+    gen = torch.Generator().manual_seed(c + o + h + k)
+    m, pad = 2, k // 2
+    x = torch.randn(2, c, h, w, generator=gen).contiguous(
         memory_format=torch.channels_last)
-    codes = (torch.randint(0, 2**m, (o, c, 3, 3), generator=gen) * 2 -
+    codes = (torch.randint(0, 2**m, (o, c, k, k), generator=gen) * 2 -
              (2**m - 1)).int()
     weight_words = pack_weight_codes(codes, m)
     act = quantize_pack(x, a, 3.0, False)
     scale = torch.randn(o, generator=gen)
     bias = torch.randn(o, generator=gen)
-    geometry = (c, m, a, False, [3, 3], [1, 1], [1, 1], [1, 1])
+    res = torch.randn(2, o, h, w, generator=gen).contiguous(
+        memory_format=torch.channels_last) if with_residual else None
+    geometry = (c, m, a, False, [k, k], [1, 1], [pad, pad], [1, 1])
+    epilogue = (res, 0.0, float('inf'), True, 2, 1.7, False)
     ops = torch.ops.mmbinary
     ref = ops.mbb_conv2d_words(act, weight_words, scale, bias, *geometry, 1,
-                               None, 0.0, float('inf'), True, 2, 1.7, False)
-    w8, wsum = ops.mbb_int8_prepare_weight(weight_words, c, m, [3, 3])
+                               *epilogue)
+    w8, wsum = ops.mbb_int8_prepare_weight(weight_words, c, m, [k, k])
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -479,14 +481,29 @@ def test_weight_chunks_on_threads(monkeypatch, threads, c, o):
             if variant == 'amx' and ops.mbb_int8_variant() != 'amx':
                 continue
             monkeypatch.setenv('MMBINARY_INT8_KERNEL', variant)
-            out = ops.mbb_conv2d_int8_words(act, weight_words, w8, wsum,
-                                            scale, bias, *geometry, None,
-                                            0.0, float('inf'), True, 2, 1.7,
-                                            False)
-            assert torch.equal(ref[0], out[0]), variant
-            assert torch.equal(ref[1], out[1]), variant
+            outs = [ops.mbb_conv2d_int8_words(act, weight_words, w8, wsum,
+                                              scale, bias, *geometry,
+                                              *epilogue)]
+            if k == 1:
+                outs.append(ops.mbb_conv2d_int8(
+                    x, weight_words, w8, wsum, scale, bias, c, m, a, 3.0,
+                    False, *geometry[4:], *epilogue))
+            for got in outs:
+                assert torch.equal(ref[0], got[0]), variant
+                assert torch.equal(ref[1], got[1]), variant
     finally:
         torch.set_num_threads(before)
+
+
+@needs_vnni
+@pytest.mark.parametrize('threads', [1, 2])
+@pytest.mark.parametrize('c, o', [(256, 256), (256, 208), (512, 512)])
+def test_weight_chunks_on_threads(monkeypatch, threads, c, o):
+    """3x3 convs whose weights exceed a chunk's share (res4 / res5 / FPN
+    sizes): the output channels split into chunks of equal size (16 + 0
+    blocks -> 8 + 8, 13 -> 8 + 5), every chunk's rows on either thread."""
+    _int8_equals_popcount_on_threads(monkeypatch, threads, c, o, 6, 21, 3,
+                                     2, False)
 
 
 @needs_vnni
@@ -498,41 +515,6 @@ def test_row_local_1x1_convs_on_threads(monkeypatch, threads, c, o, h, w):
     before its outputs (one output chunk), else the whole level image first
     (several chunks: 600 channels at 130 inputs, with few rows per thread);
     the AMX kernel overlaps each tile block's epilogue with the next
-    block's products. Words in and float in, 1 and 2 threads, both inner
-    loops: the popcount kernel's outputs and words bit for bit."""
-    gen = torch.Generator().manual_seed(c + o + h)
-    m, a = 2, 3
-    x = torch.randn(2, c, h, w, generator=gen).contiguous(
-        memory_format=torch.channels_last)
-    codes = (torch.randint(0, 2**m, (o, c, 1, 1), generator=gen) * 2 -
-             (2**m - 1)).int()
-    weight_words = pack_weight_codes(codes, m)
-    act = quantize_pack(x, a, 3.0, False)
-    scale = torch.randn(o, generator=gen)
-    bias = torch.randn(o, generator=gen)
-    res = torch.randn(2, o, h, w, generator=gen).contiguous(
-        memory_format=torch.channels_last)
-    geometry = (c, m, a, False, [1, 1], [1, 1], [0, 0], [1, 1])
-    ops = torch.ops.mmbinary
-    ref = ops.mbb_conv2d_words(act, weight_words, scale, bias, *geometry, 1,
-                               res, 0.0, float('inf'), True, 2, 1.7, False)
-    w8, wsum = ops.mbb_int8_prepare_weight(weight_words, c, m, [1, 1])
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        for variant in ('amx', 'vnni'):
-            if variant == 'amx' and ops.mbb_int8_variant() != 'amx':
-                continue
-            monkeypatch.setenv('MMBINARY_INT8_KERNEL', variant)
-            out = ops.mbb_conv2d_int8_words(act, weight_words, w8, wsum,
-                                            scale, bias, *geometry, res, 0.0,
-                                            float('inf'), True, 2, 1.7, False)
-            on_float = ops.mbb_conv2d_int8(x, weight_words, w8, wsum, scale,
-                                           bias, c, m, a, 3.0, False, [1, 1],
-                                           [1, 1], [0, 0], [1, 1], res, 0.0,
-                                           float('inf'), True, 2, 1.7, False)
-            for got in (out, on_float):
-                assert torch.equal(ref[0], got[0]), variant
-                assert torch.equal(ref[1], got[1]), variant
-    finally:
-        torch.set_num_threads(before)
+    block's products. Words in and float in, with a residual."""
+    _int8_equals_popcount_on_threads(monkeypatch, threads, c, o, h, w, 1, 3,
+                                     True)
