@@ -132,6 +132,11 @@ ROW_CONFIGS = {
         'w2a2-bb-a4-kd-plbn': (
             'retinanet_mnv2_mbb_w2a2_bb-a4_plbn_kd_pennfudan.py',
             'retinanet_mnv2_mbb_w2a2_bb-a4_plbn_pennfudan.py'),
+        # the same with a learned threshold per input channel before the
+        # backbone's 2-bit quantizers (RSign at 2 bits)
+        'w2a2-rsign-kd-plbn': (
+            'retinanet_mnv2_mbb_w2a2_rsign_plbn_kd_pennfudan.py',
+            'retinanet_mnv2_mbb_w2a2_rsign_plbn_pennfudan.py'),
         # the same with OscillationDampeningHook
         'w2a2-kd-plbn-damp': (
             'retinanet_mnv2_mbb_w2a2_plbn_kd_damp_pennfudan.py',
@@ -175,11 +180,14 @@ CONFIG_ROWS = ('w2a2-kd', 'w2a2-kd-plbn', 'w1a1-react-kd', 'w4a4-kd')
 #: Distilled rows planned only when asked for (``--kd-rows``): the
 #: oscillation-dampening rows (OscillationDampeningHook), the models with
 #: their backbone's outputs imitated (W2A2, and the W1A1 detector of the
-#: fourteenth round) and the mixed-precision models (2-bit weights, 4-bit
-#: backbone activations) of the twelfth and thirteenth rounds.
+#: fourteenth round), the mixed-precision models (2-bit weights, 4-bit
+#: backbone activations) of the twelfth and thirteenth rounds and the W2A2
+#: detector with learned thresholds before its backbone's quantizers
+#: (fifteenth round).
 OPTIONAL_CONFIG_ROWS = ('w2a2-kd-plbn-damp', 'w2a2-kd-damp',
                         'w2a2-kd-plbn-bb', 'w2a2-kd-bb', 'w1a1-react-kd-bb',
-                        'w2a2-bb-a4-kd-plbn', 'w2a2-bb-a4-kd')
+                        'w2a2-bb-a4-kd-plbn', 'w2a2-bb-a4-kd',
+                        'w2a2-rsign-kd-plbn')
 #: Distilled rows trained at other widths than their config's: row -> bits.
 RETARGETED_ROWS = {'w4a4-kd': 4}
 #: Rows of the encoded config with other MBB layer options on every
