@@ -228,7 +228,9 @@ void pooled_rows(const MBBInt8Args& a, const MaxPoolShape& pool,
         rows[iy - first] = ring.data() + (iy % pool.kh) * row_floats;
       float* dst = out + r * pool.Wo * pool.C;
 #ifdef MMBINARY_HAVE_MAX_POOL_AVX512
-      max_pool_avx512::pool_row(pool, rows.data(), last - first, dst);
+      // the epilogue's lower clamp (max_ps) turns NaN into act_min
+      max_pool_avx512::pool_row(pool, rows.data(), last - first, dst,
+                                a.act_min != -INFINITY);
 #else
       max_pool_row_portable(pool, rows.data(), last - first, dst);
 #endif
