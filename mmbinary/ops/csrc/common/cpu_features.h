@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <cstdlib>
+#include <fstream>
 #include <string>
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -64,6 +65,37 @@ inline bool amx_usable() {
 #endif
 }
 
+// The last-level cache of the core running this, in bytes, or 0 when it
+// cannot be read: Linux's sysfs entry for cpu0's level-3 cache (the slice
+// its cores share: 32 MB on a Zen 4/5 CCD), else sysconf's figure.
+// sysconf reads CPUID, which a virtual machine may fill with the whole
+// socket's total (384 MB on a Zen 5 EPYC whose CCD holds 32 MB).
+inline int64_t mbb_shared_l3_bytes() {
+#if defined(__linux__)
+  for (int index = 0; index < 8; ++index) {
+    const std::string dir =
+        "/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(index);
+    std::ifstream level_file(dir + "/level"), size_file(dir + "/size");
+    int level = 0;
+    std::string size;
+    if (!(level_file >> level) || level != 3 || !(size_file >> size))
+      continue;
+    // "32768K"
+    char* end = nullptr;
+    const long long value = std::strtoll(size.c_str(), &end, 10);
+    if (value <= 0) continue;
+    const char unit = end != nullptr ? *end : '\0';
+    const int64_t scale = unit == 'K' ? 1 << 10 : unit == 'M' ? 1 << 20 : 1;
+    return static_cast<int64_t>(value) * scale;
+  }
+#if defined(_SC_LEVEL3_CACHE_SIZE)
+  const long l3 = sysconf(_SC_LEVEL3_CACHE_SIZE);
+  if (l3 > 0) return static_cast<int64_t>(l3);
+#endif
+#endif
+  return 0;
+}
+
 // The output size above which the packed kernels write their float output
 // with streaming stores, around the caches.
 //
@@ -78,18 +110,21 @@ inline bool amx_usable() {
 //
 // Any other float output is read next by its consumer (MobileNetV2's
 // depthwise conv reading the expand conv's band): streamed above a quarter
-// of the last-level cache (8 MB when it cannot be read, as on a Zen 4/5
-// CCD's 32 MB); below it the consumer reads it from the cache (the demo
-// detector: 167 ms at 120 MB, 184 ms at 4 MB, in the same run).
+// of the last-level cache the core shares (mbb_shared_l3_bytes; 8 MB when
+// it cannot be read, as on a Zen 4/5 CCD's 32 MB); below it the consumer
+// reads it from the cache (the demo detector: 167 ms at 120 MB, 184 ms at
+// 4 MB, in the same run, on that Xeon). On a Zen 5 virtual machine whose
+// CPUID (sysconf) gives the socket's 384 MB while its CCD holds 32 MB, the
+// threshold taken from sysconf (96 MB) left the demo detector at 0.97-1.04x
+// its fastest float twin, from sysfs (8 MB) 1.17-1.29x (three alternated
+// pairs, 2026-12-07).
 inline int64_t mbb_stream_threshold_bytes(bool handed_on) {
   constexpr int64_t kHandedOn = int64_t{4} << 20;
   if (handed_on) return kHandedOn;
   static const int64_t bytes = [] {
     constexpr int64_t kDefault = int64_t{8} << 20;
-#if defined(__linux__) && defined(_SC_LEVEL3_CACHE_SIZE)
-    const long l3 = sysconf(_SC_LEVEL3_CACHE_SIZE);
-    if (l3 > 0 && l3 / 4 > kDefault) return static_cast<int64_t>(l3 / 4);
-#endif
+    const int64_t l3 = mbb_shared_l3_bytes();
+    if (l3 / 4 > kDefault) return l3 / 4;
     return kDefault;
   }();
   return bytes;
