@@ -402,3 +402,28 @@ def test_mixed_precision_rows_keep_their_bits(study, task, row,
     student = Config.fromfile(stage.config).model.architecture
     assert (student.backbone.w_bits, student.backbone.a_bits) == (2, 4)
     assert row not in study.CONFIG_ROWS
+
+
+def test_rsign_row_learns_thresholds_before_the_2_bit_backbone(study):
+    """The fifteenth round's row (--kd-rows w2a2-rsign-kd-plbn): the
+    distilled per-level-norm W2A2 detector whose backbone quantizers read
+    ``x - shift`` (RSign only: no RPReLU, no real-valued shortcuts), tested
+    and packed with its own plain config; detection only, not default."""
+    row = 'w2a2-rsign-kd-plbn'
+    runs = study.plan(
+        study_args(seeds=[0], bits=[2], no_paper=True, no_progressive=True,
+                   kd_rows=[row]), study.TASKS['det'])
+    stage, = {run.variant: run for run in runs}[row].stages
+    assert stage.eval_config.endswith(
+        'retinanet_mnv2_mbb_w2a2_rsign_plbn_pennfudan.py')
+    student = Config.fromfile(stage.config).model.architecture
+    assert student.backbone.type == 'mmbinary.ReActMBBMobileNetV2'
+    assert dict(student.backbone.react_cfg) == dict(
+        rsign=True, rprelu=False, shortcut=False)
+    assert (student.backbone.w_bits, student.backbone.a_bits) == (2, 2)
+    assert student.bbox_head.per_level_norm
+    seg = study.plan(
+        study_args(seeds=[0], bits=[2], no_paper=True, no_progressive=True,
+                   kd_rows=[row]), study.TASKS['seg'])
+    assert row not in {run.variant for run in seg}
+    assert row not in study.CONFIG_ROWS

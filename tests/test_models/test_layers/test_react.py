@@ -165,3 +165,32 @@ def test_react_backbone_builds_and_packs():
         torch.testing.assert_close(ours, theirs, rtol=1e-3, atol=1e-3)
     with pytest.raises(ValueError, match="unknown keys \\['nope'\\]"):
         ReActMBBMobileNetV2(react_cfg=dict(nope=1))
+
+
+def test_rsign_only_backbone_at_2_bits_packs():
+    """``react_cfg=dict(rsign=True, rprelu=False, shortcut=False)`` at W2A2
+    (the fifteenth accuracy round's backbone): every conv learns its input
+    thresholds and nothing else changes; packed == unpacked."""
+    from mmbinary.models.backbones.react_mobilenet_v2 import \
+        ReActMBBMobileNetV2
+    torch.manual_seed(0)
+    backbone = ReActMBBMobileNetV2(
+        w_bits=2, a_bits=2, widen_factor=0.25, out_indices=(2, 4),
+        react_cfg=dict(rsign=True, rprelu=False, shortcut=False))
+    react = [m for m in backbone.modules() if isinstance(m, ReActMBBConv2d)]
+    assert react and all(m.input_shift is not None for m in react)
+    assert not any(m.shortcut for m in react)
+    assert not any(isinstance(m, RPReLU) for m in backbone.modules())
+    for conv in react:  # thresholds away from their zero initialization
+        conv.input_shift.data.uniform_(-0.3, 0.3)
+    x = torch.randn(2, 3, 64, 64)
+    backbone.train()
+    backbone(x)
+    backbone.eval()
+    with torch.no_grad():
+        reference = backbone(x)
+    convert_to_packed(backbone)
+    with torch.no_grad():
+        out = backbone(x)
+    for ours, theirs in zip(out, reference):
+        torch.testing.assert_close(ours, theirs, rtol=1e-3, atol=1e-3)
