@@ -119,16 +119,6 @@ def _record_calls(model: nn.Module,
     return calls
 
 
-def _best_ms(forward: Callable[[], object], repeat: int) -> float:
-    forward()  # warm-up (and the integer weight layout, built once)
-    best = float('inf')
-    for _ in range(repeat):
-        begin = time.perf_counter()
-        forward()
-        best = min(best, time.perf_counter() - begin)
-    return best * 1e3
-
-
 def _time_kernels(layer: PackedMBBConv2d, call: _Call,
                   repeat: int = 3) -> Dict[str, float]:
     """ms of ``layer`` on each kernel that runs it, replaying ``call`` (the
@@ -147,14 +137,25 @@ def _time_kernels(layer: PackedMBBConv2d, call: _Call,
         forward = lambda: layer(  # noqa: E731
             call.input, *call.forward_args, **(call.forward_kwargs or {}))
     kept = layer.kernel
-    ms = {}
+    best = {kernel: float('inf') for kernel in kernels}
     try:
         with torch.no_grad():
-            for kernel in kernels:
+            for kernel in kernels:  # warm-up (and the int8 weight layout)
                 layer.kernel = kernel
-                ms[kernel] = _best_ms(forward, repeat)
+                forward()
+            # Rounds of every kernel in turn, the best run of each kept: a
+            # burst of load from other processes then slows the kernels of
+            # one round alike instead of deciding the choice.
+            for _ in range(repeat):
+                for kernel in kernels:
+                    layer.kernel = kernel
+                    begin = time.perf_counter()
+                    forward()
+                    best[kernel] = min(best[kernel],
+                                       time.perf_counter() - begin)
     finally:
         layer.kernel = kept
+    ms = {kernel: seconds * 1e3 for kernel, seconds in best.items()}
     return ms
 
 
