@@ -111,6 +111,7 @@ struct MBBInt8Args {
   // kw + 1 of the taps' geometry: the conv's, or the original kernel's
   // when its taps are folded into the channels (the im2col path)
   int64_t wsum_cols;
+  int64_t wsum_rows = 0;      // kh + 1 of the same geometry
   // (N, Ho, Wo) sum of the levels over each output's taps, for 8-bit
   // weights (mbb_int8_halved), else null
   const int32_t* patch_sums = nullptr;
@@ -411,16 +412,28 @@ void epilogue_rows(const MBBInt8Args& a, int64_t n, int64_t y, int64_t x0,
   const int32_t* pre_lo = pre + ky0 * cols * O16;
   const int32_t* pre_hi = pre + ky1 * cols * O16;
   // signed: 2 * acc - L * sum_valid w, L * w as (w << K) - w
-  const auto signed_acc = [&](__m512i acc, int64_t x) {
-    const int64_t kx0 = a.kx_range[2 * x], kx1 = a.kx_range[2 * x + 1];
+  const auto valid_term = [&](int64_t kx0, int64_t kx1) {
     const __m512i wsum = _mm512_add_epi32(
         _mm512_sub_epi32(_mm512_loadu_si512(pre_hi + kx1 * O16),
                          _mm512_loadu_si512(pre_lo + kx1 * O16)),
         _mm512_sub_epi32(_mm512_loadu_si512(pre_lo + kx0 * O16),
                          _mm512_loadu_si512(pre_hi + kx0 * O16)));
-    return _mm512_sub_epi32(
-        _mm512_add_epi32(acc, acc),
-        _mm512_sub_epi32(_mm512_slli_epi32(wsum, s.K), wsum));
+    return _mm512_sub_epi32(_mm512_slli_epi32(wsum, s.K), wsum);
+  };
+  // An output whose taps are all valid (every output of a 1x1 conv without
+  // padding, the interior of the others) takes the term of the whole
+  // kernel, computed once per call.
+  const int64_t taps_kw = cols - 1;
+  const bool row_whole = (MODE & kEpiSigned) && ky0 == 0 &&
+                         ky1 == a.wsum_rows - 1;
+  const __m512i whole_term =
+      row_whole ? valid_term(0, taps_kw) : _mm512_setzero_si512();
+  const auto signed_acc = [&](__m512i acc, int64_t x) {
+    const int64_t kx0 = a.kx_range[2 * x], kx1 = a.kx_range[2 * x + 1];
+    const __m512i term = row_whole && kx0 == 0 && kx1 == taps_kw
+                             ? whole_term
+                             : valid_term(kx0, kx1);
+    return _mm512_sub_epi32(_mm512_add_epi32(acc, acc), term);
   };
   // 8-bit weights: sum w * q = 2 * sum h * q + sum q over the patch
   const int32_t* patch = a.patch_sums ? a.patch_sums + first_pixel : nullptr;

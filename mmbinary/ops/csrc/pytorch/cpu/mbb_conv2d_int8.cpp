@@ -400,6 +400,7 @@ std::tuple<at::Tensor, at::Tensor> run_int8(
   a.weight = weight_int8.const_data_ptr<int8_t>();
   a.wsum_prefix = weight_sums.const_data_ptr<int32_t>();
   a.wsum_cols = taps.kw + 1;
+  a.wsum_rows = taps.kh + 1;
   // Zero-padded epilogue constants (16 channels a vector), in a plain
   // buffer: tensors and their copies cost a few microseconds of dispatch
   // per call, which a whole model pays 60 times a forward, on one thread.
