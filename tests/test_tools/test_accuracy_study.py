@@ -314,6 +314,13 @@ def test_row_configs_build_their_students(study, task_name):
             assert len(react) == len(layers)
             assert any(isinstance(m, RPReLU) for m in model.modules())
             assert any(m.shortcut for m in react)
+        elif 'rsign' in row:  # learned thresholds in the backbone alone
+            backbone = [m for m in model.backbone.modules()
+                        if isinstance(m, MBBConv2d)]
+            assert react == backbone, row
+            assert all(m.input_shift is not None and not m.shortcut
+                       for m in react), row
+            assert not any(isinstance(m, RPReLU) for m in model.modules())
         else:
             assert not react
         per_level = [m for m in layers
