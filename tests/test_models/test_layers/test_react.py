@@ -140,6 +140,22 @@ def test_add_react_structure_where_allowed():
                                    atol=1e-4)
 
 
+def _assert_packs_like_unpacked(backbone: torch.nn.Module) -> None:
+    """One training-mode forward (clips, signs, norms), then the eval
+    outputs before and after ``convert_to_packed`` agree."""
+    x = torch.randn(2, 3, 64, 64)
+    backbone.train()
+    backbone(x)
+    backbone.eval()
+    with torch.no_grad():
+        reference = backbone(x)
+    convert_to_packed(backbone)
+    with torch.no_grad():
+        out = backbone(x)
+    for ours, theirs in zip(out, reference):
+        torch.testing.assert_close(ours, theirs, rtol=1e-3, atol=1e-3)
+
+
 def test_react_backbone_builds_and_packs():
     from mmbinary.models.backbones.react_mobilenet_v2 import \
         ReActMBBMobileNetV2
@@ -152,17 +168,7 @@ def test_react_backbone_builds_and_packs():
     assert any(m.shortcut for m in react) and not all(m.shortcut
                                                       for m in react)
     assert any(isinstance(m, RPReLU) for m in backbone.modules())
-    x = torch.randn(2, 3, 64, 64)
-    backbone.train()
-    backbone(x)
-    backbone.eval()
-    with torch.no_grad():
-        reference = backbone(x)
-    convert_to_packed(backbone)
-    with torch.no_grad():
-        out = backbone(x)
-    for ours, theirs in zip(out, reference):
-        torch.testing.assert_close(ours, theirs, rtol=1e-3, atol=1e-3)
+    _assert_packs_like_unpacked(backbone)
     with pytest.raises(ValueError, match="unknown keys \\['nope'\\]"):
         ReActMBBMobileNetV2(react_cfg=dict(nope=1))
 
@@ -183,14 +189,4 @@ def test_rsign_only_backbone_at_2_bits_packs():
     assert not any(isinstance(m, RPReLU) for m in backbone.modules())
     for conv in react:  # thresholds away from their zero initialization
         conv.input_shift.data.uniform_(-0.3, 0.3)
-    x = torch.randn(2, 3, 64, 64)
-    backbone.train()
-    backbone(x)
-    backbone.eval()
-    with torch.no_grad():
-        reference = backbone(x)
-    convert_to_packed(backbone)
-    with torch.no_grad():
-        out = backbone(x)
-    for ours, theirs in zip(out, reference):
-        torch.testing.assert_close(ours, theirs, rtol=1e-3, atol=1e-3)
+    _assert_packs_like_unpacked(backbone)
