@@ -354,6 +354,25 @@ def test_dampening_rows_train_with_the_hook_and_test_plainly(study):
     assert not any(row.endswith('-damp') for row in study.CONFIG_ROWS)
 
 
+def test_ema_row_averages_the_weights_and_tests_plainly(study):
+    """The sixteenth round's row (asked for by --kd-rows) trains the
+    distilled per-level-norm W2A2 detector with mmengine's EMAHook and is tested and packed with the plain
+    per-level-norm config (the checkpoint's state_dict is the average)."""
+    row = 'w2a2-kd-plbn-ema'
+    runs = study.plan(
+        study_args(seeds=[0], bits=[2], no_paper=True, no_progressive=True,
+                   kd_rows=[row]), study.TASKS['det'])
+    stage, = {run.variant: run for run in runs}[row].stages
+    assert stage.bits == 2 and stage.model_prefix == 'model.architecture'
+    assert stage.eval_config.endswith(
+        'retinanet_mnv2_mbb_w2a2_plbn_pennfudan.py')
+    cfg = Config.fromfile(stage.config)
+    assert cfg.model.type == 'mmbinary.SingleTeacherDistill'
+    hook, = cfg.custom_hooks
+    assert hook.type == 'EMAHook' and 0 < hook.momentum <= 0.05
+    assert row not in study.CONFIG_ROWS
+
+
 @pytest.mark.parametrize('task, row, test_config, other_losses', [
     ('det', 'w2a2-kd-plbn-bb', 'retinanet_mnv2_mbb_w2a2_plbn_pennfudan.py',
      {'loss_fpn', 'loss_cls'}),

@@ -137,6 +137,10 @@ ROW_CONFIGS = {
         'w2a2-rsign-kd-plbn': (
             'retinanet_mnv2_mbb_w2a2_rsign_plbn_kd_pennfudan.py',
             'retinanet_mnv2_mbb_w2a2_rsign_plbn_pennfudan.py'),
+        # the same with a moving average of the weights (EMAHook)
+        'w2a2-kd-plbn-ema': (
+            'retinanet_mnv2_mbb_w2a2_plbn_kd_ema_pennfudan.py',
+            'retinanet_mnv2_mbb_w2a2_plbn_pennfudan.py'),
         # the same with OscillationDampeningHook
         'w2a2-kd-plbn-damp': (
             'retinanet_mnv2_mbb_w2a2_plbn_kd_damp_pennfudan.py',
@@ -183,8 +187,10 @@ CONFIG_ROWS = ('w2a2-kd', 'w2a2-kd-plbn', 'w1a1-react-kd', 'w4a4-kd')
 #: fourteenth round), the mixed-precision models (2-bit weights, 4-bit
 #: backbone activations) of the twelfth and thirteenth rounds and the W2A2
 #: detector with learned thresholds before its backbone's quantizers
-#: (fifteenth round).
+#: (fifteenth round), and the W2A2 detector whose checkpoint holds a moving
+#: average of its weights (sixteenth round).
 OPTIONAL_CONFIG_ROWS = ('w2a2-kd-plbn-damp', 'w2a2-kd-damp',
+                        'w2a2-kd-plbn-ema',
                         'w2a2-kd-plbn-bb', 'w2a2-kd-bb', 'w1a1-react-kd-bb',
                         'w2a2-bb-a4-kd-plbn', 'w2a2-bb-a4-kd',
                         'w2a2-rsign-kd-plbn')
