@@ -356,8 +356,9 @@ def test_dampening_rows_train_with_the_hook_and_test_plainly(study):
 
 def test_ema_row_averages_the_weights_and_tests_plainly(study):
     """The sixteenth round's row (asked for by --kd-rows) trains the
-    distilled per-level-norm W2A2 detector with mmengine's EMAHook and is tested and packed with the plain
-    per-level-norm config (the checkpoint's state_dict is the average)."""
+    distilled per-level-norm W2A2 detector with mmengine's EMAHook and is
+    tested and packed with the plain per-level-norm config (the
+    checkpoint's state_dict is the average)."""
     row = 'w2a2-kd-plbn-ema'
     runs = study.plan(
         study_args(seeds=[0], bits=[2], no_paper=True, no_progressive=True,
