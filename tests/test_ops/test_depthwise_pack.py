@@ -55,17 +55,21 @@ def _depthwise_pack(kernel, monkeypatch, *args):
 
 
 @pytest.mark.parametrize('seed', range(12))
-def test_depthwise_pack_vector_kernel_equals_portable(monkeypatch, seed):
-    """The vector kernel (interior pixels in strips, border pixels one by
-    one) gives the portable kernel's floats and words bit for bit, on random
-    shapes, kernels, strides, paddings, dilations and bit widths."""
+@pytest.mark.parametrize('three_by_three', [False, True])
+def test_depthwise_pack_vector_kernel_equals_portable(monkeypatch, seed,
+                                                      three_by_three):
+    """The vector kernel (interior pixels in strips, a 3x3 kernel's interior
+    rows channel block by channel block, border pixels one by one) gives the
+    portable kernel's floats and words bit for bit, on random shapes,
+    kernels, strides, paddings, dilations and bit widths."""
     gen = torch.Generator().manual_seed(seed)
 
     def pick(*values):
         return values[int(torch.randint(len(values), (1, ), generator=gen))]
 
     channels = pick(1, 5, 16, 24, 40, 64, 96, 150)
-    kh, kw = pick((3, 3), (5, 5), (1, 3), (3, 1), (2, 2))
+    kh, kw = (3, 3) if three_by_three else pick((3, 3), (5, 5), (1, 3),
+                                                (3, 1), (2, 2))
     stride = (pick(1, 2), pick(1, 2))
     dilation = (pick(1, 1, 2), pick(1, 1, 2))
     padding = (pick(0, kh // 2, kh), pick(0, kw // 2, kw))
