@@ -12,11 +12,13 @@ CASES = [(24, 13, 17, 1, 1), (40, 9, 11, 2, 1), (96, 20, 33, 2, 1),
          (150, 7, 8, 1, 2), (5, 3, 4, 2, 1)]
 
 
-@pytest.mark.parametrize('kernel', ['auto', 'generic'])
+@pytest.mark.parametrize('kernel', ['auto', 'avx2', 'generic'])
 @pytest.mark.parametrize('channels,height,width,stride,dilation', CASES)
 @pytest.mark.parametrize('signed', [False, True])
 def test_depthwise_pack_matches_torch(monkeypatch, kernel, channels, height,
                                       width, stride, dilation, signed):
+    if kernel == 'avx2' and _variant(kernel, monkeypatch) != kernel:
+        pytest.skip('this CPU or build has no AVX2 depthwise kernel')
     monkeypatch.setenv('MMBINARY_CPU_KERNEL', kernel)
     gen = torch.Generator().manual_seed(channels * 7 + stride)
     x = torch.randn(2, channels, height, width, generator=gen).contiguous(
@@ -54,14 +56,35 @@ def _depthwise_pack(kernel, monkeypatch, *args):
     return torch.ops.mmbinary.depthwise_pack(*args)
 
 
+def _variant(kernel, monkeypatch):
+    monkeypatch.setenv('MMBINARY_CPU_KERNEL', kernel)
+    return torch.ops.mmbinary.depthwise_pack_variant()
+
+
+@pytest.mark.parametrize('kernel, expected', [('generic', 'portable'),
+                                              ('popcnt', 'portable')])
+def test_depthwise_pack_variant_follows_the_kernel_setting(
+        monkeypatch, kernel, expected):
+    """MMBINARY_CPU_KERNEL picks the variant; 'auto' the best the CPU
+    has."""
+    assert _variant(kernel, monkeypatch) == expected
+    assert _variant('auto', monkeypatch) in ('avx512', 'avx2', 'portable')
+    if _variant('avx512', monkeypatch) == 'avx512':
+        assert _variant('auto', monkeypatch) == 'avx512'
+
+
 @pytest.mark.parametrize('seed', range(12))
 @pytest.mark.parametrize('three_by_three', [False, True])
+@pytest.mark.parametrize('variant', ['avx512', 'avx2'])
 def test_depthwise_pack_vector_kernel_equals_portable(monkeypatch, seed,
-                                                      three_by_three):
-    """The vector kernel (interior pixels in strips, a 3x3 kernel's interior
-    rows channel block by channel block, border pixels one by one) gives the
-    portable kernel's floats and words bit for bit, on random shapes,
-    kernels, strides, paddings, dilations and bit widths."""
+                                                      three_by_three,
+                                                      variant):
+    """Each vector kernel (interior pixels in strips, a 3x3 kernel's
+    interior rows channel block by channel block, border pixels one by one)
+    gives the portable kernel's floats and words bit for bit, on random
+    shapes, kernels, strides, paddings, dilations and bit widths."""
+    if _variant(variant, monkeypatch) != variant:
+        pytest.skip(f'this CPU or build has no {variant} depthwise kernel')
     gen = torch.Generator().manual_seed(seed)
 
     def pick(*values):
@@ -82,11 +105,11 @@ def test_depthwise_pack_vector_kernel_equals_portable(monkeypatch, seed,
             torch.randn(channels, generator=gen), list(stride), list(padding),
             list(dilation), pick(0.0, -1.0), pick(6.0, float('inf')), True,
             bits, 0.37, signed)
-    out, words = _depthwise_pack('auto', monkeypatch, *args)
+    out, words = _depthwise_pack(variant, monkeypatch, *args)
     ref_out, ref_words = _depthwise_pack('generic', monkeypatch, *args)
     assert torch.equal(out, ref_out)
     assert torch.equal(words, ref_words)
     # the words alone (no float output) are the same words
     words_only = args[:9] + (False, ) + args[10:]
-    _, alone = _depthwise_pack('auto', monkeypatch, *words_only)
+    _, alone = _depthwise_pack(variant, monkeypatch, *words_only)
     assert torch.equal(alone, ref_words)

@@ -679,8 +679,10 @@ _DEPTHWISE_EXACT = '_mmbinary_depthwise_exact'
 #: ConvModule's floats bit for bit (:func:`depthwise_pack_exact`; torch's
 #: channels-last depthwise conv on x86 CPUs sums the taps in the op's order
 #: with fused multiply-adds, and a folded norm leaves scale 1 and the bias),
-#: else as torch. So the flow stays equal to the layer-by-layer path
-#: either way.
+#: else as torch; and only where the op has vector code for this CPU
+#: (``torch.ops.mmbinary.depthwise_pack_variant()`` AVX-512 or AVX2: its
+#: portable C++ is ~50x slower than torch's conv). So the flow stays equal
+#: to the layer-by-layer path either way.
 FUSE_DEPTHWISE = 'auto'
 #: The values ``fuse_depthwise`` takes.
 FUSE_CHOICES = (True, False, 'auto')
@@ -715,12 +717,15 @@ def depthwise_pack_exact(parts: BlockParts) -> bool:
 def _fuses_depthwise(block: nn.Module, parts: BlockParts, x: Tensor) -> bool:
     """Whether this forward runs the block's depthwise ConvModule as
     :func:`depthwise_pack` (see :data:`FUSE_DEPTHWISE`). In 'auto', only
-    where torch's depthwise conv would read a channels-last input (the
-    expand conv's output is channels-last; a block without one reads
-    ``x``), the layout the probe checked."""
+    where the op has vector code for this CPU and torch's depthwise conv
+    would read a channels-last input (the expand conv's output is
+    channels-last; a block without one reads ``x``), the layout the probe
+    checked."""
     setting = block.__dict__.get(_FUSE_DEPTHWISE, FUSE_DEPTHWISE)
     if setting != 'auto':
         return bool(setting)
+    if torch.ops.mmbinary.depthwise_pack_variant() == 'portable':
+        return False
     if parts.expand is None and \
             not x.is_contiguous(memory_format=torch.channels_last):
         return False

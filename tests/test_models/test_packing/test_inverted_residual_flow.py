@@ -198,6 +198,36 @@ def test_auto_fuses_only_where_the_op_is_exact(monkeypatch, kind, bits, fold,
         assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize('kernel', ['generic', 'avx2'])
+def test_auto_fuses_only_with_a_vector_kernel(monkeypatch, kernel):
+    """'auto' leaves the depthwise convs to torch where the op would run
+    its portable C++ (MMBINARY_CPU_KERNEL=generic here) and fuses them
+    with its AVX2 code as with its AVX-512 code; the same outputs either
+    way."""
+    monkeypatch.setenv('MMBINARY_CPU_KERNEL', kernel)
+    variant = torch.ops.mmbinary.depthwise_pack_variant()
+    if kernel == 'avx2' and variant != 'avx2':
+        pytest.skip('this CPU or build has no AVX2 depthwise kernel')
+    model = to_channels_last(packed_backbone('mmdet', 2, fold=True))
+    fused = []
+    op = pf.depthwise_pack
+
+    def counted(parts, x, next_conv=None, float_out=False):
+        if next_conv is not None:  # not the probe
+            fused.append(parts[0])
+        return op(parts, x, next_conv=next_conv, float_out=float_out)
+
+    monkeypatch.setattr(pf, 'depthwise_pack', counted)
+    enable_packed_flow(model)
+    x = torch.randn(1, 3, 64, 64).contiguous(
+        memory_format=torch.channels_last)
+    flow = run(model, x)
+    assert bool(fused) == (variant != 'portable')
+    disable_packed_flow(model)
+    for a, b in zip(flow, run(model, x)):
+        assert torch.equal(a, b)
+
+
 def test_auto_keeps_torch_where_the_probe_differs(monkeypatch):
     model = to_channels_last(packed_backbone('mmdet', 2, fold=True))
     op = pf.depthwise_pack

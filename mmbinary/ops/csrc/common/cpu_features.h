@@ -21,6 +21,7 @@ namespace mmbinary {
 struct CpuFeatures {
   bool popcnt = false;
   bool avx2 = false;
+  bool fma = false;
   bool avx512f = false;
   bool avx512_vpopcntdq = false;
   bool avx512bw = false;
@@ -34,6 +35,7 @@ inline CpuFeatures detect_cpu_features() {
   __builtin_cpu_init();
   features.popcnt = __builtin_cpu_supports("popcnt");
   features.avx2 = __builtin_cpu_supports("avx2");
+  features.fma = __builtin_cpu_supports("fma");
   features.avx512f = __builtin_cpu_supports("avx512f");
   features.avx512_vpopcntdq = __builtin_cpu_supports("avx512vpopcntdq");
   features.avx512bw = __builtin_cpu_supports("avx512bw");
@@ -131,15 +133,25 @@ inline int64_t mbb_stream_threshold_bytes(bool handed_on) {
 }
 
 // Comma-separated names of the features this CPU has, e.g. "popcnt,avx2".
-// Whether the float passes with an AVX-512 variant (the fused depthwise
-// conv, the max pool) take it: the CPU has AVX-512 F and
+// The variant the float passes with vector code (the fused depthwise conv,
+// the max pool) take: "avx512" where the CPU has AVX-512 F and
 // MMBINARY_CPU_KERNEL (see cpu/mbb_conv2d.cpp) is unset, "auto" or
-// "avx512"; else they run their portable code.
-inline bool avx512_float_passes() {
-  static const bool has = detect_cpu_features().avx512f;
+// "avx512"; "avx2" where it has AVX2 and FMA and MMBINARY_CPU_KERNEL is
+// unset, "auto" (no AVX-512) or "avx2"; else "portable" (their plain C++
+// code).
+inline const char* float_pass_variant() {
+  static const CpuFeatures f = detect_cpu_features();
   const char* env = std::getenv("MMBINARY_CPU_KERNEL");
   const std::string name = env == nullptr ? "" : env;
-  return has && (name.empty() || name == "auto" || name == "avx512");
+  const bool any = name.empty() || name == "auto";
+  if (f.avx512f && (any || name == "avx512")) return "avx512";
+  if (f.avx2 && f.fma && (any || name == "avx2")) return "avx2";
+  return "portable";
+}
+
+// Whether the float passes take their AVX-512 variant (float_pass_variant).
+inline bool avx512_float_passes() {
+  return std::string(float_pass_variant()) == "avx512";
 }
 
 inline std::string cpu_features_string(const CpuFeatures& f) {

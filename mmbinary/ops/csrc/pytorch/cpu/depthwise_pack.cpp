@@ -17,6 +17,7 @@
 
 #include "../../common/cpu_features.h"
 #include "../../common/depthwise_pack.h"
+#include "../../common/depthwise_pack_avx2.h"
 #include "../../common/depthwise_pack_avx512.h"
 #include "../../common/mbb_conv2d.h"
 #include "../../common/pytorch_cpp_helper.h"
@@ -25,13 +26,17 @@
 namespace mmbinary {
 namespace {
 
-// The AVX-512 variant where this build has it and avx512_float_passes().
-bool use_avx512() {
+// The variant of the kernel a call runs (float_pass_variant, where this
+// build has it): "avx512", "avx2" or "portable".
+std::string depthwise_variant() {
+  const std::string variant = float_pass_variant();
 #ifdef MMBINARY_HAVE_DEPTHWISE_PACK_AVX512
-  return avx512_float_passes();
-#else
-  return false;
+  if (variant == "avx512") return variant;
 #endif
+#ifdef MMBINARY_HAVE_DEPTHWISE_PACK_AVX2
+  if (variant == "avx2") return variant;
+#endif
+  return "portable";
 }
 
 // (C,) float32 -> (C16,) zero padded, contiguous.
@@ -129,7 +134,8 @@ std::tuple<at::Tensor, at::Tensor> depthwise_pack_cpu(
     mbb_valid_taps(x, W, a.kw, a.sw, a.pw, a.dw, kx + 2 * x, kx + 2 * x + 1);
   a.kx_range = kx;
 
-  const bool avx512 = use_avx512();
+  const std::string variant = depthwise_variant();
+  const bool avx512 = variant == "avx512", avx2 = variant == "avx2";
   std::atomic<bool> nan{false};
   const int64_t per_row = a.Wo * C * a.kh * a.kw;
   const int64_t grain = per_row >= (1 << 16) ? 1 : (1 << 16) / per_row;
@@ -140,7 +146,13 @@ std::tuple<at::Tensor, at::Tensor> depthwise_pack_cpu(
       seen = depthwise_avx512::rows(a, begin, end);
     else
 #endif
+#ifdef MMBINARY_HAVE_DEPTHWISE_PACK_AVX2
+    if (avx2)
+      seen = depthwise_avx2::rows(a, begin, end);
+    else
+#endif
       seen = depthwise_pack_rows_portable(a, begin, end);
+    (void)avx512, (void)avx2;
     if (seen) nan.store(true);
   });
   TORCH_CHECK(!nan.load(),
@@ -149,6 +161,10 @@ std::tuple<at::Tensor, at::Tensor> depthwise_pack_cpu(
               "output alone to propagate NaN)");
   return {out, words};
 }
+
+// The kernel depthwise_pack runs on this CPU: "avx512", "avx2" or
+// "portable" (scalar C++, many times slower than torch's depthwise conv).
+std::string depthwise_pack_variant_cpu() { return depthwise_variant(); }
 
 }  // namespace mmbinary
 
@@ -159,6 +175,8 @@ TORCH_LIBRARY_FRAGMENT(mmbinary, m) {
       "float act_min, float act_max, bool float_out, int out_a_bits, "
       "float out_inv_step, bool out_signed) -> (Tensor, Tensor)",
       {at::Tag::pt2_compliant_tag});
+  m.def("depthwise_pack_variant() -> str",
+        &mmbinary::depthwise_pack_variant_cpu);
 }
 
 TORCH_LIBRARY_IMPL(mmbinary, CPU, m) {
