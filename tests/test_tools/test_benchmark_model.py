@@ -6,6 +6,7 @@ import os.path as osp
 import re
 
 import pytest
+import torch
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
@@ -76,6 +77,10 @@ def test_demo_detector_table_and_agreement(tool, capsys):
     peak = re.search(r'peak of its instruction mix \(AND \+ POPCOUNT \+ '
                      r'ADD on registers, measured\): (\d+|n/a)', output)
     assert peak, output[:2000]
+    variant = torch.ops.mmbinary.depthwise_pack_variant()
+    assert ('fused depthwise convs: ' +
+            ('portable (left to torch)' if variant == 'portable' else
+             variant)) in output
     assert f'- command: python tools/analysis_tools/benchmark_model.py ' \
         f'{DEMO_CONFIG} --shape 64 96' in output
 

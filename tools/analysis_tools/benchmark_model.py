@@ -437,6 +437,17 @@ def int8_variant_text() -> str:
             'vnni': 'VNNI'}.get(variant, 'n/a')
 
 
+def depthwise_variant_text() -> str:
+    """The code the fused depthwise conv (MobileNetV2 blocks) runs here:
+    ``'avx512'``, ``'avx2'``, ``'portable (left to torch)'`` or ``'n/a'``
+    (see ``packed_flow.FUSE_DEPTHWISE``)."""
+    ops = torch.ops.mmbinary
+    if not hasattr(ops, 'depthwise_pack_variant'):
+        return 'n/a'
+    variant = ops.depthwise_pack_variant()
+    return 'portable (left to torch)' if variant == 'portable' else variant
+
+
 def header_lines(args, cfg: Config, shape, ghz: Optional[float],
                  peak: Optional[float]) -> List[str]:
     flag = bm.cpu_has_flag('avx512_vpopcntdq')
@@ -462,7 +473,8 @@ def header_lines(args, cfg: Config, shape, ghz: Optional[float],
         '- inverted-residual blocks: ' + (
             'at once (--no-row-bands)' if args.no_row_bands else
             'in bands of rows where their float outputs exceed '
-            f'{packed_flow.MIN_BANDED_BYTES >> 20} MB'),
+            f'{packed_flow.MIN_BANDED_BYTES >> 20} MB') +
+        f'; fused depthwise convs: {depthwise_variant_text()}',
         f'- command: python {TOOL} {" ".join(args.argv)}'
     ]
 
