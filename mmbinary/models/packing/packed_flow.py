@@ -41,7 +41,9 @@ on the integer im2col kernel, the max pool after that too (its rows pooled
 as they come, the stem's full output never written); the ReLU and max-pool
 modules then pass the tensor on. Anything else keeps its own forward.
 """
+import functools
 import math
+import os
 import types
 from typing import Callable, List, NamedTuple, Optional, Sequence, Tuple
 
@@ -714,6 +716,14 @@ def depthwise_pack_exact(parts: BlockParts) -> bool:
     return reference.shape == out.shape and torch.equal(reference, out)
 
 
+@functools.lru_cache(maxsize=None)
+def _depthwise_variant(cpu_kernel: Optional[str]) -> str:
+    """``depthwise_pack_variant()`` under this ``MMBINARY_CPU_KERNEL``
+    (the op reads it), asked once per value instead of once per block and
+    forward."""
+    return torch.ops.mmbinary.depthwise_pack_variant()
+
+
 def _fuses_depthwise(block: nn.Module, parts: BlockParts, x: Tensor) -> bool:
     """Whether this forward runs the block's depthwise ConvModule as
     :func:`depthwise_pack` (see :data:`FUSE_DEPTHWISE`). In 'auto', only
@@ -724,7 +734,8 @@ def _fuses_depthwise(block: nn.Module, parts: BlockParts, x: Tensor) -> bool:
     setting = block.__dict__.get(_FUSE_DEPTHWISE, FUSE_DEPTHWISE)
     if setting != 'auto':
         return bool(setting)
-    if torch.ops.mmbinary.depthwise_pack_variant() == 'portable':
+    if _depthwise_variant(os.environ.get('MMBINARY_CPU_KERNEL')) == \
+            'portable':
         return False
     if parts.expand is None and \
             not x.is_contiguous(memory_format=torch.channels_last):

@@ -132,7 +132,6 @@ inline int64_t mbb_stream_threshold_bytes(bool handed_on) {
   return bytes;
 }
 
-// Comma-separated names of the features this CPU has, e.g. "popcnt,avx2".
 // The variant the float passes with vector code (the fused depthwise conv,
 // the max pool) take: "avx512" where the CPU has AVX-512 F and
 // MMBINARY_CPU_KERNEL (see cpu/mbb_conv2d.cpp) is unset, "auto" or
@@ -154,6 +153,7 @@ inline bool avx512_float_passes() {
   return std::string(float_pass_variant()) == "avx512";
 }
 
+// Comma-separated names of the features this CPU has, e.g. "popcnt,avx2".
 inline std::string cpu_features_string(const CpuFeatures& f) {
   std::string names;
   auto add = [&names](bool has, const char* name) {
