@@ -36,7 +36,11 @@ def test_depthwise_pack_matches_torch(monkeypatch, kernel, channels, height,
     assert torch.equal(words, packed)
 
 
-def test_depthwise_pack_refuses_nan_words():
+@pytest.mark.parametrize('kernel', ['auto', 'avx2', 'generic'])
+def test_depthwise_pack_refuses_nan_words(monkeypatch, kernel):
+    if kernel == 'avx2' and _variant(kernel, monkeypatch) != kernel:
+        pytest.skip('this CPU or build has no AVX2 depthwise kernel')
+    monkeypatch.setenv('MMBINARY_CPU_KERNEL', kernel)
     x = torch.randn(1, 16, 5, 5)
     x[0, 3, 2, 2] = float('nan')
     weight = torch.randn(16, 1, 3, 3)
