@@ -128,32 +128,29 @@ def test_add_react_structure_where_allowed():
     assert [type(m.conv) for m in convs] == [ReActMBBConv2d] * 2
     assert [m.conv.shortcut for m in convs] == [True, False]
     assert all(isinstance(m.activate, RPReLU) for m in convs)
-    x = torch.randn(2, 4, 5, 5)
-    convs.train()
-    convs(x)
-    convs.eval()
-    with torch.no_grad():
-        reference = convs(x)
-    convert_to_packed(convs)
-    with torch.no_grad():
-        torch.testing.assert_close(convs(x), reference, rtol=1e-4,
-                                   atol=1e-4)
+    _assert_packs_like_unpacked(convs, torch.randn(2, 4, 5, 5), tol=1e-4)
 
 
-def _assert_packs_like_unpacked(backbone: torch.nn.Module) -> None:
-    """One training-mode forward (clips, signs, norms), then the eval
-    outputs before and after ``convert_to_packed`` agree."""
-    x = torch.randn(2, 3, 64, 64)
-    backbone.train()
-    backbone(x)
-    backbone.eval()
+def _assert_packs_like_unpacked(module: torch.nn.Module,
+                                x: torch.Tensor = None,
+                                tol: float = 1e-3) -> None:
+    """One training-mode forward on ``x`` (default (2, 3, 64, 64): clips,
+    signs, norms), then the eval outputs (a tensor or a tuple of them)
+    before and after ``convert_to_packed`` agree within ``tol``."""
+    x = torch.randn(2, 3, 64, 64) if x is None else x
+    module.train()
+    module(x)
+    module.eval()
     with torch.no_grad():
-        reference = backbone(x)
-    convert_to_packed(backbone)
+        reference = module(x)
+    convert_to_packed(module)
     with torch.no_grad():
-        out = backbone(x)
+        out = module(x)
+    if isinstance(out, torch.Tensor):
+        out, reference = (out, ), (reference, )
+    assert len(out) == len(reference)
     for ours, theirs in zip(out, reference):
-        torch.testing.assert_close(ours, theirs, rtol=1e-3, atol=1e-3)
+        torch.testing.assert_close(ours, theirs, rtol=tol, atol=tol)
 
 
 def test_react_backbone_builds_and_packs():
