@@ -334,6 +334,20 @@ def _register_fake() -> None:
                         *(fmt.conv_out_size(*args) for args in sizes)),
                 torch.float32)
 
+    if hasattr(torch.ops.mmbinary, 'mbb_conv2d_int8_depthwise'):
+
+        @torch.library.register_fake('mmbinary::mbb_conv2d_int8_depthwise')
+        def _(act_words, weight_words, weight_int8, weight_sums, out_scale,
+              out_bias, in_channels, w_bits, a_bits, is_signed, act_min,
+              act_max, dw_weight, dw_scale, dw_bias, dw_stride, dw_padding,
+              dw_dilation, dw_act_min, dw_act_max, float_out, out_a_bits,
+              out_inv_step, out_signed):
+            shape = out_shape(act_words.shape[0], out_scale.shape[0],
+                              act_words.shape[1:3], dw_weight.shape[2:],
+                              dw_stride, dw_padding, dw_dilation)
+            return _words_op_outputs(act_words, out_scale, shape, float_out,
+                                     out_a_bits)
+
     @torch.library.register_fake('mmbinary::mbb_conv2d_int8_words')
     def _(act_words, weight_words, weight_int8, weight_sums, out_scale,
           out_bias, in_channels, w_bits, a_bits, is_signed, kernel_size,

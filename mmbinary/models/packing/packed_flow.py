@@ -427,6 +427,49 @@ def depthwise_pack(parts: DepthwiseParts,
         out_bits, out_inv, out_signed)
 
 
+def expand_depthwise_pack(expand: PackedParts, act_words: Tensor,
+                          depthwise: DepthwiseParts,
+                          next_conv: PackedMBBConv2d) -> Optional[Tensor]:
+    """An inverted-residual block's expand conv on its activation words and
+    the depthwise ConvModule after it in one pass of
+    ``torch.ops.mmbinary.mbb_conv2d_int8_depthwise``: each thread computes
+    the expand conv's rows into a small ring just before the depthwise conv
+    reads them, so its float output is never written whole. The same words
+    as :meth:`PackedMBBConv2d.run_words` then :func:`depthwise_pack`.
+
+    Args:
+        expand (PackedParts): the expand conv and its activation clamp.
+        act_words (Tensor): (N, H, W, 1, K, Wg) its activation words.
+        depthwise (DepthwiseParts): from :func:`_depthwise_parts`.
+        next_conv (PackedMBBConv2d): the conv whose words it writes.
+
+    Returns:
+        Tensor | None: ``next_conv``'s words (N, Ho, Wo, 1, K', Wg'), or
+        None where the op does not run these layers (a kernel other than
+        the integer one, a conv other than 1x1 / stride 1 / no padding,
+        8-bit weights).
+    """
+    conv, (act_min, act_max) = expand
+    op = getattr(torch.ops.mmbinary, 'mbb_conv2d_int8_depthwise', None)
+    if op is None or conv.kernel not in ('int8', 'int8-im2col') or \
+            conv.groups != 1 or conv.w_bits > 7 or \
+            conv.kernel_size != (1, 1) or conv.stride != (1, 1) or \
+            tuple(conv.padding) != (0, 0) or conv.dilation != (1, 1):
+        return None
+    dw_conv, dw_norm, dw_act = depthwise
+    dw_scale, dw_bias = depthwise_epilogue(dw_conv, dw_norm)
+    weight_int8, weight_sums = conv.int8_weight()
+    _, words = op(act_words, conv.weight_words, weight_int8, weight_sums,
+                  conv.out_scale, conv.out_bias, conv.in_channels,
+                  conv.w_bits, conv.a_bits, conv.signed, act_min, act_max,
+                  dw_conv.weight.detach(), dw_scale, dw_bias,
+                  list(dw_conv.stride), list(dw_conv.padding),
+                  list(dw_conv.dilation), dw_act[0], dw_act[1], False,
+                  next_conv.a_bits, float(next_conv.inv_step),
+                  next_conv.signed)
+    return words
+
+
 def packing_clamps(act: Tuple[float, float], conv: PackedMBBConv2d) -> bool:
     """Whether packing into ``conv``'s words gives every value the level
     it would have after the activation clamp ``act`` (so the clamp can be
@@ -447,10 +490,23 @@ def packing_clamps(act: Tuple[float, float], conv: PackedMBBConv2d) -> bool:
 def _flow_inverted_residual(block: nn.Module, parts: BlockParts,
                             x: Tensor) -> Tensor:
     """expand (words in, float out) -> depthwise -> linear conv (words in,
-    + x in its epilogue) -> float out, the next block's words handed on;
-    in bands of rows where the expand and depthwise outputs are large
-    (:func:`_row_bands`)."""
+    + x in its epilogue) -> float out, the next block's words handed on:
+    the expand and depthwise convs in one pass where
+    :func:`expand_depthwise_pack` runs them, else in bands of rows where
+    their outputs are large (:func:`_row_bands`)."""
     fuse = _fuses_depthwise(block, parts, x)
+    linear, linear_act = parts.linear
+    linear_args = dict(next_conv=_next_conv(block), float_out=True,
+                       residual=x if parts.shortcut else None)
+    in_words = _handed_words(block, x)
+    if fuse and parts.expand is not None and in_words is not None:
+        words = expand_depthwise_pack(parts.expand, in_words,
+                                      parts.depthwise, linear)
+        if words is not None:
+            out, next_words = conv_words(linear, words, linear_act,
+                                         **linear_args)
+            _hand_on(block, out, next_words)
+            return out
     bands = _row_bands(parts, x, fuse)
     if bands > 1:
         return _flow_inverted_residual_in_bands(block, parts, x, bands, fuse)
@@ -458,9 +514,6 @@ def _flow_inverted_residual(block: nn.Module, parts: BlockParts,
     if parts.expand is not None:
         conv, act = parts.expand
         hidden, _ = conv_input(block, conv, x, act, float_out=True)
-    linear, linear_act = parts.linear
-    linear_args = dict(next_conv=_next_conv(block), float_out=True,
-                       residual=x if parts.shortcut else None)
     if fuse:
         _, words = depthwise_pack(parts.depthwise, hidden, next_conv=linear)
         out, next_words = conv_words(linear, words, linear_act,

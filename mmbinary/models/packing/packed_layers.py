@@ -263,7 +263,7 @@ class PackedMBBConv2d(nn.Module):
                              f'{reason()}')
         self.kernel = kernel
 
-    def _int8_weight(self) -> Tuple[Tensor, Tensor]:
+    def int8_weight(self) -> Tuple[Tensor, Tensor]:
         """The integer kernel's weight layout, built on first use and again
         only when ``weight_words`` changes (not saved: it is derived)."""
         words = self.weight_words
@@ -277,8 +277,8 @@ class PackedMBBConv2d(nn.Module):
     def _int8_im2col_weight(self) -> Tuple[Tensor, Tensor]:
         """``'int8-im2col'``'s weight layout (:func:`im2col_weight`) and
         the kernel's weight sums, derived and cached as
-        :meth:`_int8_weight`."""
-        weight_int8, weight_sums = self._int8_weight()
+        :meth:`int8_weight`."""
+        weight_int8, weight_sums = self.int8_weight()
         if self._im2col_weight is None:
             self._im2col_weight = im2col_weight(weight_int8,
                                                 self.in_channels)
@@ -333,7 +333,7 @@ class PackedMBBConv2d(nn.Module):
                     self.dilation)
         ops = torch.ops.mmbinary
         if self.kernel in ('int8', 'int8-im2col'):
-            w8, wsum = self._int8_weight()
+            w8, wsum = self.int8_weight()
             return ops.mbb_conv2d_int8_words(
                 act_words, self.weight_words, w8, wsum, scale, bias,
                 *geometry, residual, act_min, act_max, float_out, out_bits,
@@ -382,7 +382,7 @@ class PackedMBBConv2d(nn.Module):
             w8, wsum = self._int8_im2col_weight()
             op = torch.ops.mmbinary.mbb_conv2d_int8_im2col
         else:
-            w8, wsum = self._int8_weight()
+            w8, wsum = self.int8_weight()
             op = torch.ops.mmbinary.mbb_conv2d_int8
         return op(
             input, self.weight_words, w8, wsum, scale, bias,

@@ -432,6 +432,55 @@ def test_integer_kernel_flow_equals_popcount_flow(kind):
         assert torch.equal(a, b)
 
 
+@pytest.mark.skipif(not int8_kernel_available(),
+                    reason='no AVX-512 VNNI or no extension')
+@pytest.mark.parametrize('kind', ['mmdet', 'mmseg'])
+@pytest.mark.parametrize('bits', [1, 2, 4])
+@pytest.mark.parametrize('layout', ['channels_last', 'nchw'])
+def test_expand_and_depthwise_in_one_pass_equal_the_layers(
+        monkeypatch, kind, bits, layout):
+    """Expand convs on the integer kernel and fused depthwise convs: every
+    block with an expand conv whose input words were handed on runs the two
+    in one pass (``expand_depthwise_pack``), the others as before (the
+    first block takes the float stem's output, layer1 has no expand conv,
+    popcount expand convs); the outputs equal the layer-by-layer path with
+    the depthwise op, bit for bit."""
+    model = packed_backbone(kind, bits)
+    if layout == 'channels_last':
+        model = to_channels_last(model)
+    for index, module in enumerate(
+            m for m in model.modules() if isinstance(m, PackedMBBConv2d)):
+        module.set_kernel('popcount' if index == 5 else 'int8')
+    one_pass = []
+    fused = pf.expand_depthwise_pack
+
+    def counted(expand, *args):
+        words = fused(expand, *args)
+        one_pass.append((expand[0], words is not None))
+        return words
+
+    monkeypatch.setattr(pf, 'expand_depthwise_pack', counted)
+    enable_packed_flow(model, fuse_depthwise=True)
+    x = torch.randn(1, 3, 61, 83)
+    if layout == 'channels_last':
+        x = x.contiguous(memory_format=torch.channels_last)
+    flow = run(model, x)
+    monkeypatch.undo()
+    expands = [pf._inverted_residual_parts(b).expand for _, b in blocks(model)]
+    expands = [e[0] for e in expands if e is not None]
+    # the first block with an expand conv (layer2.0) takes layer1's handed
+    # words; every one runs in one pass but the popcount one
+    assert [conv for conv, _ in one_pass] == expands
+    assert [ran for _, ran in one_pass] == [
+        conv.kernel == 'int8' for conv in expands]
+    assert sum(ran for _, ran in one_pass) >= len(expands) - 1
+    disable_packed_flow(model)
+    depthwise_with_the_op(model)
+    reference = run(model, x)
+    for a, b in zip(flow, reference):
+        assert torch.equal(a, b)
+
+
 @pytest.mark.parametrize('kind', ['mmdet', 'mmseg'])
 @pytest.mark.parametrize('bits', [1, 2])
 @pytest.mark.parametrize('band_bytes', [1, 30000])

@@ -41,7 +41,19 @@ struct DepthwisePackArgs {
   float inv_step;
   bool is_signed;
   const int64_t* kx_range;  // (Wo, 2) valid kernel columns
+  // Input rows from a ring instead of ``input`` (the rows of a conv fused
+  // before this one, computed just before they are read): row iy of a
+  // sample in slot iy % ring_rows, (W, C) floats each; or null.
+  const float* ring = nullptr;
+  int64_t ring_rows = 0;
 };
+
+// Where input row iy of sample n starts: (W, C) float32.
+inline const float* depthwise_input_row(const DepthwisePackArgs& a,
+                                        int64_t n, int64_t iy) {
+  if (a.ring != nullptr) return a.ring + (iy % a.ring_rows) * a.W * a.C;
+  return a.input + (n * a.H + iy) * a.W * a.C;
+}
 
 // The clamp of the value (NaN passes through, as torch's clamp).
 inline float depthwise_clamp(float v, float lo, float hi) {
@@ -69,7 +81,7 @@ inline bool depthwise_pack_rows_portable(const DepthwisePackArgs& a,
           const int64_t iy = y * a.sh - a.ph + ky * a.dh;
           for (int64_t kx = kx0; kx < kx1; ++kx) {
             const int64_t ix = x * a.sw - a.pw + kx * a.dw;
-            acc = std::fma(a.input[((n * a.H + iy) * a.W + ix) * a.C + c],
+            acc = std::fma(depthwise_input_row(a, n, iy)[ix * a.C + c],
                            a.weight[(ky * a.kw + kx) * a.C16 + c], acc);
           }
         }

@@ -33,6 +33,7 @@
 #include "../../common/mbb_conv2d_int8_avx512.h"
 #include "../../common/mbb_phase_timer.h"
 #include "../../common/pytorch_cpp_helper.h"
+#include "../depthwise_pack_call.h"
 #include "../mbb_conv2d_checks.h"
 
 namespace mmbinary {
@@ -237,6 +238,62 @@ void pooled_rows(const MBBInt8Args& a, const MaxPoolShape& pool,
     }
   });
 }
+
+// `bytes` bytes 64-byte aligned in `storage` (a tile row or vector load is
+// one cache line).
+template <typename T>
+T* aligned_buffer(std::vector<T>* storage, int64_t count) {
+  storage->resize(count + 64 / sizeof(T));
+  const uintptr_t address = reinterpret_cast<uintptr_t>(storage->data());
+  return storage->data() + ((-address & 63) / sizeof(T));
+}
+
+// The fused depthwise conv `dw` after the conv of `a` (a row-local 1x1
+// conv, float output, no residual, no words): each thread computes the conv
+// rows its depthwise output rows need, each once, into a ring of the
+// depthwise kernel's span of rows ((kh - 1) * dh + 1; row iy in slot
+// iy % span, which the depthwise conv reads), so that the conv's output is
+// never written whole. `fill`: the conv's level fill, one row at a time.
+// Returns whether a packed value was NaN.
+template <typename RunItems>
+bool depthwise_rows(const MBBInt8Args& a, const DepthwiseCall& dw,
+                    const LevelFill& fill, const RunItems& run_items) {
+  const MBBConvShape& s = a.s;
+  const DepthwisePackArgs& d = dw.args;
+  const int64_t span = (d.kh - 1) * d.dh + 1;
+  const int64_t row_floats = s.Wo * s.O;
+  std::atomic<bool> nan{false};
+  at::parallel_for(0, d.N * d.Ho, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> ring_storage;
+    std::vector<uint8_t> level_storage;
+    float* ring = aligned_buffer(&ring_storage, span * row_floats);
+    uint8_t* level_row = aligned_buffer(&level_storage, s.W * a.pixel_bytes);
+    MBBInt8Args t = a;
+    t.stream_out = false;
+    t.levels = level_row;
+    const MBBInt8RowFill fill_row = [&](int64_t n, int64_t y) {
+      if (fill(t, level_row, n * s.H + y, n * s.H + y + 1)) nan.store(true);
+    };
+    DepthwisePackArgs rows = d;
+    rows.ring = ring, rows.ring_rows = span;
+    int64_t done_n = -1, done_end = 0;  // conv rows [.., done_end) of done_n
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t n = r / d.Ho, y = r % d.Ho;
+      const int64_t first = std::max<int64_t>(0, y * d.sh - d.ph);
+      const int64_t last = std::min(d.H, y * d.sh - d.ph + span);
+      if (n != done_n) done_n = n, done_end = 0;
+      for (int64_t iy = std::max(first, done_end); iy < last; ++iy) {
+        t.out = ring + (iy % span) * row_floats;
+        t.out_pixel_shift = (n * s.Ho + iy) * s.Wo;
+        const int64_t item = n * s.Ho + iy;  // one chunk: every block
+        run_items(t, item, item + 1, &fill_row);
+      }
+      done_end = std::max(done_end, last);
+      if (depthwise_call_rows(rows, dw.variant, r, r + 1)) nan.store(true);
+    }
+  });
+  return nan.load();
+}
 #endif
 
 // The integer kernel once the geometry `s` is checked: the weight layout's
@@ -254,7 +311,8 @@ std::tuple<at::Tensor, at::Tensor> run_int8(
     const c10::optional<at::Tensor>& residual, double act_min,
     double act_max, bool float_out, int64_t out_a_bits, double out_inv_step,
     bool out_signed, bool accumulate_only,
-    const MaxPoolShape* pool = nullptr) {
+    const MaxPoolShape* pool = nullptr,
+    const DepthwiseCall* depthwise = nullptr) {
   MMBINARY_CHECK_CPU(weight_int8);
   MMBINARY_CHECK_CPU(weight_sums);
   check_int8(s);
@@ -320,6 +378,8 @@ std::tuple<at::Tensor, at::Tensor> run_int8(
   // three times the other's work; 8 + 8 does not.
   const int64_t chunk_count = (OB + chunk - 1) / chunk;
   chunk = 4 * (((OB + chunk_count - 1) / chunk_count + 3) / 4);
+  // Under the fused depthwise conv a thread computes whole rows.
+  if (depthwise != nullptr) chunk = 4 * ((OB + 3) / 4);
   a.o_blocks = chunk;
   // A 1x1, stride-1 conv without padding reads each input row for one
   // output row: each thread fills a row's levels into a buffer of its own
@@ -330,6 +390,9 @@ std::tuple<at::Tensor, at::Tensor> run_int8(
   const bool row_local = s.kh == 1 && s.kw == 1 && s.sh == 1 && s.sw == 1 &&
                          s.ph == 0 && s.pw == 0 && chunk >= OB &&
                          !mbb_int8_halved(s) && pool == nullptr;
+  TORCH_CHECK(depthwise == nullptr || row_local,
+              "the fused depthwise conv follows a 1x1 conv with stride 1, "
+              "no padding and weights of at most 7 bits");
   a.one_level_row = row_local;
   // The samples of the level image filled before the conv (none for a
   // row-local conv).
@@ -419,6 +482,8 @@ std::tuple<at::Tensor, at::Tensor> run_int8(
     // the pooled output only (the conv's rows go to per-thread buffers)
     out = at::empty({s.N, s.O, pool->Ho, pool->Wo},
                     float_options.memory_format(cl));
+  } else if (depthwise != nullptr) {
+    // the depthwise conv's outputs only (its call holds them)
   } else if (accumulate_only) {
     out = at::empty({s.N, s.O, s.Ho, s.Wo},
                     opts.dtype(at::kInt).memory_format(cl));
@@ -464,6 +529,10 @@ std::tuple<at::Tensor, at::Tensor> run_int8(
     pooled_rows(a, *pool, (OB + chunk - 1) / chunk, run_items,
                 out.data_ptr<float>());
     return {out, words};
+  }
+  if (depthwise != nullptr) {
+    depthwise_check_no_nan(depthwise_rows(a, *depthwise, fill, run_items));
+    return {depthwise->out, depthwise->words};
   }
   at::parallel_for(0, items, 1, [&](int64_t begin, int64_t end) {
     if (row_local) {
@@ -524,6 +593,49 @@ std::tuple<at::Tensor, at::Tensor> mbb_conv2d_int8_words_cpu(
                   weight_sums, out_scale, out_bias, residual, act_min,
                   act_max, float_out, out_a_bits, out_inv_step, out_signed,
                   accumulate_only);
+}
+
+// An inverted-residual block's expand and depthwise convs in one pass:
+// the 1x1 conv of mbb_conv2d_int8_words on act_words (N, H, W, 1, K, Wg)
+// with its epilogue clamp(acc * scale + bias, act_min, act_max), then
+// depthwise_pack on its float output (dw_weight (O, 1, kh, kw), dw_scale
+// and dw_bias (O,), clamped to [dw_act_min, dw_act_max]) -> the depthwise
+// conv's (float output if float_out, words if out_a_bits > 0), the same
+// values bit for bit as the two ops one after the other, without writing
+// the expand conv's output (its rows go to a small ring per thread).
+std::tuple<at::Tensor, at::Tensor> mbb_conv2d_int8_depthwise_cpu(
+    const at::Tensor& act_words, const at::Tensor& weight_words,
+    const at::Tensor& weight_int8, const at::Tensor& weight_sums,
+    const at::Tensor& out_scale, const at::Tensor& out_bias,
+    int64_t in_channels, int64_t w_bits, int64_t a_bits, bool is_signed,
+    double act_min, double act_max, const at::Tensor& dw_weight,
+    const at::Tensor& dw_scale, const at::Tensor& dw_bias,
+    at::IntArrayRef dw_stride, at::IntArrayRef dw_padding,
+    at::IntArrayRef dw_dilation, double dw_act_min, double dw_act_max,
+    bool float_out, int64_t out_a_bits, double out_inv_step,
+    bool out_signed) {
+  const int64_t one[2] = {1, 1}, zero[2] = {0, 0};
+  const MBBConvShape s = mbb_cpu_conv2d_check(
+      act_words, true, weight_words, out_scale, out_bias, in_channels, w_bits,
+      a_bits, is_signed, one, one, zero, one, 1);
+  const DepthwiseCall dw = depthwise_call(
+      s.N, s.O, s.Ho, s.Wo, dw_weight, dw_scale, dw_bias, dw_stride,
+      dw_padding, dw_dilation, dw_act_min, dw_act_max, float_out, out_a_bits,
+      out_inv_step, out_signed);
+  LevelFill fill = [&](const MBBInt8Args& a, uint8_t* levels, int64_t begin,
+                       int64_t end) {
+#ifdef MMBINARY_MBB_HAVE_INT8_AVX512
+    mbb_int8_avx512::unpack_levels(
+        a,
+        reinterpret_cast<const uint64_t*>(
+            act_words.const_data_ptr<int64_t>()),
+        levels, begin, end);
+#endif
+    return false;
+  };
+  return run_int8(s, s, act_words, fill, kPhasePrepass, false, weight_int8,
+                  weight_sums, out_scale, out_bias, c10::nullopt, act_min,
+                  act_max, true, 0, 1.0, false, false, nullptr, &dw);
 }
 
 // The same on a float (N, C, H, W) input, quantized straight into the
@@ -761,6 +873,17 @@ TORCH_LIBRARY_FRAGMENT(mmbinary, m) {
       "bool float_out, int out_a_bits, float out_inv_step, bool out_signed, "
       "bool accumulate_only=False) -> (Tensor, Tensor)",
       {at::Tag::pt2_compliant_tag});
+  // Its 1x1 conv and the depthwise conv after it in one pass (MobileNetV2).
+  m.def(
+      "mbb_conv2d_int8_depthwise(Tensor act_words, Tensor weight_words, "
+      "Tensor weight_int8, Tensor weight_sums, Tensor out_scale, "
+      "Tensor out_bias, int in_channels, int w_bits, int a_bits, "
+      "bool is_signed, float act_min, float act_max, Tensor dw_weight, "
+      "Tensor dw_scale, Tensor dw_bias, int[2] dw_stride, "
+      "int[2] dw_padding, int[2] dw_dilation, float dw_act_min, "
+      "float dw_act_max, bool float_out, int out_a_bits, "
+      "float out_inv_step, bool out_signed) -> (Tensor, Tensor)",
+      {at::Tag::pt2_compliant_tag});
   // The same on a float input quantized straight into the kernel's levels.
   m.def(
       "mbb_conv2d_int8(Tensor input, Tensor weight_words, "
@@ -796,6 +919,8 @@ TORCH_LIBRARY_FRAGMENT(mmbinary, m) {
 TORCH_LIBRARY_IMPL(mmbinary, CPU, m) {
   m.impl("mbb_int8_prepare_weight", &mmbinary::mbb_int8_prepare_weight_cpu);
   m.impl("mbb_conv2d_int8_words", &mmbinary::mbb_conv2d_int8_words_cpu);
+  m.impl("mbb_conv2d_int8_depthwise",
+         &mmbinary::mbb_conv2d_int8_depthwise_cpu);
   m.impl("mbb_conv2d_int8", &mmbinary::mbb_conv2d_int8_cpu);
   m.impl("mbb_conv2d_int8_im2col", &mmbinary::mbb_conv2d_int8_im2col_cpu);
   m.impl("mbb_conv2d_int8_im2col_max_pool",
