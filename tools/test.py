@@ -58,6 +58,14 @@ def parse_args() -> argparse.Namespace:
         '(PackedKernelChoiceHook; the outputs are the same on every '
         'kernel); "popcount" runs them all on the popcount kernel')
     parser.add_argument(
+        '--memory-format',
+        choices=['choose', 'contiguous', 'channels_last'],
+        default='choose',
+        help='with --packed: "choose" times a test step of the first batch '
+        'with the model\'s conv weights NCHW (contiguous) and channels-last '
+        '(then its activations follow) and keeps the faster; or one of '
+        'them')
+    parser.add_argument(
         '--score-thr',
         type=float,
         help='keep detections scoring at least this (0..1; sets '
@@ -171,8 +179,9 @@ def main() -> None:
                 load_packed_checkpoint(model, args.checkpoint)
         except ValueError as error:  # not packed, other config or widths
             raise SystemExit(str(error))
-        if args.kernels == 'choose':
-            runner.register_hook(PackedKernelChoiceHook())
+        runner.register_hook(
+            PackedKernelChoiceHook(memory_format=args.memory_format,
+                                   kernels=args.kernels == 'choose'))
     if args.out is not None:
         runner.test_evaluator.metrics.append(dump_metric(cfg, args.out))
     with allow_bit_change(allow_bits):

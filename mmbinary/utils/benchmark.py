@@ -33,6 +33,7 @@ from mmbinary.models.heads.per_level_norm import PerLevelNormMBBConv2d
 from mmbinary.models.layers import MBBConv2d, MBBLinear
 from mmbinary.models.packing import (FoldedNorm, PackedMBBConv2d,
                                      find_layer_norm_pairs, fold_norm,
+                                     set_memory_format,
                                      use_channels_last_max_pools,
                                      use_onednn_convs)
 from mmbinary.models.packing.packed_flow import fused_after, passes_on
@@ -198,19 +199,9 @@ def fold_batch_norms(model: nn.Module) -> int:
 
 
 def to_channels_last(model: nn.Module) -> nn.Module:
-    """``model``, in place, with its 4-D float parameters and buffers (conv
-    weights) channels-last; integer buffers (packed words) keep the layout
-    their op defines."""
-    layout = torch.channels_last
-    for module in model.modules():
-        for param in module.parameters(recurse=False):
-            if param.dim() == 4:
-                param.data = param.data.contiguous(memory_format=layout)
-        for name, buffer in module.named_buffers(recurse=False):
-            if buffer.dim() == 4 and buffer.is_floating_point():
-                module._buffers[name] = buffer.contiguous(
-                    memory_format=layout)
-    return model
+    """``model``, in place, with its conv weights channels-last
+    (:func:`~mmbinary.models.packing.set_memory_format`)."""
+    return set_memory_format(model, 'channels_last')
 
 
 # ---- timing -----------------------------------------------------------------

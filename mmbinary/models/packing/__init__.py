@@ -7,6 +7,8 @@ from .convert import (LAYOUT_KEY, FoldedNorm, apply_packed_layout,
 from .float_convs import OneDNNConv2d, use_onednn_convs
 from .kernel_choice import KernelChoice, choose_kernels
 from .max_pool import ChannelsLastMaxPool2d, use_channels_last_max_pools
+from .memory_format import (MEMORY_FORMATS, MemoryFormatChoice,
+                            choose_memory_format, set_memory_format)
 from .norm_folding import find_layer_norm_pairs, fold_norm
 from .packed_layers import (KERNELS, PackedMBBConv2d, PackedMBBLinear,
                             int8_kernel_available)
@@ -19,5 +21,6 @@ __all__ = [
     'find_layer_norm_pairs', 'fold_norm', 'PackedMBBConv2d',
     'PackedMBBLinear', 'KERNELS', 'int8_kernel_available', 'KernelChoice',
     'choose_kernels', 'OneDNNConv2d', 'use_onednn_convs',
-    'ChannelsLastMaxPool2d', 'use_channels_last_max_pools'
+    'ChannelsLastMaxPool2d', 'use_channels_last_max_pools', 'MEMORY_FORMATS',
+    'MemoryFormatChoice', 'choose_memory_format', 'set_memory_format'
 ]
