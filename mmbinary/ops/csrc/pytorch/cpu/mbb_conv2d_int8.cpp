@@ -21,6 +21,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <tuple>
@@ -239,13 +240,13 @@ void pooled_rows(const MBBInt8Args& a, const MaxPoolShape& pool,
   });
 }
 
-// `bytes` bytes 64-byte aligned in `storage` (a tile row or vector load is
-// one cache line).
+// `count` values, 64-byte aligned, uninitialized, in `storage` (a tile row
+// or vector load is one cache line).
 template <typename T>
-T* aligned_buffer(std::vector<T>* storage, int64_t count) {
-  storage->resize(count + 64 / sizeof(T));
-  const uintptr_t address = reinterpret_cast<uintptr_t>(storage->data());
-  return storage->data() + ((-address & 63) / sizeof(T));
+T* aligned_buffer(std::unique_ptr<T[]>* storage, int64_t count) {
+  storage->reset(new T[count + 64 / sizeof(T)]);
+  const uintptr_t address = reinterpret_cast<uintptr_t>(storage->get());
+  return storage->get() + ((-address & 63) / sizeof(T));
 }
 
 // The fused depthwise conv `dw` after the conv of `a` (a row-local 1x1
@@ -264,8 +265,8 @@ bool depthwise_rows(const MBBInt8Args& a, const DepthwiseCall& dw,
   const int64_t row_floats = s.Wo * s.O;
   std::atomic<bool> nan{false};
   at::parallel_for(0, d.N * d.Ho, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> ring_storage;
-    std::vector<uint8_t> level_storage;
+    std::unique_ptr<float[]> ring_storage;
+    std::unique_ptr<uint8_t[]> level_storage;
     float* ring = aligned_buffer(&ring_storage, span * row_floats);
     uint8_t* level_row = aligned_buffer(&level_storage, s.W * a.pixel_bytes);
     MBBInt8Args t = a;
