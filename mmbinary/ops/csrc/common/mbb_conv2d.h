@@ -262,30 +262,6 @@ inline void mbb_block_taps(const MBBConvShape& s, const int64_t* kx_range,
   }
 }
 
-// level_sum[n, iy, ix, g] = sum over the group's channels of q, for the
-// input rows [row_begin, row_end) of the flattened (N * H) axis.
-inline void mbb_level_sums(const MBBConvShape& s, const uint64_t* act,
-                           int32_t* level_sum, int64_t row_begin,
-                           int64_t row_end) {
-  for (int64_t r = row_begin; r < row_end; ++r) {
-    for (int64_t ix = 0; ix < s.W; ++ix) {
-      const int64_t pixel = r * s.W + ix;
-      for (int64_t g = 0; g < s.G; ++g) {
-        const uint64_t* words = act + (pixel * s.G + g) * s.K * s.Wg;
-        int32_t total = 0;
-        for (int64_t k = 0; k < s.K; ++k) {
-          int32_t count = 0;
-          for (int64_t j = 0; j < s.Wg; ++j)
-            count += mbb_popcount_portable(words[k * s.Wg + j] &
-                                           mbb_word_mask(j, s.Cg));
-          total += count << k;
-        }
-        level_sum[pixel * s.G + g] = total;
-      }
-    }
-  }
-}
-
 // act_sum[n, y, x, g] = sum of level_sum over the valid taps of output
 // (y, x), for the output rows [row_begin, row_end) of the (N * Ho) axis.
 inline void mbb_window_sums(const MBBConvShape& s, const int32_t* level_sum,
@@ -316,39 +292,6 @@ inline void mbb_window_sums(const MBBConvShape& s, const int32_t* level_sum,
           const int32_t* src = level_sum + ((n * s.H + iy) * s.W + ix) * s.G;
           for (int64_t g = 0; g < s.G; ++g) dst[g] += src[g];
         }
-      }
-    }
-  }
-}
-
-// Signed mode: wsum_prefix[o, a, b] = sum of the weight codes w over the
-// taps ky < a, kx < b (2-D prefix sums), for output channels [o_begin,
-// o_end). The sum over a rectangle of valid taps then takes four reads.
-inline void mbb_weight_sum_prefix(const MBBConvShape& s,
-                                  const uint64_t* weight, int64_t* prefix,
-                                  int64_t o_begin, int64_t o_end) {
-  const int64_t mmax = (int64_t{1} << s.M) - 1;
-  const int64_t rows = s.kh + 1, cols = s.kw + 1;
-  for (int64_t o = o_begin; o < o_end; ++o) {
-    int64_t* p = prefix + o * rows * cols;
-    for (int64_t b = 0; b < cols; ++b) p[b] = 0;
-    for (int64_t ky = 0; ky < s.kh; ++ky) {
-      p[(ky + 1) * cols] = 0;
-      int64_t row_total = 0;
-      for (int64_t kx = 0; kx < s.kw; ++kx) {
-        const int64_t taps = s.kh * s.kw;
-        const uint64_t* words =
-            weight + (o * s.M * taps + ky * s.kw + kx) * s.Wg;
-        int64_t nsum = 0;  // sum over channels of the offset binary n
-        for (int64_t m = 0; m < s.M; ++m) {
-          int64_t count = 0;
-          for (int64_t j = 0; j < s.Wg; ++j)
-            count += mbb_popcount_portable(words[m * taps * s.Wg + j] &
-                                           mbb_word_mask(j, s.Cg));
-          nsum += count << m;
-        }
-        row_total += 2 * nsum - mmax * s.Cg;  // w = 2 n - Mmax
-        p[(ky + 1) * cols + kx + 1] = p[ky * cols + kx + 1] + row_total;
       }
     }
   }

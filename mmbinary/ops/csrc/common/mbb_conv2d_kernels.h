@@ -15,7 +15,7 @@
 //                                     writes tiles of OB channels x PV
 //                                     blocks of 4 columns;
 //   MMBINARY_MBB_TILE_CHANNELS        optionally, the channels per tile.
-// Types and pre-passes come from mbb_conv2d.h. No lambdas and no
+// Types and the other pre-passes come from mbb_conv2d.h. No lambdas and no
 // standard-library calls in here, so everything compiles with the target.
 //
 // How the convolution runs: a work item is one output row (n, y) of a chunk
@@ -28,6 +28,65 @@
 // zero words (they add 0). A tile (output channels x 4 columns) is then a
 // small GEMM over contiguous words: the weights of one valid kernel row are
 // contiguous, and so is the patch.
+
+// ---- pre-passes (popcounts of the activation and weight words) -----------
+
+// level_sum[n, iy, ix, g] = sum over the group's channels of q, for the
+// input rows [row_begin, row_end) of the flattened (N * H) axis.
+inline void level_sums(const MBBConvShape& s, const uint64_t* act,
+                       int32_t* level_sum, int64_t row_begin,
+                       int64_t row_end) {
+  for (int64_t r = row_begin; r < row_end; ++r) {
+    for (int64_t ix = 0; ix < s.W; ++ix) {
+      const int64_t pixel = r * s.W + ix;
+      for (int64_t g = 0; g < s.G; ++g) {
+        const uint64_t* words = act + (pixel * s.G + g) * s.K * s.Wg;
+        int32_t total = 0;
+        for (int64_t k = 0; k < s.K; ++k) {
+          int32_t count = 0;
+          for (int64_t j = 0; j < s.Wg; ++j)
+            count += MMBINARY_MBB_POPCOUNT(words[k * s.Wg + j] &
+                                           mbb_word_mask(j, s.Cg));
+          total += count << k;
+        }
+        level_sum[pixel * s.G + g] = total;
+      }
+    }
+  }
+}
+
+// Signed mode: wsum_prefix[o, a, b] = sum of the weight codes w over the
+// taps ky < a, kx < b (2-D prefix sums), for output channels [o_begin,
+// o_end). The sum over a rectangle of valid taps then takes four reads.
+inline void weight_sum_prefix(const MBBConvShape& s, const uint64_t* weight,
+                              int64_t* prefix, int64_t o_begin,
+                              int64_t o_end) {
+  const int64_t mmax = (int64_t{1} << s.M) - 1;
+  const int64_t rows = s.kh + 1, cols = s.kw + 1;
+  for (int64_t o = o_begin; o < o_end; ++o) {
+    int64_t* p = prefix + o * rows * cols;
+    for (int64_t b = 0; b < cols; ++b) p[b] = 0;
+    for (int64_t ky = 0; ky < s.kh; ++ky) {
+      p[(ky + 1) * cols] = 0;
+      int64_t row_total = 0;
+      for (int64_t kx = 0; kx < s.kw; ++kx) {
+        const int64_t taps = s.kh * s.kw;
+        const uint64_t* words =
+            weight + (o * s.M * taps + ky * s.kw + kx) * s.Wg;
+        int64_t nsum = 0;  // sum over channels of the offset binary n
+        for (int64_t m = 0; m < s.M; ++m) {
+          int64_t count = 0;
+          for (int64_t j = 0; j < s.Wg; ++j)
+            count += MMBINARY_MBB_POPCOUNT(words[m * taps * s.Wg + j] &
+                                           mbb_word_mask(j, s.Cg));
+          nsum += count << m;
+        }
+        row_total += 2 * nsum - mmax * s.Cg;  // w = 2 n - Mmax
+        p[(ky + 1) * cols + kx + 1] = p[ky * cols + kx + 1] + row_total;
+      }
+    }
+  }
+}
 
 // ---- activation quantize + pack ------------------------------------------
 

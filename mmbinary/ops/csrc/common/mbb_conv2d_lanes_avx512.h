@@ -145,7 +145,7 @@ inline void mbb_weight_lanes(const MBBConvShape& s, const uint64_t* weight,
 }
 
 // Channel-minor weight-sum prefix table (kh + 1, kw + 1, O8) int32 from the
-// (O, kh + 1, kw + 1) int64 one of mbb_weight_sum_prefix; |sums| < 2^31 by
+// (O, kh + 1, kw + 1) int64 one of weight_sum_prefix; |sums| < 2^31 by
 // the accumulator bound.
 inline void mbb_weight_prefix_lanes(const MBBConvShape& s,
                                     const int64_t* prefix, int32_t* lanes,

@@ -152,6 +152,33 @@ bool quantize_pack_into(const at::Tensor& input, const MBBConvShape& s,
   return nan;
 }
 
+// The pre-passes of mbb_conv2d_kernels.h with the popcount of `kernel`'s
+// variant (the portable one's is a sequence of shifts and adds).
+void level_sums(CpuKernel kernel, const MBBConvShape& s, const uint64_t* act,
+                int32_t* level_sum, int64_t row_begin, int64_t row_end) {
+#ifdef MMBINARY_MBB_HAVE_X86
+  if (kernel != CpuKernel::kGeneric) {
+    mbb_popcnt::level_sums(s, act, level_sum, row_begin, row_end);
+    return;
+  }
+#endif
+  (void)kernel;
+  mbb_generic::level_sums(s, act, level_sum, row_begin, row_end);
+}
+
+void weight_sum_prefix(CpuKernel kernel, const MBBConvShape& s,
+                       const uint64_t* weight, int64_t* prefix,
+                       int64_t o_begin, int64_t o_end) {
+#ifdef MMBINARY_MBB_HAVE_X86
+  if (kernel != CpuKernel::kGeneric) {
+    mbb_popcnt::weight_sum_prefix(s, weight, prefix, o_begin, o_end);
+    return;
+  }
+#endif
+  (void)kernel;
+  mbb_generic::weight_sum_prefix(s, weight, prefix, o_begin, o_end);
+}
+
 // Runs the convolution on packed activations `act`; writes out_acc (int32)
 // or, with out_scale / out_bias, the float epilogue into out.
 void run_conv(const MBBConvShape& s, const uint64_t* act,
@@ -195,7 +222,7 @@ void run_conv(const MBBConvShape& s, const uint64_t* act,
   // Pre-passes: per-pixel level sums, their window sums, weight sums.
   at::parallel_for(0, s.N * s.H, grain_for(s.W * s.G * s.K * s.Wg),
                    [&](int64_t begin, int64_t end) {
-    mbb_level_sums(s, act, level_ptr, begin, end);
+    level_sums(kernel, s, act, level_ptr, begin, end);
   });
   at::parallel_for(0, s.N * s.Ho, grain_for(s.Wo * s.G * s.kh * s.kw),
                    [&](int64_t begin, int64_t end) {
@@ -206,7 +233,7 @@ void run_conv(const MBBConvShape& s, const uint64_t* act,
     int64_t* prefix_ptr = prefix.data_ptr<int64_t>();
     at::parallel_for(0, s.O, grain_for(s.M * s.kh * s.kw * s.Wg),
                      [&](int64_t begin, int64_t end) {
-      mbb_weight_sum_prefix(s, a.weight, prefix_ptr, begin, end);
+      weight_sum_prefix(kernel, s, a.weight, prefix_ptr, begin, end);
     });
   }
 
@@ -368,7 +395,7 @@ void run_lane_conv(const MBBConvShape& s, const uint64_t* act,
     int32_t* ptr = pixel_sums.data_ptr<int32_t>();
     at::parallel_for(0, s.N * s.H, grain_for(s.W * s.G * s.K * s.Wg),
                    [&](int64_t begin, int64_t end) {
-      mbb_level_sums(s, act, ptr, begin, end);
+      level_sums(CpuKernel::kAvx512, s, act, ptr, begin, end);
     });
     level_sum = ptr;
   }
@@ -389,7 +416,8 @@ void run_lane_conv(const MBBConvShape& s, const uint64_t* act,
     int64_t* prefix_ptr = prefix.data_ptr<int64_t>();
     at::parallel_for(0, s.O, grain_for(s.M * s.kh * s.kw * s.Wg),
                      [&](int64_t begin, int64_t end) {
-      mbb_weight_sum_prefix(s, weight, prefix_ptr, begin, end);
+      weight_sum_prefix(CpuKernel::kAvx512, s, weight, prefix_ptr, begin,
+                        end);
     });
     prefix_lanes = at::empty({cells * O8}, opts.dtype(at::kInt));
     mbb_weight_prefix_lanes(s, prefix_ptr, prefix_lanes.data_ptr<int32_t>(),

@@ -135,7 +135,8 @@ std::tuple<at::Tensor, at::Tensor> mbb_int8_prepare_weight_cpu(
   mbb_int8_weight_layout(s, weight, codes.data_ptr<int8_t>(), 0, s.O);
   const int64_t cells = (s.kh + 1) * (s.kw + 1);
   at::Tensor prefix = at::empty({s.O * cells}, opts.dtype(at::kLong));
-  mbb_weight_sum_prefix(s, weight, prefix.data_ptr<int64_t>(), 0, s.O);
+  mbb_generic::weight_sum_prefix(s, weight, prefix.data_ptr<int64_t>(), 0,
+                                 s.O);  // once per layer
   at::Tensor lanes = at::zeros({s.kh + 1, s.kw + 1, O16}, opts.dtype(at::kInt));
   const int64_t* p = prefix.const_data_ptr<int64_t>();
   int32_t* l = lanes.data_ptr<int32_t>();
