@@ -128,6 +128,10 @@ ROW_CONFIGS = {
         'w2a2-kd-plbn-bb': (
             'retinanet_mnv2_mbb_w2a2_plbn_kd_bb_pennfudan.py',
             'retinanet_mnv2_mbb_w2a2_plbn_pennfudan.py'),
+        # the same with only the expand convs' inputs at 4 bits (mixed)
+        'w2a2-ea4-kd-plbn-bb': (
+            'retinanet_mnv2_mbb_w2a2_ea4_plbn_kd_bb_pennfudan.py',
+            'retinanet_mnv2_mbb_w2a2_ea4_plbn_pennfudan.py'),
         # the same with the backbone's activations at 4 bits (mixed)
         'w2a2-bb-a4-kd-plbn': (
             'retinanet_mnv2_mbb_w2a2_bb-a4_plbn_kd_pennfudan.py',
@@ -187,10 +191,11 @@ CONFIG_ROWS = ('w2a2-kd', 'w2a2-kd-plbn', 'w1a1-react-kd', 'w4a4-kd')
 #: fourteenth round), the mixed-precision models (2-bit weights, 4-bit
 #: backbone activations) of the twelfth and thirteenth rounds and the W2A2
 #: detector with learned thresholds before its backbone's quantizers
-#: (fifteenth round), and the W2A2 detector whose checkpoint holds a moving
-#: average of its weights (sixteenth round).
+#: (fifteenth round), the W2A2 detector whose checkpoint holds a moving
+#: average of its weights (sixteenth round) and the one whose expand convs
+#: read 4-bit inputs, distilled with its backbone imitated (seventeenth).
 OPTIONAL_CONFIG_ROWS = ('w2a2-kd-plbn-damp', 'w2a2-kd-damp',
-                        'w2a2-kd-plbn-ema',
+                        'w2a2-kd-plbn-ema', 'w2a2-ea4-kd-plbn-bb',
                         'w2a2-kd-plbn-bb', 'w2a2-kd-bb', 'w1a1-react-kd-bb',
                         'w2a2-bb-a4-kd-plbn', 'w2a2-bb-a4-kd',
                         'w2a2-rsign-kd-plbn')
