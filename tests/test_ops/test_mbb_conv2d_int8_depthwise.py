@@ -77,8 +77,7 @@ def _cases(count: int):
 @needs_vnni
 @pytest.mark.parametrize('case', list(_cases(24)))
 @pytest.mark.parametrize('inner', ['vnni', 'amx'])
-def test_fused_expand_depthwise_equals_the_two_ops(monkeypatch, case,
-                                                    inner):
+def test_fused_expand_depthwise_equals_the_two_ops(monkeypatch, case, inner):
     """Random channels, bits, kernels, strides, paddings, dilations, clamps,
     samples and threads: the same float output and words as the expand
     conv's float output through ``depthwise_pack`` (rows a thread computes

@@ -66,7 +66,10 @@ class PackedKernelChoiceHook(Hook):
             runner.model) else runner.model
         if not any(isinstance(m, PackedMBBConv2d) for m in model.modules()):
             return
-        run = lambda: model.test_step(data_batch)  # noqa: E731
+
+        def run():
+            return model.test_step(data_batch)
+
         if self.kernels:
             self._choose_kernels(runner, model, run)
         if self.memory_format == 'choose':
