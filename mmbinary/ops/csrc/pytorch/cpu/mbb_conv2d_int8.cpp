@@ -192,6 +192,15 @@ at::Tensor mbb_int8_patch_sums(const MBBInt8Args& a) {
 using LevelFill =
     std::function<bool(const MBBInt8Args&, uint8_t*, int64_t, int64_t)>;
 
+// `count` values, 64-byte aligned, uninitialized, in `storage` (a tile row
+// or vector load is one cache line).
+template <typename T>
+T* aligned_buffer(std::unique_ptr<T[]>* storage, int64_t count) {
+  storage->reset(new T[count + 64 / sizeof(T)]);
+  const uintptr_t address = reinterpret_cast<uintptr_t>(storage->get());
+  return storage->get() + ((-address & 63) / sizeof(T));
+}
+
 #ifdef MMBINARY_MBB_HAVE_INT8_AVX512
 // The fused max pool after the conv of `a` (float output, no residual, no
 // words): each thread computes the conv rows its pooled rows need, each
@@ -239,15 +248,6 @@ void pooled_rows(const MBBInt8Args& a, const MaxPoolShape& pool,
 #endif
     }
   });
-}
-
-// `count` values, 64-byte aligned, uninitialized, in `storage` (a tile row
-// or vector load is one cache line).
-template <typename T>
-T* aligned_buffer(std::unique_ptr<T[]>* storage, int64_t count) {
-  storage->reset(new T[count + 64 / sizeof(T)]);
-  const uintptr_t address = reinterpret_cast<uintptr_t>(storage->get());
-  return storage->get() + ((-address & 63) / sizeof(T));
 }
 
 // The fused depthwise conv `dw` after the conv of `a` (a row-local 1x1
@@ -538,11 +538,9 @@ std::tuple<at::Tensor, at::Tensor> run_int8(
   }
   at::parallel_for(0, items, 1, [&](int64_t begin, int64_t end) {
     if (row_local) {
-      // The fill's time is then inside the accumulate phase. 64-byte
-      // aligned: a tile row or vector load is one cache line.
-      std::vector<uint8_t> storage(s.W * a.pixel_bytes + 63);
-      uint8_t* row = storage.data() +
-                     (-reinterpret_cast<uintptr_t>(storage.data()) & 63);
+      // The fill's time is then inside the accumulate phase.
+      std::unique_ptr<uint8_t[]> storage;
+      uint8_t* row = aligned_buffer(&storage, s.W * a.pixel_bytes);
       MBBInt8Args local = a;
       local.levels = row;
       const MBBInt8RowFill fill_row = [&](int64_t n, int64_t y) {
