@@ -298,6 +298,24 @@ bool depthwise_rows(const MBBInt8Args& a, const DepthwiseCall& dw,
 }
 #endif
 
+// The fill of the levels from activation words (N, H, W, 1, K, Wg),
+// unpacked (`act_words` must outlive it).
+LevelFill words_fill(const at::Tensor& act_words) {
+  return [&act_words](const MBBInt8Args& a, uint8_t* levels, int64_t begin,
+                      int64_t end) {
+#ifdef MMBINARY_MBB_HAVE_INT8_AVX512
+    mbb_int8_avx512::unpack_levels(
+        a,
+        reinterpret_cast<const uint64_t*>(
+            act_words.const_data_ptr<int64_t>()),
+        levels, begin, end);
+#else
+    (void)a, (void)levels, (void)begin, (void)end;
+#endif
+    return false;
+  };
+}
+
 // The integer kernel once the geometry `s` is checked: the weight layout's
 // checks, the levels (`fill`, timed as `fill_phase`), the conv and the
 // epilogue. `like`: the input, for the options of the levels and words.
@@ -578,17 +596,7 @@ std::tuple<at::Tensor, at::Tensor> mbb_conv2d_int8_words_cpu(
   const MBBConvShape s = mbb_cpu_conv2d_check(
       act_words, true, weight_words, out_scale, out_bias, in_channels, w_bits,
       a_bits, is_signed, kernel_size, stride, padding, dilation, 1);
-  LevelFill fill = [&](const MBBInt8Args& a, uint8_t* levels, int64_t begin,
-                       int64_t end) {
-#ifdef MMBINARY_MBB_HAVE_INT8_AVX512
-    mbb_int8_avx512::unpack_levels(
-        a,
-        reinterpret_cast<const uint64_t*>(
-            act_words.const_data_ptr<int64_t>()),
-        levels, begin, end);
-#endif
-    return false;
-  };
+  const LevelFill fill = words_fill(act_words);
   return run_int8(s, s, act_words, fill, kPhasePrepass, false, weight_int8,
                   weight_sums, out_scale, out_bias, residual, act_min,
                   act_max, float_out, out_a_bits, out_inv_step, out_signed,
@@ -622,17 +630,7 @@ std::tuple<at::Tensor, at::Tensor> mbb_conv2d_int8_depthwise_cpu(
       s.N, s.O, s.Ho, s.Wo, dw_weight, dw_scale, dw_bias, dw_stride,
       dw_padding, dw_dilation, dw_act_min, dw_act_max, float_out, out_a_bits,
       out_inv_step, out_signed);
-  LevelFill fill = [&](const MBBInt8Args& a, uint8_t* levels, int64_t begin,
-                       int64_t end) {
-#ifdef MMBINARY_MBB_HAVE_INT8_AVX512
-    mbb_int8_avx512::unpack_levels(
-        a,
-        reinterpret_cast<const uint64_t*>(
-            act_words.const_data_ptr<int64_t>()),
-        levels, begin, end);
-#endif
-    return false;
-  };
+  const LevelFill fill = words_fill(act_words);
   return run_int8(s, s, act_words, fill, kPhasePrepass, false, weight_int8,
                   weight_sums, out_scale, out_bias, c10::nullopt, act_min,
                   act_max, true, 0, 1.0, false, false, nullptr, &dw);
