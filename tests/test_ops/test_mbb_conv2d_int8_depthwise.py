@@ -142,7 +142,7 @@ def test_fused_expand_depthwise_refuses_what_it_does_not_fuse():
     with pytest.raises(RuntimeError, match='at most 7 bits'):
         _fused(act, (pack_weight_codes(codes8, 8), ) + expand[1:],
                *args[2:4], 8, *args[5:])
-    with pytest.raises(RuntimeError, match='weight must be a float32 '
+    with pytest.raises(RuntimeError, match='dw_weight must be a float32 '
                        'depthwise kernel of shape \\(32, 1, kh, kw\\)'):
         _fused(act, expand, (depthwise[0][:16], ) + depthwise[1:],
                *args[3:])

@@ -24,14 +24,15 @@ struct DepthwiseCall {
 
 // Checks the arguments of a depthwise conv over an (N, C, H, W) float32
 // input (weight (C, 1, kh, kw), scale and bias (C,)), allocates its outputs
-// and fills every argument but the input (args.input / args.ring).
+// and fills every argument but the input (args.input / args.ring). The
+// messages name the arguments with `prefix` ("dw_" in the one-pass op).
 DepthwiseCall depthwise_call(int64_t N, int64_t C, int64_t H, int64_t W,
                              const at::Tensor& weight, const at::Tensor& scale,
                              const at::Tensor& bias, at::IntArrayRef stride,
                              at::IntArrayRef padding, at::IntArrayRef dilation,
                              double act_min, double act_max, bool float_out,
                              int64_t out_a_bits, double out_inv_step,
-                             bool out_signed);
+                             bool out_signed, const std::string& prefix);
 
 // Output rows [begin, end) of the (N * Ho) axis of `args` (a call's, or a
 // copy reading a ring) with the kernel `variant`. Returns whether a packed

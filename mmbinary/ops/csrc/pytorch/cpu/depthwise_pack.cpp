@@ -60,14 +60,15 @@ DepthwiseCall depthwise_call(int64_t N, int64_t C, int64_t H, int64_t W,
                              at::IntArrayRef padding, at::IntArrayRef dilation,
                              double act_min, double act_max, bool float_out,
                              int64_t out_a_bits, double out_inv_step,
-                             bool out_signed) {
+                             bool out_signed, const std::string& prefix) {
   MMBINARY_CHECK_CPU(weight);
   MMBINARY_CHECK_CPU(scale);
   MMBINARY_CHECK_CPU(bias);
   TORCH_CHECK(C >= 1, "input must have at least one channel");
   TORCH_CHECK(weight.scalar_type() == at::kFloat && weight.dim() == 4 &&
                   weight.size(0) == C && weight.size(1) == 1,
-              "weight must be a float32 depthwise kernel of shape (", C,
+              prefix, "weight must be a float32 depthwise kernel of shape (",
+              C,
               ", 1, kh, kw), got ", weight.scalar_type(), " ", weight.sizes());
   mbb_check_pair(stride, "stride", 1);
   mbb_check_pair(padding, "padding", 0);
@@ -97,8 +98,8 @@ DepthwiseCall depthwise_call(int64_t N, int64_t C, int64_t H, int64_t W,
   // (C, 1, kh, kw) -> (kh * kw, C16), tap-major, zero padded.
   call.weight = at::zeros({a.kh * a.kw, a.C16}, weight.options());
   call.weight.narrow(1, 0, C).copy_(weight.reshape({C, a.kh * a.kw}).t());
-  call.scale = padded_channels(scale, C, a.C16, "scale");
-  call.bias = padded_channels(bias, C, a.C16, "bias");
+  call.scale = padded_channels(scale, C, a.C16, (prefix + "scale").c_str());
+  call.bias = padded_channels(bias, C, a.C16, (prefix + "bias").c_str());
   a.input = nullptr;
   a.weight = call.weight.const_data_ptr<float>();
   a.scale = call.scale.const_data_ptr<float>();
@@ -167,7 +168,7 @@ std::tuple<at::Tensor, at::Tensor> depthwise_pack_cpu(
   DepthwiseCall call = depthwise_call(
       input.size(0), input.size(1), input.size(2), input.size(3), weight,
       scale, bias, stride, padding, dilation, act_min, act_max, float_out,
-      out_a_bits, out_inv_step, out_signed);
+      out_a_bits, out_inv_step, out_signed, "");
   const at::Tensor in = input.contiguous(at::MemoryFormat::ChannelsLast);
   call.args.input = in.const_data_ptr<float>();
   const DepthwisePackArgs& a = call.args;

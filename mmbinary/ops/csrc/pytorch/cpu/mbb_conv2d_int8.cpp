@@ -629,7 +629,7 @@ std::tuple<at::Tensor, at::Tensor> mbb_conv2d_int8_depthwise_cpu(
   const DepthwiseCall dw = depthwise_call(
       s.N, s.O, s.Ho, s.Wo, dw_weight, dw_scale, dw_bias, dw_stride,
       dw_padding, dw_dilation, dw_act_min, dw_act_max, float_out, out_a_bits,
-      out_inv_step, out_signed);
+      out_inv_step, out_signed, "dw_");
   const LevelFill fill = words_fill(act_words);
   return run_int8(s, s, act_words, fill, kPhasePrepass, false, weight_int8,
                   weight_sums, out_scale, out_bias, c10::nullopt, act_min,
