@@ -308,12 +308,15 @@ def test_row_configs_build_their_students(study, task_name):
                         if isinstance(m, MBBConv2d)}
             assert backbone == {(2, 4)} and bits == {main, (2, 4)}, row
         elif '-ea4' in row:  # 4-bit inputs: the convs that read a
-            # block's signed output (expand convs, the last 1x1 conv)
+            # block's signed output (expand convs: mmdet's expand_conv,
+            # mmseg's conv.0; mmdet's last 1x1 conv)
             four = {name for name, m in model.backbone.named_modules()
                     if isinstance(m, MBBConv2d) and m.a_bits == 4}
             assert four and all(
-                name.endswith('expand_conv.conv') or name == 'conv2.conv'
-                for name in four), row
+                name.endswith(('expand_conv.conv', 'conv.0.conv'))
+                or name == 'conv2.conv' for name in four), row
+            assert all(m.a_mode == 'signed' for name, m in
+                       model.backbone.named_modules() if name in four), row
             assert bits == {main, (2, 4)}, row
         else:
             assert bits == {main}, row

@@ -174,6 +174,9 @@ ROW_CONFIGS = {
         # the same with the backbone's outputs imitated too
         'w2a2-kd-bb': ('deeplabv3_mnv2-d8_mbb_w2a2_kd_bb_pennfudan.py',
                        'deeplabv3_mnv2-d8_mbb_w2a2_pennfudan.py'),
+        # only the expand convs' inputs at 4 bits (mixed)
+        'w2a2-ea4-kd': ('deeplabv3_mnv2-d8_mbb_w2a2_ea4_kd_pennfudan.py',
+                        'deeplabv3_mnv2-d8_mbb_w2a2_ea4_pennfudan.py'),
         'w1a1-react-kd': ('deeplabv3_mnv2-d8_mbb_w1a1_react_kd_pennfudan.py',
                           'deeplabv3_mnv2-d8_mbb_w1a1_react_pennfudan.py'),
         'w4a4-kd': ('deeplabv3_mnv2-d8_mbb_w2a2_kd_pennfudan.py',
@@ -193,9 +196,11 @@ CONFIG_ROWS = ('w2a2-kd', 'w2a2-kd-plbn', 'w1a1-react-kd', 'w4a4-kd')
 #: detector with learned thresholds before its backbone's quantizers
 #: (fifteenth round), the W2A2 detector whose checkpoint holds a moving
 #: average of its weights (sixteenth round) and the one whose expand convs
-#: read 4-bit inputs, distilled with its backbone imitated (seventeenth).
+#: read 4-bit inputs, distilled with its backbone imitated (seventeenth),
+#: and its segmentation twin without the imitation (eighteenth).
 OPTIONAL_CONFIG_ROWS = ('w2a2-kd-plbn-damp', 'w2a2-kd-damp',
                         'w2a2-kd-plbn-ema', 'w2a2-ea4-kd-plbn-bb',
+                        'w2a2-ea4-kd',
                         'w2a2-kd-plbn-bb', 'w2a2-kd-bb', 'w1a1-react-kd-bb',
                         'w2a2-bb-a4-kd-plbn', 'w2a2-bb-a4-kd',
                         'w2a2-rsign-kd-plbn')
