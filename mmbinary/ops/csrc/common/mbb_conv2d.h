@@ -270,20 +270,39 @@ inline void mbb_window_sums(const MBBConvShape& s, const int32_t* level_sum,
                             int64_t row_end) {
   for (int64_t r = row_begin; r < row_end; ++r) {
     const int64_t n = r / s.Ho, y = r % s.Ho;
+    if (s.G == 1) {
+      // The common case, a tap at a time over the whole row: tap kx is
+      // valid for the outputs x whose input column x * sw + kx * dw - pw
+      // lies inside the row, [x_lo, x_hi), so each pass is a run of
+      // loads and adds the compiler vectorizes (integer sums: the same
+      // totals as summing each output's valid taps).
+      int32_t* dst = act_sum + r * s.Wo;
+      for (int64_t x = 0; x < s.Wo; ++x) dst[x] = 0;
+      for (int64_t ky = ky_range[2 * y]; ky < ky_range[2 * y + 1]; ++ky) {
+        const int64_t iy = y * s.sh - s.ph + ky * s.dh;
+        const int32_t* src_row = level_sum + (n * s.H + iy) * s.W;
+        for (int64_t kx = 0; kx < s.kw; ++kx) {
+          const int64_t offset = kx * s.dw - s.pw;  // input column of x = 0
+          if (s.W - 1 - offset < 0) break;  // this tap and the next: none
+          const int64_t x_lo =
+              offset >= 0 ? 0 : (-offset + s.sw - 1) / s.sw;
+          const int64_t last = (s.W - 1 - offset) / s.sw + 1;
+          const int64_t x_hi = last < s.Wo ? last : s.Wo;
+          if (x_lo >= x_hi) continue;
+          const int32_t* src = src_row + x_lo * s.sw + offset;
+          int32_t* out = dst + x_lo;
+          const int64_t count = x_hi - x_lo;
+          if (s.sw == 1) {
+            for (int64_t i = 0; i < count; ++i) out[i] += src[i];
+          } else {
+            for (int64_t i = 0; i < count; ++i) out[i] += src[i * s.sw];
+          }
+        }
+      }
+      continue;
+    }
     for (int64_t x = 0; x < s.Wo; ++x) {
       int32_t* dst = act_sum + (r * s.Wo + x) * s.G;
-      if (s.G == 1) {  // the common case, without the group loop
-        int32_t total = 0;
-        for (int64_t ky = ky_range[2 * y]; ky < ky_range[2 * y + 1]; ++ky) {
-          const int64_t iy = y * s.sh - s.ph + ky * s.dh;
-          const int32_t* src = level_sum + (n * s.H + iy) * s.W +
-                               x * s.sw - s.pw;
-          for (int64_t kx = kx_range[2 * x]; kx < kx_range[2 * x + 1]; ++kx)
-            total += src[kx * s.dw];
-        }
-        *dst = total;
-        continue;
-      }
       for (int64_t g = 0; g < s.G; ++g) dst[g] = 0;
       for (int64_t ky = ky_range[2 * y]; ky < ky_range[2 * y + 1]; ++ky) {
         const int64_t iy = y * s.sh - s.ph + ky * s.dh;

@@ -36,6 +36,28 @@
 inline void level_sums(const MBBConvShape& s, const uint64_t* act,
                        int32_t* level_sum, int64_t row_begin,
                        int64_t row_end) {
+  if (s.G == 1 && s.Cg % kMBBWordBits == 0) {
+    // Whole words (no channel mask), a pixel's K * Wg words in a row: two
+    // running counts so that the adds do not wait on each other.
+    const int64_t words_per_pixel = s.K * s.Wg;
+    for (int64_t pixel = row_begin * s.W; pixel < row_end * s.W; ++pixel) {
+      const uint64_t* words = act + pixel * words_per_pixel;
+      int32_t total = 0;
+      for (int64_t k = 0; k < s.K; ++k) {
+        const uint64_t* plane = words + k * s.Wg;
+        int32_t even = 0, odd = 0;
+        int64_t j = 0;
+        for (; j + 1 < s.Wg; j += 2) {
+          even += MMBINARY_MBB_POPCOUNT(plane[j]);
+          odd += MMBINARY_MBB_POPCOUNT(plane[j + 1]);
+        }
+        if (j < s.Wg) even += MMBINARY_MBB_POPCOUNT(plane[j]);
+        total += (even + odd) << k;
+      }
+      level_sum[pixel] = total;
+    }
+    return;
+  }
   for (int64_t r = row_begin; r < row_end; ++r) {
     for (int64_t ix = 0; ix < s.W; ++ix) {
       const int64_t pixel = r * s.W + ix;
