@@ -348,23 +348,6 @@ def _register_fake() -> None:
             return _words_op_outputs(act_words, out_scale, shape, float_out,
                                      out_a_bits)
 
-    if hasattr(torch.ops.mmbinary, 'mbb_conv2d_int8_words_shortcut'):
-
-        @torch.library.register_fake(
-            'mmbinary::mbb_conv2d_int8_words_shortcut')
-        def _(act_words, weight_words, weight_int8, weight_sums, out_scale,
-              out_bias, in_channels, w_bits, a_bits, is_signed, kernel_size,
-              stride, padding, dilation, shortcut_input, sc_weight_words,
-              sc_weight_int8, sc_weight_sums, sc_scale, sc_bias,
-              sc_in_channels, sc_w_bits, sc_a_bits, sc_inv_step,
-              sc_is_signed, sc_stride, act_min, act_max, float_out,
-              out_a_bits, out_inv_step, out_signed):
-            shape = out_shape(act_words.shape[0], out_scale.shape[0],
-                              act_words.shape[1:3], kernel_size, stride,
-                              padding, dilation)
-            return _words_op_outputs(act_words, out_scale, shape, float_out,
-                                     out_a_bits)
-
     @torch.library.register_fake('mmbinary::mbb_conv2d_int8_words')
     def _(act_words, weight_words, weight_int8, weight_sums, out_scale,
           out_bias, in_channels, w_bits, a_bits, is_signed, kernel_size,

@@ -10,11 +10,7 @@ activation words (``torch.ops.mmbinary.mbb_conv2d_words``): no float
 tensor, no second pass over it. The block's last conv adds the shortcut
 and applies the ReLU in its epilogue too, writing the float output the
 next block's shortcut needs and, when the next block flows as well, that
-block's first activation words in the same pass. A downsampling shortcut
-(a packed 1x1 conv, its norm folded) on the integer kernel runs inside
-that conv: each of its rows is computed into a thread's buffer just before
-the last conv's row adds it (``mbb_conv2d_int8_words_shortcut``), so its
-output is never written whole.
+block's first activation words in the same pass.
 
 The words are exactly what the layer-by-layer path packs and the float
 values are computed with the same operations in the same order, so the
@@ -338,38 +334,15 @@ def _flow_conv_module_forward(self: nn.Module,
     return out
 
 
-def _inner_shortcut(block: nn.Module,
-                    last: PackedMBBConv2d) -> Optional[PackedMBBConv2d]:
-    """The shortcut conv of a ResNet block that runs inside its last conv
-    (:meth:`PackedMBBConv2d.run_words_with_shortcut`: its output is never
-    written whole), or None: a downsampling shortcut of a packed 1x1 conv
-    and its folded norm, both it and ``last`` on the integer kernel."""
-    shortcut = block.downsample
-    if not (isinstance(shortcut, nn.Sequential) and len(shortcut) == 2
-            and isinstance(shortcut[0], PackedMBBConv2d)
-            and isinstance(shortcut[1], FoldedNorm)):
-        return None
-    if last.kernel == 'popcount' or \
-            shortcut[0].shortcut_unsupported() is not None:
-        return None
-    return shortcut[0]
-
-
 def _flow_block(block: nn.Module, convs: Sequence[PackedMBBConv2d],
                 x: Tensor) -> Tensor:
     _, words = conv_input(block, convs[0], x, RELU, next_conv=convs[1])
     for i, conv in enumerate(convs[1:-1], start=1):
         _, words = conv_words(conv, words, RELU, next_conv=convs[i + 1])
-    shortcut = _inner_shortcut(block, convs[-1])
-    if shortcut is not None:
-        out, next_words = convs[-1].run_words_with_shortcut(
-            words, shortcut, x, *RELU, float_out=True,
-            next_conv=_next_conv(block))
-    else:
-        identity = x if block.downsample is None else block.downsample(x)
-        out, next_words = conv_words(
-            convs[-1], words, RELU, next_conv=_next_conv(block),
-            float_out=True, residual=identity)
+    identity = x if block.downsample is None else block.downsample(x)
+    out, next_words = conv_words(
+        convs[-1], words, RELU, next_conv=_next_conv(block), float_out=True,
+        residual=identity)
     _hand_on(block, out, next_words)
     return out
 

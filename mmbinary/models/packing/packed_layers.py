@@ -345,65 +345,6 @@ class PackedMBBConv2d(nn.Module):
                                     float_out, out_bits, out_inv, out_signed,
                                     lanes)
 
-    def shortcut_unsupported(self) -> Optional[str]:
-        """Why :meth:`run_words_with_shortcut` cannot run this layer as
-        the shortcut conv, or None."""
-        if self.kernel != 'int8':
-            return f"it runs on the {self.kernel!r} kernel, not 'int8'"
-        if self.kernel_size != (1, 1) or self.padding != (0, 0) or \
-                self.dilation != (1, 1) or self.groups != 1:
-            return ('it is not a 1x1 conv without padding, dilation or '
-                    'groups')
-        if not hasattr(torch.ops.mmbinary, 'mbb_conv2d_int8_words_shortcut'):
-            return 'this build has no mbb_conv2d_int8_words_shortcut'
-        return None
-
-    def run_words_with_shortcut(self,
-                                act_words: Tensor,
-                                shortcut: 'PackedMBBConv2d',
-                                shortcut_input: Tensor,
-                                act_min: float = -math.inf,
-                                act_max: float = math.inf,
-                                float_out: bool = True,
-                                next_conv: Optional['PackedMBBConv2d'] = None
-                                ) -> Tuple[Tensor, Tensor]:
-        """:meth:`run_words` with ``shortcut(shortcut_input)`` as the
-        residual, the shortcut's rows computed as this conv needs them
-        instead of written whole (``mbb_conv2d_int8_words_shortcut``; the
-        same values bit for bit): a ResNet block's last conv and its
-        downsampling shortcut, both on the integer kernel.
-
-        Args:
-            act_words (Tensor): (N, H, W, 1, K, Wg) this conv's words.
-            shortcut (PackedMBBConv2d): a 1x1 conv on the integer kernel
-                (see :meth:`shortcut_unsupported`) whose output has this
-                conv's shape; its own epilogue, no activation.
-            shortcut_input (Tensor): (N, C_sc, H_sc, W_sc) float32.
-            others: as :meth:`run_words`.
-
-        Returns:
-            tuple[Tensor, Tensor]: as :meth:`run_words`.
-        """
-        reason = shortcut.shortcut_unsupported()
-        if reason is not None:
-            raise ValueError(f'shortcut cannot run inside this conv: '
-                             f'{reason}')
-        if self.kernel == 'popcount':
-            raise ValueError("run_words_with_shortcut needs this conv on an "
-                             "integer kernel, got 'popcount'")
-        out_bits, out_inv, out_signed = _next_quantizer(next_conv)
-        w8, wsum = self.int8_weight()
-        sc_w8, sc_wsum = shortcut.int8_weight()
-        return torch.ops.mmbinary.mbb_conv2d_int8_words_shortcut(
-            act_words, self.weight_words, w8, wsum, self.out_scale,
-            self.out_bias, self.in_channels, self.w_bits, self.a_bits,
-            self.signed, self.kernel_size, self.stride, self.padding,
-            self.dilation, shortcut_input, shortcut.weight_words, sc_w8,
-            sc_wsum, shortcut.out_scale, shortcut.out_bias,
-            shortcut.in_channels, shortcut.w_bits, shortcut.a_bits,
-            float(shortcut.inv_step), shortcut.signed, shortcut.stride,
-            act_min, act_max, float_out, out_bits, out_inv, out_signed)
-
     def run_float(self,
                   input: Tensor,
                   act_min: float = -math.inf,

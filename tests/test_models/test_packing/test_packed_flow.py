@@ -65,48 +65,6 @@ def test_flow_with_shortcuts_at_their_own_bits_equals_layer_by_layer():
         assert torch.equal(a, b)
 
 
-@pytest.mark.skipif(
-    not hasattr(torch.ops.mmbinary, 'mbb_conv2d_int8_words_shortcut')
-    or not torch.ops.mmbinary.mbb_int8_supported(),
-    reason='no integer kernel')
-@pytest.mark.parametrize('depth,bits', [(50, 2), (18, 1), (50, 4)])
-def test_shortcut_convs_inside_the_last_conv_equal_layer_by_layer(
-        depth, bits, monkeypatch):
-    """On the integer kernel each downsampling shortcut conv runs inside
-    its block's last conv (its rows computed as they are added): the
-    layer-by-layer outputs, bit for bit."""
-    from mmbinary.models.packing import PackedMBBConv2d
-    torch.manual_seed(depth + bits)
-    model = MBBResNet(depth=depth, w_bits=bits, a_bits=bits,
-                      base_channels=16, encode_shortcut=True,
-                      shortcut_bits=8)
-    model.train()
-    with torch.no_grad():
-        model(torch.randn(2, 3, 64, 64))
-    model.eval()
-    model = convert_to_packed(model)
-    for module in model.modules():
-        if isinstance(module, PackedMBBConv2d) and module.groups == 1:
-            module.set_kernel('int8')
-    calls = []
-    inner = PackedMBBConv2d.run_words_with_shortcut
-
-    def spy(self, *args, **kwargs):
-        calls.append(self)
-        return inner(self, *args, **kwargs)
-
-    monkeypatch.setattr(PackedMBBConv2d, 'run_words_with_shortcut', spy)
-    x = torch.randn(2, 3, 40, 56)
-    with torch.no_grad():
-        flow = model(x)
-        # the layer-by-layer forward writes each shortcut's output
-        disable_packed_flow(model)
-        layerwise = model(x)
-    assert len(calls) == (4 if depth == 50 else 3)
-    for a, b in zip(flow, layerwise):
-        assert torch.equal(a, b)
-
-
 def test_flow_propagates_nan_through_the_layer_path():
     model = convert_to_packed(trained_backbone(18, 2))
     x = torch.randn(1, 3, 32, 32)

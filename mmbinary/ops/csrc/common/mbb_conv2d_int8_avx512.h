@@ -130,10 +130,6 @@ struct MBBInt8Args {
   int64_t out_pixel_shift = 0;
   bool stream_out = false;    // as MBBLaneArgs::stream_out
   const float* residual;      // (N, Ho, Wo, O) added, or null
-  // Output pixel p's residual is at residual + (p - residual_pixel_shift)
-  // * O (a row of a buffer of its own: the shortcut conv computed row by
-  // row, mbb_conv2d_int8_words_shortcut)
-  int64_t residual_pixel_shift = 0;
   float act_min, act_max;     // clamp (each side skipped where infinite)
   uint16_t* out_words;        // (N, Ho, Wo, out_K, out_Wg) words, or null
   int64_t out_K, out_Wg;
@@ -466,7 +462,6 @@ void epilogue_rows(const MBBInt8Args& a, int64_t n, int64_t y, int64_t x0,
   // In locals: the stores below may alias `a` as far as the compiler
   // knows, so it would load these again for every pixel.
   const float* const residual = a.residual;
-  const int64_t residual_shift = a.residual_pixel_shift * s.O;
   float* const out = a.out;
   const int64_t out_shift = a.out_pixel_shift * s.O;
   const bool stream_out = a.stream_out, out_signed = a.out_signed;
@@ -482,11 +477,10 @@ void epilogue_rows(const MBBInt8Args& a, int64_t n, int64_t y, int64_t x0,
         _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(acc), scale), bias);
     if (MODE & kEpiResidual) {
       // Two 16-pixel tiles on (the next tiles' rows).
-      const float* res = residual + (at - residual_shift);
-      _mm_prefetch(reinterpret_cast<const char*>(res + 32 * s.O),
+      _mm_prefetch(reinterpret_cast<const char*>(residual + at + 32 * s.O),
                    _MM_HINT_T0);
       value =
-          _mm512_add_ps(value, _mm512_maskz_loadu_ps(lanes, res));
+          _mm512_add_ps(value, _mm512_maskz_loadu_ps(lanes, residual + at));
     }
     if (clamp_low) value = _mm512_max_ps(value, act_min);
     if (clamp_high) value = _mm512_min_ps(value, act_max);

@@ -192,12 +192,6 @@ at::Tensor mbb_int8_patch_sums(const MBBInt8Args& a) {
 using LevelFill =
     std::function<bool(const MBBInt8Args&, uint8_t*, int64_t, int64_t)>;
 
-// Called by run_int8, instead of running its conv, with the conv's
-// prepared arguments (levels filled, constants set; they live until it
-// returns): the shortcut conv that mbb_conv2d_int8_words_shortcut runs
-// row by row inside the main conv.
-using PreparedInt8 = std::function<void(const MBBInt8Args&)>;
-
 // `count` values, 64-byte aligned, uninitialized, in `storage` (a tile row
 // or vector load is one cache line).
 template <typename T>
@@ -329,12 +323,6 @@ LevelFill words_fill(const at::Tensor& act_words) {
 // sums: `s` itself, or, where the kernel's taps are folded into the
 // channels (the im2col path: `s` a 1x1 conv over the patches), the
 // original conv's. `fill_writes_sums`: whether `fill` writes a.fill_sums.
-// `shortcut`: the prepared arguments of a conv with the same output pixels
-// and channels whose float output is the residual (see
-// mbb_conv2d_int8_words_shortcut): each work item computes its row of that
-// conv into a buffer of its thread's, then its own row with that row as
-// its residual. `prepared`: do not run the conv; hand its prepared
-// arguments to `prepared` (the outputs are then the callee's).
 std::tuple<at::Tensor, at::Tensor> run_int8(
     const MBBConvShape& s, const MBBConvShape& taps, const at::Tensor& like,
     const LevelFill& fill, MBBPhase fill_phase, bool fill_writes_sums,
@@ -344,9 +332,7 @@ std::tuple<at::Tensor, at::Tensor> run_int8(
     double act_max, bool float_out, int64_t out_a_bits, double out_inv_step,
     bool out_signed, bool accumulate_only,
     const MaxPoolShape* pool = nullptr,
-    const DepthwiseCall* depthwise = nullptr,
-    const MBBInt8Args* shortcut = nullptr,
-    const PreparedInt8* prepared = nullptr) {
+    const DepthwiseCall* depthwise = nullptr) {
   MMBINARY_CHECK_CPU(weight_int8);
   MMBINARY_CHECK_CPU(weight_sums);
   check_int8(s);
@@ -372,7 +358,7 @@ std::tuple<at::Tensor, at::Tensor> run_int8(
               weight_sums.sizes());
   TORCH_CHECK(out_a_bits >= 0 && out_a_bits <= kMBBMaxBits,
               "out_a_bits must be 0 (no words) or 1..8, got ", out_a_bits);
-  TORCH_CHECK(float_out || out_a_bits > 0 || accumulate_only || prepared,
+  TORCH_CHECK(float_out || out_a_bits > 0 || accumulate_only,
               "mbb_conv2d_int8_words: ask for float_out, words (out_a_bits "
               "> 0) or both");
   const float out_inv =
@@ -383,8 +369,6 @@ std::tuple<at::Tensor, at::Tensor> run_int8(
   const auto cl = at::MemoryFormat::ChannelsLast;
   const auto float_options = out_scale.options();
   const at::Tensor res = mbb_channels_last_residual(residual, s);
-  TORCH_CHECK(shortcut == nullptr || !res.defined(),
-              "a conv with a shortcut conv takes no residual tensor");
   at::Tensor out = at::empty({0}, float_options);
   at::Tensor words = at::empty({0}, like.options().dtype(at::kLong));
 #ifdef MMBINARY_MBB_HAVE_INT8_AVX512
@@ -425,8 +409,7 @@ std::tuple<at::Tensor, at::Tensor> run_int8(
   // (their patch sums), nor under the fused max pool.
   const bool row_local = s.kh == 1 && s.kw == 1 && s.sh == 1 && s.sw == 1 &&
                          s.ph == 0 && s.pw == 0 && chunk >= OB &&
-                         !mbb_int8_halved(s) && pool == nullptr &&
-                         prepared == nullptr;
+                         !mbb_int8_halved(s) && pool == nullptr;
   TORCH_CHECK(depthwise == nullptr || row_local,
               "the fused depthwise conv follows a 1x1 conv with stride 1, "
               "no padding and weights of at most 7 bits");
@@ -515,9 +498,7 @@ std::tuple<at::Tensor, at::Tensor> run_int8(
   a.act_min = amin, a.act_max = amax;
   a.out_K = 0, a.out_Wg = 0, a.out_inv_step = out_inv;
   a.out_signed = out_signed;
-  if (prepared != nullptr) {
-    // no outputs: the caller runs the conv row by row
-  } else if (pool != nullptr) {
+  if (pool != nullptr) {
     // the pooled output only (the conv's rows go to per-thread buffers)
     out = at::empty({s.N, s.O, pool->Ho, pool->Wo},
                     float_options.memory_format(cl));
@@ -549,29 +530,20 @@ std::tuple<at::Tensor, at::Tensor> run_int8(
     }
   }
   prepass_timer.stop();
-  if (prepared != nullptr) {
-    (*prepared)(a);
-    return {out, words};
-  }
   MBBPhaseTimer conv_timer(kPhaseAccumulate);
   const int64_t items = s.N * s.Ho * ((OB + chunk - 1) / chunk);
   const bool amx = use_amx(s);
-  const auto run_on = [](bool tiles, const MBBInt8Args& args, int64_t begin,
-                          int64_t end, const MBBInt8RowFill* before_row) {
-    (void)tiles;
+  const auto run_items = [amx](const MBBInt8Args& args, int64_t begin,
+                               int64_t end,
+                               const MBBInt8RowFill* before_row = nullptr) {
+    (void)amx;
 #ifdef MMBINARY_MBB_HAVE_INT8_AMX
-    if (tiles) {
+    if (amx) {
       mbb_int8_amx::conv_items(args, begin, end, before_row);
       return;
     }
 #endif
     mbb_int8_avx512::conv_items(args, begin, end, before_row);
-  };
-  const auto run_items = [&run_on, amx](
-                             const MBBInt8Args& args, int64_t begin,
-                             int64_t end,
-                             const MBBInt8RowFill* before_row = nullptr) {
-    run_on(amx, args, begin, end, before_row);
   };
   if (pool != nullptr) {
     pooled_rows(a, *pool, (OB + chunk - 1) / chunk, run_items,
@@ -582,42 +554,19 @@ std::tuple<at::Tensor, at::Tensor> run_int8(
     depthwise_check_no_nan(depthwise_rows(a, *depthwise, fill, run_items));
     return {depthwise->out, depthwise->words};
   }
-  const bool shortcut_amx = shortcut != nullptr && use_amx(shortcut->s);
   at::parallel_for(0, items, 1, [&](int64_t begin, int64_t end) {
-    MBBInt8Args local = a;
-    std::unique_ptr<uint8_t[]> storage;
-    uint8_t* row = nullptr;
-    const MBBInt8RowFill fill_row = [&](int64_t n, int64_t y) {
-      if (fill(local, row, n * s.H + y, n * s.H + y + 1)) nan.store(true);
-    };
     if (row_local) {
       // The fill's time is then inside the accumulate phase.
-      row = aligned_buffer(&storage, s.W * a.pixel_bytes);
+      std::unique_ptr<uint8_t[]> storage;
+      uint8_t* row = aligned_buffer(&storage, s.W * a.pixel_bytes);
+      MBBInt8Args local = a;
       local.levels = row;
-    }
-    const auto run_own = [&](int64_t b, int64_t e) {
-      run_items(local, b, e, row_local ? &fill_row : nullptr);
-    };
-    if (shortcut == nullptr) {
-      run_own(begin, end);
+      const MBBInt8RowFill fill_row = [&](int64_t n, int64_t y) {
+        if (fill(local, row, n * s.H + y, n * s.H + y + 1)) nan.store(true);
+      };
+      run_items(local, begin, end, &fill_row);
     } else {
-      // Each item: the shortcut conv's row (the item's chunk of channels)
-      // into a row buffer in this thread's cache, then the item with it
-      // as the residual.
-      std::unique_ptr<float[]> residual_storage;
-      float* residual_row = aligned_buffer(&residual_storage, s.Wo * s.O);
-      MBBInt8Args side = *shortcut;
-      side.o_blocks = a.o_blocks;  // the same items
-      side.out = residual_row;
-      side.stream_out = false;
-      local.residual = residual_row;
-      for (int64_t item = begin; item < end; ++item) {
-        const int64_t first_pixel = (item % (s.N * s.Ho)) * s.Wo;
-        side.out_pixel_shift = first_pixel;
-        local.residual_pixel_shift = first_pixel;
-        run_on(shortcut_amx, side, item, item + 1, nullptr);
-        run_own(item, item + 1);
-      }
+      run_items(a, begin, end);
     }
     if (a.stream_out) _mm_sfence();  // the streamed lines, before returning
   });
@@ -626,43 +575,6 @@ std::tuple<at::Tensor, at::Tensor> run_int8(
   return {out, words};
 }
 
-// mbb_conv2d_int8_cpu once its geometry `s` is checked; `prepared`: see
-// run_int8.
-std::tuple<at::Tensor, at::Tensor> int8_float(
-    const MBBConvShape& s, const at::Tensor& input, double inv_step,
-    const at::Tensor& weight_int8, const at::Tensor& weight_sums,
-    const at::Tensor& out_scale, const at::Tensor& out_bias,
-    const c10::optional<at::Tensor>& residual, double act_min,
-    double act_max, bool float_out, int64_t out_a_bits, double out_inv_step,
-    bool out_signed, const PreparedInt8* prepared) {
-  const float inv = mbb_check_inv_step(inv_step);
-  const at::Tensor x =
-      input.contiguous(at::MemoryFormat::ChannelsLast);  // (N, H, W, C)
-  // A strided 1x1 conv without padding (ResNet's downsampling shortcuts)
-  // reads one pixel in sh * sw: it runs as the stride-1 conv over those
-  // pixels, and only they are quantized (the same taps, levels and
-  // accumulators, so the same outputs).
-  const bool subsample = s.kh == 1 && s.kw == 1 && s.ph == 0 && s.pw == 0 &&
-                         (s.sh > 1 || s.sw > 1);
-  const MBBConvShape run = subsample
-      ? make_mbb_shape(s.N, s.C, s.Ho, s.Wo, s.O, s.G, 1, 1, 1, 1, 0, 0, 1,
-                       1, s.M, s.K, s.is_signed)
-      : s;
-  LevelFill fill = [&](const MBBInt8Args& a, uint8_t* levels, int64_t begin,
-                       int64_t end) {
-#ifdef MMBINARY_MBB_HAVE_INT8_AVX512
-    return mbb_int8_avx512::quantize_levels(
-        a, x.const_data_ptr<float>(), inv, levels, begin, end,
-        subsample ? s.sh : 1, subsample ? s.sw : 1, s.H, s.W);
-#else
-    return false;
-#endif
-  };
-  return run_int8(run, run, input, fill, kPhaseQuantizePack, true,
-                  weight_int8, weight_sums, out_scale, out_bias, residual,
-                  act_min, act_max, float_out, out_a_bits, out_inv_step,
-                  out_signed, false, nullptr, nullptr, nullptr, prepared);
-}
 
 }  // namespace
 
@@ -742,59 +654,35 @@ std::tuple<at::Tensor, at::Tensor> mbb_conv2d_int8_cpu(
   const MBBConvShape s = mbb_cpu_conv2d_check(
       input, false, weight_words, out_scale, out_bias, in_channels, w_bits,
       a_bits, is_signed, kernel_size, stride, padding, dilation, 1);
-  return int8_float(s, input, inv_step, weight_int8, weight_sums, out_scale,
-                    out_bias, residual, act_min, act_max, float_out,
-                    out_a_bits, out_inv_step, out_signed, nullptr);
-}
-
-// An op on the words of a conv (a ResNet block's last) and a shortcut conv
-// on the block's float input whose output is the residual: the values of
-// mbb_conv2d_int8(shortcut_input, sc_..., stride sc_stride, no clamp,
-// float_out) added by mbb_conv2d_int8_words(act_words, ..., residual=it)
-// bit for bit, without writing the shortcut's output (each work item
-// computes its row of it into a buffer of its thread's). The shortcut is
-// a 1x1 conv without padding whose output has the conv's (N, O, Ho, Wo).
-std::tuple<at::Tensor, at::Tensor> mbb_conv2d_int8_words_shortcut_cpu(
-    const at::Tensor& act_words, const at::Tensor& weight_words,
-    const at::Tensor& weight_int8, const at::Tensor& weight_sums,
-    const at::Tensor& out_scale, const at::Tensor& out_bias,
-    int64_t in_channels, int64_t w_bits, int64_t a_bits, bool is_signed,
-    at::IntArrayRef kernel_size, at::IntArrayRef stride,
-    at::IntArrayRef padding, at::IntArrayRef dilation,
-    const at::Tensor& shortcut_input, const at::Tensor& sc_weight_words,
-    const at::Tensor& sc_weight_int8, const at::Tensor& sc_weight_sums,
-    const at::Tensor& sc_scale, const at::Tensor& sc_bias,
-    int64_t sc_in_channels, int64_t sc_w_bits, int64_t sc_a_bits,
-    double sc_inv_step, bool sc_is_signed, at::IntArrayRef sc_stride,
-    double act_min, double act_max, bool float_out, int64_t out_a_bits,
-    double out_inv_step, bool out_signed) {
-  const MBBConvShape s = mbb_cpu_conv2d_check(
-      act_words, true, weight_words, out_scale, out_bias, in_channels, w_bits,
-      a_bits, is_signed, kernel_size, stride, padding, dilation, 1);
-  const int64_t one[2] = {1, 1}, zero[2] = {0, 0};
-  const MBBConvShape sc = mbb_cpu_conv2d_check(
-      shortcut_input, false, sc_weight_words, sc_scale, sc_bias,
-      sc_in_channels, sc_w_bits, sc_a_bits, sc_is_signed, one, sc_stride,
-      zero, one, 1);
-  TORCH_CHECK(sc.N == s.N && sc.O == s.O && sc.Ho == s.Ho && sc.Wo == s.Wo,
-              "the shortcut conv's output (N, O, Ho, Wo) must be the "
-              "conv's, got (", sc.N, ", ", sc.O, ", ", sc.Ho, ", ", sc.Wo,
-              ") and (", s.N, ", ", s.O, ", ", s.Ho, ", ", s.Wo, ")");
-  const LevelFill fill = words_fill(act_words);
-  std::tuple<at::Tensor, at::Tensor> result;
-  const PreparedInt8 with_shortcut = [&](const MBBInt8Args& side) {
-    result = run_int8(s, s, act_words, fill, kPhasePrepass, false,
-                      weight_int8, weight_sums, out_scale, out_bias,
-                      c10::nullopt, act_min, act_max, float_out, out_a_bits,
-                      out_inv_step, out_signed, false, nullptr, nullptr,
-                      &side);
+  const float inv = mbb_check_inv_step(inv_step);
+  const at::Tensor x =
+      input.contiguous(at::MemoryFormat::ChannelsLast);  // (N, H, W, C)
+  // A strided 1x1 conv without padding (ResNet's downsampling shortcuts)
+  // reads one pixel in sh * sw: it runs as the stride-1 conv over those
+  // pixels, and only they are quantized (the same taps, levels and
+  // accumulators, so the same outputs).
+  const bool subsample = s.kh == 1 && s.kw == 1 && s.ph == 0 && s.pw == 0 &&
+                         (s.sh > 1 || s.sw > 1);
+  const MBBConvShape run = subsample
+      ? make_mbb_shape(s.N, s.C, s.Ho, s.Wo, s.O, s.G, 1, 1, 1, 1, 0, 0, 1,
+                       1, s.M, s.K, s.is_signed)
+      : s;
+  LevelFill fill = [&](const MBBInt8Args& a, uint8_t* levels, int64_t begin,
+                       int64_t end) {
+#ifdef MMBINARY_MBB_HAVE_INT8_AVX512
+    return mbb_int8_avx512::quantize_levels(
+        a, x.const_data_ptr<float>(), inv, levels, begin, end,
+        subsample ? s.sh : 1, subsample ? s.sw : 1, s.H, s.W);
+#else
+    return false;
+#endif
   };
-  int8_float(sc, shortcut_input, sc_inv_step, sc_weight_int8, sc_weight_sums,
-             sc_scale, sc_bias, c10::nullopt, -INFINITY, INFINITY, false, 0,
-             1.0, false, &with_shortcut);
-  return result;
+  return run_int8(run, run, input, fill, kPhaseQuantizePack, true,
+                  weight_int8, weight_sums, out_scale, out_bias, residual,
+                  act_min,
+                  act_max, float_out, out_a_bits, out_inv_step, out_signed,
+                  false);
 }
-
 
 // mbb_conv2d_int8 with the kernel's taps folded into the channels
 // (im2col): each output pixel's patch, kh * kw * C levels in (ky, kx, c)
@@ -994,20 +882,6 @@ TORCH_LIBRARY_FRAGMENT(mmbinary, m) {
       "float dw_act_max, bool float_out, int out_a_bits, "
       "float out_inv_step, bool out_signed) -> (Tensor, Tensor)",
       {at::Tag::pt2_compliant_tag});
-  // Its conv with a shortcut conv on a float input as the residual, the
-  // shortcut's rows computed as the conv needs them (a ResNet block's end).
-  m.def(
-      "mbb_conv2d_int8_words_shortcut(Tensor act_words, Tensor weight_words, "
-      "Tensor weight_int8, Tensor weight_sums, Tensor out_scale, "
-      "Tensor out_bias, int in_channels, int w_bits, int a_bits, "
-      "bool is_signed, int[2] kernel_size, int[2] stride, int[2] padding, "
-      "int[2] dilation, Tensor shortcut_input, Tensor sc_weight_words, "
-      "Tensor sc_weight_int8, Tensor sc_weight_sums, Tensor sc_scale, "
-      "Tensor sc_bias, int sc_in_channels, int sc_w_bits, int sc_a_bits, "
-      "float sc_inv_step, bool sc_is_signed, int[2] sc_stride, "
-      "float act_min, float act_max, bool float_out, int out_a_bits, "
-      "float out_inv_step, bool out_signed) -> (Tensor, Tensor)",
-      {at::Tag::pt2_compliant_tag});
   // The same on a float input quantized straight into the kernel's levels.
   m.def(
       "mbb_conv2d_int8(Tensor input, Tensor weight_words, "
@@ -1046,8 +920,6 @@ TORCH_LIBRARY_IMPL(mmbinary, CPU, m) {
   m.impl("mbb_conv2d_int8_depthwise",
          &mmbinary::mbb_conv2d_int8_depthwise_cpu);
   m.impl("mbb_conv2d_int8", &mmbinary::mbb_conv2d_int8_cpu);
-  m.impl("mbb_conv2d_int8_words_shortcut",
-         &mmbinary::mbb_conv2d_int8_words_shortcut_cpu);
   m.impl("mbb_conv2d_int8_im2col", &mmbinary::mbb_conv2d_int8_im2col_cpu);
   m.impl("mbb_conv2d_int8_im2col_max_pool",
          &mmbinary::mbb_conv2d_int8_im2col_max_pool_cpu);
