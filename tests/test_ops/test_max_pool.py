@@ -154,3 +154,8 @@ def test_conv_with_fused_max_pool_checks_the_pool_and_has_a_fake_kernel():
     args[-1], args[-2] = [1, 1], [0, 2]
     with pytest.raises(RuntimeError, match='pool_stride must be'):
         ops.mbb_conv2d_int8_im2col_max_pool(*args)
+    args[-2] = [2, 2]
+    args[0] = x.clone()
+    args[0][0, 2, 11, 11] = float('nan')  # read by the last conv row only
+    with pytest.raises(RuntimeError, match='NaN'):
+        ops.mbb_conv2d_int8_im2col_max_pool(*args)

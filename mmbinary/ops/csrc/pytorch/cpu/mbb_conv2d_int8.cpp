@@ -208,16 +208,32 @@ T* aligned_buffer(std::unique_ptr<T[]>* storage, int64_t count) {
 // row's rows are consecutive, pool.dh == 1), and pools them into `out`
 // (N, pool.Ho, pool.Wo, O) as max_pool2d would the conv's output. `chunks`:
 // the work items' output-channel chunks per row (see run_int8).
+// `row_fill` (null: the level image is filled): a row-local conv's fill
+// (MBBInt8Args::one_level_row), run into a row buffer of the thread's just
+// before each conv row. Returns whether that fill read a NaN.
 template <typename RunItems>
-void pooled_rows(const MBBInt8Args& a, const MaxPoolShape& pool,
-                 int64_t chunks, const RunItems& run_items, float* out) {
+bool pooled_rows(const MBBInt8Args& a, const MaxPoolShape& pool,
+                 int64_t chunks, const RunItems& run_items, float* out,
+                 const LevelFill* row_fill) {
   const MBBConvShape& s = a.s;
   const int64_t row_floats = s.Wo * s.O;
+  std::atomic<bool> nan{false};
   at::parallel_for(0, s.N * pool.Ho, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> ring(pool.kh * row_floats);
     std::vector<const float*> rows(pool.kh);
     MBBInt8Args t = a;
     t.stream_out = false;
+    std::unique_ptr<uint8_t[]> level_storage;
+    std::optional<MBBInt8RowFill> fill_row;
+    if (row_fill != nullptr) {
+      uint8_t* level_row = aligned_buffer(&level_storage, s.W * a.pixel_bytes);
+      t.levels = level_row;
+      fill_row.emplace([&t, row_fill, level_row, &nan, &s](int64_t n,
+                                                           int64_t y) {
+        if ((*row_fill)(t, level_row, n * s.H + y, n * s.H + y + 1))
+          nan.store(true);
+      });
+    }
     int64_t done_n = -1, done_end = 0;  // rows [.., done_end) of done_n
     for (int64_t r = begin; r < end; ++r) {
       const int64_t n = r / pool.Ho, y = r % pool.Ho;
@@ -232,7 +248,7 @@ void pooled_rows(const MBBInt8Args& a, const MaxPoolShape& pool,
         t.out_pixel_shift = (n * s.Ho + iy) * s.Wo;
         for (int64_t c = 0; c < chunks; ++c) {
           const int64_t item = (c * s.N + n) * s.Ho + iy;
-          run_items(t, item, item + 1);
+          run_items(t, item, item + 1, fill_row ? &*fill_row : nullptr);
         }
       }
       done_end = std::max(done_end, last);
@@ -248,6 +264,7 @@ void pooled_rows(const MBBInt8Args& a, const MaxPoolShape& pool,
 #endif
     }
   });
+  return nan.load();
 }
 
 // The fused depthwise conv `dw` after the conv of `a` (a row-local 1x1
@@ -401,15 +418,22 @@ std::tuple<at::Tensor, at::Tensor> run_int8(
   // Under the fused depthwise conv a thread computes whole rows.
   if (depthwise != nullptr) chunk = 4 * ((OB + 3) / 4);
   a.o_blocks = chunk;
+  // 8-bit weights need each output's patch sum: a fill that can writes
+  // them with the levels where a pixel is a patch (1x1, stride 1, no
+  // padding), else they are summed from the levels below.
+  const bool pixel_is_patch = s.kh == 1 && s.kw == 1 && s.sh == 1 &&
+                              s.sw == 1 && s.ph == 0 && s.pw == 0;
+  const bool sums_in_fill =
+      fill_writes_sums && mbb_int8_halved(s) && pixel_is_patch;
   // A 1x1, stride-1 conv without padding reads each input row for one
   // output row: each thread fills a row's levels into a buffer of its own
   // just before computing it (kept in its caches), instead of the whole
-  // image before the conv. Only where the output channels are one chunk
-  // (else every chunk would fill the row again), not with 8-bit weights
-  // (their patch sums), nor under the fused max pool.
-  const bool row_local = s.kh == 1 && s.kw == 1 && s.sh == 1 && s.sw == 1 &&
-                         s.ph == 0 && s.pw == 0 && chunk >= OB &&
-                         !mbb_int8_halved(s) && pool == nullptr;
+  // image before the conv (the im2col path's patches: 64 KB a row of a
+  // ResNet stem at 512x672 against 16 MB an image). Only where the output
+  // channels are one chunk (else every chunk would fill the row again),
+  // and with 8-bit weights only where the fill writes their patch sums.
+  const bool row_local = pixel_is_patch && chunk >= OB &&
+                         (!mbb_int8_halved(s) || sums_in_fill);
   TORCH_CHECK(depthwise == nullptr || row_local,
               "the fused depthwise conv follows a 1x1 conv with stride 1, "
               "no padding and weights of at most 7 bits");
@@ -436,12 +460,6 @@ std::tuple<at::Tensor, at::Tensor> run_int8(
     }
   });
   a.levels = level_ptr;
-  // 8-bit weights need each output's patch sum: a fill that can writes
-  // them with the levels where a pixel is a patch (1x1, stride 1, no
-  // padding), else they are summed from the levels below.
-  const bool sums_in_fill = fill_writes_sums && mbb_int8_halved(s) &&
-                            s.kh == 1 && s.kw == 1 && s.sh == 1 &&
-                            s.sw == 1 && s.ph == 0 && s.pw == 0;
   at::Tensor patch_sums;
   if (sums_in_fill) {
     patch_sums = at::empty({s.N * s.Ho * s.Wo}, opts.dtype(at::kInt));
@@ -546,8 +564,10 @@ std::tuple<at::Tensor, at::Tensor> run_int8(
     mbb_int8_avx512::conv_items(args, begin, end, before_row);
   };
   if (pool != nullptr) {
-    pooled_rows(a, *pool, (OB + chunk - 1) / chunk, run_items,
-                out.data_ptr<float>());
+    if (pooled_rows(a, *pool, (OB + chunk - 1) / chunk, run_items,
+                    out.data_ptr<float>(), row_local ? &fill : nullptr))
+      nan.store(true);
+    check_nan();  // a row-local fill's
     return {out, words};
   }
   if (depthwise != nullptr) {
