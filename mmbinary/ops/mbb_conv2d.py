@@ -323,16 +323,18 @@ def _register_fake() -> None:
         def _(input, weight_words, weight_int8, weight_sums, out_scale,
               out_bias, in_channels, w_bits, a_bits, inv_step, is_signed,
               kernel_size, stride, padding, dilation, act_min, act_max,
-              pool_kernel, pool_stride, pool_padding):
+              pool_kernel, pool_stride, pool_padding, out_a_bits=0,
+              out_inv_step=1.0, out_signed=False):
             n, channels, height, width = out_shape(
                 input.shape[0], out_scale.shape[0], input.shape[2:4],
                 kernel_size, stride, padding, dilation)
             sizes = zip((height, width), pool_kernel, pool_stride,
                         pool_padding, (1, 1))
-            return _new_output(
-                input, (n, channels,
-                        *(fmt.conv_out_size(*args) for args in sizes)),
-                torch.float32)
+            pooled = (n, channels,
+                      *(fmt.conv_out_size(*args) for args in sizes))
+            words_like = input.new_empty((0, ), dtype=torch.int64)
+            return _words_op_outputs(words_like, out_scale, pooled, True,
+                                     out_a_bits)
 
     if hasattr(torch.ops.mmbinary, 'mbb_conv2d_int8_depthwise'):
 

@@ -124,12 +124,22 @@ def test_conv_with_fused_max_pool_equals_conv_then_pool(case, threads):
                 conv.shape[-1] < pk[1] - 2 * pp[1]:
             pytest.skip('the pool has no output for this geometry')
         expected = F.max_pool2d(conv, pk, ps, pp)
-        out = ops.mbb_conv2d_int8_im2col_max_pool(*conv_args, 0.0,
-                                                  float('inf'), pk, ps, pp)
+        out, no_words = ops.mbb_conv2d_int8_im2col_max_pool(
+            *conv_args, 0.0, float('inf'), pk, ps, pp)
+        # the pooled rows quantized into the next layer's words as well
+        next_bits, next_inv, next_signed = 1 + o % 4, 0.7, o % 2 == 0
+        expected_words = ops.mbb_quantize_pack(expected, next_bits,
+                                               next_inv, next_signed)
+        with_words, words = ops.mbb_conv2d_int8_im2col_max_pool(
+            *conv_args, 0.0, float('inf'), pk, ps, pp, next_bits, next_inv,
+            next_signed)
     finally:
         torch.set_num_threads(previous)
     assert out.is_contiguous(memory_format=torch.channels_last)
     assert torch.equal(_bits(out), _bits(expected))
+    assert no_words.numel() == 0
+    assert torch.equal(_bits(with_words), _bits(expected))
+    assert torch.equal(words, expected_words)
 
 
 @pytest.mark.skipif(not _int8_supported(), reason='no integer kernel')
@@ -148,6 +158,11 @@ def test_conv_with_fused_max_pool_checks_the_pool_and_has_a_fake_kernel():
             [1, 1]]
     torch.library.opcheck(ops.mbb_conv2d_int8_im2col_max_pool.default,
                           tuple(args), test_utils=('test_faketensor', ))
+    torch.library.opcheck(ops.mbb_conv2d_int8_im2col_max_pool.default,
+                          tuple(args + [2, 0.5, True]),
+                          test_utils=('test_faketensor', ))
+    with pytest.raises(RuntimeError, match='out_a_bits must be'):
+        ops.mbb_conv2d_int8_im2col_max_pool(*args, 9, 0.5, True)
     args[-1] = [2, 2]
     with pytest.raises(RuntimeError, match='pool_padding must be at most'):
         ops.mbb_conv2d_int8_im2col_max_pool(*args)

@@ -38,8 +38,10 @@ depthwise convs' float outputs stay in the cache between the convs (same
 values, see :func:`_flow_inverted_residual_in_bands`).
 A ResNet's packed stem conv applies the ReLU after it in its epilogue and,
 on the integer im2col kernel, the max pool after that too (its rows pooled
-as they come, the stem's full output never written); the ReLU and max-pool
-modules then pass the tensor on. Anything else keeps its own forward.
+as they come, the stem's full output never written, and the pooled rows
+quantized into the first block's activation words as well); the ReLU and
+max-pool modules then pass the tensor on. Anything else keeps its own
+forward.
 """
 import functools
 import math
@@ -660,20 +662,27 @@ def _flow_stem_conv_forward(self: PackedMBBConv2d, x: Tensor) -> Tensor:
     and, where its kernel can (:meth:`PackedMBBConv2d.run_float_max_pool`),
     the max pool after that too: the output is ``relu(conv(x))`` or
     ``maxpool(relu(conv(x)))``, marked so that the ReLU and the max pool
-    pass it on (:func:`_flow_passed_forward`)."""
+    pass it on (:func:`_flow_passed_forward`). A pooled output also
+    carries the first block's activation words where that block flows."""
     if not _runs_here(x):
         return type(self).forward(self, x)
     (lo, hi), pool = self.__dict__[_FUSED_AFTER]
+    next_conv = _next_conv(self)
     try:
-        out = self.run_float_max_pool(x, lo, hi, pool)
-        pooled = out is not None
-        if not pooled:
+        pooled_out = self.run_float_max_pool(x, lo, hi, pool, next_conv)
+        pooled = pooled_out is not None
+        if pooled:
+            out, words = pooled_out
+        else:  # the max pool runs after it: no words for the block
             out, _ = self.run_float(x, lo, hi, True, None, None)
+            next_conv = None
     except RuntimeError:
         if bool(torch.isnan(x).any()):  # NaN: the layer-by-layer path
             return type(self).forward(self, x)
         raise
     setattr(out, _DONE, (out._version, pooled))
+    if next_conv is not None:
+        _hand_on(self, out, words)
     return out
 
 
@@ -864,6 +873,11 @@ def enable_packed_flow(model: nn.Module,
         conv.forward = types.MethodType(_flow_stem_conv_forward, conv)
         relu.forward = types.MethodType(_flow_passed_forward, relu)
         pool.forward = types.MethodType(_flow_passed_forward, pool)
+        # the pooled output's words for the first block (ReLU and max pool
+        # pass the tensor on, so the block finds them on its input)
+        first = _edge_unit(getattr(module, module.res_layers[0]), last=False)
+        if _flow_unit(first) is not None:
+            conv.__dict__['_mmbinary_next_block'] = first
         names.append(f'{name}.conv1' if name else 'conv1')
     # A unit whose successor in a Sequential (a stage) or a head tower
     # takes words hands it its activation words.

@@ -391,9 +391,14 @@ class PackedMBBConv2d(nn.Module):
             self.padding, self.dilation, residual, act_min, act_max,
             float_out, out_bits, out_inv, out_signed)
 
-    def run_float_max_pool(self, input: Tensor, act_min: float,
-                           act_max: float,
-                           pool: nn.MaxPool2d) -> Optional[Tensor]:
+    def run_float_max_pool(
+            self,
+            input: Tensor,
+            act_min: float,
+            act_max: float,
+            pool: nn.MaxPool2d,
+            next_conv: Optional['PackedMBBConv2d'] = None
+    ) -> Optional[Tuple[Tensor, Tensor]]:
         """``pool(clamp(this conv(input), act_min, act_max))`` in one op
         (``mbb_conv2d_int8_im2col_max_pool``: the conv's rows go to a small
         buffer and are pooled there, never written whole), or None where
@@ -404,9 +409,13 @@ class PackedMBBConv2d(nn.Module):
             input (Tensor): (N, C_in, H, W) float32 on the CPU.
             act_min, act_max (float): the activation as a clamp.
             pool (nn.MaxPool2d): the max pool after the activation.
+            next_conv (PackedMBBConv2d, optional): also quantize the pooled
+                output into this layer's activation words, row by row.
 
         Returns:
-            Tensor | None: (N, C_out, Hp, Wp) float32, channels-last.
+            tuple[Tensor, Tensor] | None: the pooled output (N, C_out, Hp,
+            Wp) float32, channels-last, and ``next_conv``'s words (N, Hp,
+            Wp, 1, K, Wg) (empty without it).
         """
         op = getattr(torch.ops.mmbinary, 'mbb_conv2d_int8_im2col_max_pool',
                      None)
@@ -421,7 +430,8 @@ class PackedMBBConv2d(nn.Module):
                   self.out_bias, self.in_channels, self.w_bits, self.a_bits,
                   float(self.inv_step), self.signed, self.kernel_size,
                   self.stride, self.padding, self.dilation, act_min, act_max,
-                  _pair(pool.kernel_size), _pair(stride), _pair(pool.padding))
+                  _pair(pool.kernel_size), _pair(stride), _pair(pool.padding),
+                  *_next_quantizer(next_conv))
 
     def forward(self, input: Tensor) -> Tensor:
         """(N, C_in, H, W) float32 -> (N, C_out, H_out, W_out) float32.

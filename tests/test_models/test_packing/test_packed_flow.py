@@ -206,6 +206,20 @@ def test_encoded_stem_applies_its_relu_in_the_epilogue(layout, kernel,
     model.conv1.set_kernel(kernel)
     assert 'conv1' in enable_packed_flow(model)
     assert type(model.maxpool) is ChannelsLastMaxPool2d
+    x = torch.randn(2, 3, 40, 56).contiguous(memory_format=layout)
+    with torch.no_grad():
+        stem_out = model.conv1(x)
+    handed = getattr(stem_out, '_mmbinary_next_words', None)
+    if kernel == 'int8-im2col':  # pooled: the first block's words too
+        first = model.layer1[0]
+        assert handed[0] is first
+        assert torch.equal(
+            handed[2],
+            torch.ops.mmbinary.mbb_quantize_pack(
+                stem_out, first.conv1.a_bits, float(first.conv1.inv_step),
+                first.conv1.signed))
+    else:  # the max pool runs after it: no words
+        assert handed is None
     calls = []
     for module_type, label in ((nn.ReLU, 'relu'),
                                (ChannelsLastMaxPool2d, 'pool')):
@@ -214,7 +228,6 @@ def test_encoded_stem_applies_its_relu_in_the_epilogue(layout, kernel,
             module_type, 'forward',
             lambda self, x, real=real, label=label: calls.append(label) or
             real(self, x))
-    x = torch.randn(2, 3, 40, 56).contiguous(memory_format=layout)
     with torch.no_grad():
         flow = model(x)
         assert 'relu' not in calls

@@ -361,6 +361,37 @@ inline void im2col_row(const MBBConvShape& s, const PatchPlan& plan,
   }
 }
 
+// Quantizes `pixels` channels-last float pixels of C channels into the
+// next layer's activation words, as the epilogue does (mbb_quantize_level:
+// the same operations, so mbb_quantize_pack's bits): pixel p's bit plane k
+// of 16-channel block b is words[(p * K + k) * 4 * Wg + b]. The 16-bit
+// quarters past C's last block are not written (zero them first where
+// C % 64 != 0).
+inline void pack_float_pixels(const float* x, int64_t pixels, int64_t C,
+                              int64_t K, float inv_step, bool is_signed,
+                              uint16_t* words) {
+  const int64_t word_stride = mbb_num_words(C) * 4;  // quarters a plane
+  const __m512 inv = _mm512_set1_ps(inv_step);
+  const __m512 top = _mm512_set1_ps(static_cast<float>((1 << K) - 1));
+  const __m512 half = _mm512_set1_ps(0.5f), zero = _mm512_setzero_ps();
+  for (int64_t p = 0; p < pixels; ++p) {
+    const float* pixel = x + p * C;
+    uint16_t* dst = words + p * K * word_stride;
+    for (int64_t c = 0; c < C; c += 16) {
+      const __mmask16 lanes =
+          C - c >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (C - c)) - 1u);
+      __m512 level = _mm512_mul_ps(_mm512_maskz_loadu_ps(lanes, pixel + c),
+                                   inv);
+      if (is_signed) level = _mm512_mul_ps(_mm512_add_ps(level, top), half);
+      level = _mm512_min_ps(_mm512_max_ps(level, zero), top);
+      const __m512i q = _mm512_cvtps_epi32(level);
+      for (int64_t k = 0; k < K; ++k)
+        dst[k * word_stride + c / 16] = static_cast<uint16_t>(
+            _mm512_mask_test_epi32_mask(lanes, q, _mm512_set1_epi32(1 << k)));
+    }
+  }
+}
+
 // The sum of the first `count` levels at `levels` (a pixel's channels).
 inline int32_t level_sum(const uint8_t* levels, int64_t count) {
   __m512i sums = _mm512_setzero_si512();  // eight u64 partial sums

@@ -210,11 +210,14 @@ T* aligned_buffer(std::unique_ptr<T[]>* storage, int64_t count) {
 // the work items' output-channel chunks per row (see run_int8).
 // `row_fill` (null: the level image is filled): a row-local conv's fill
 // (MBBInt8Args::one_level_row), run into a row buffer of the thread's just
-// before each conv row. Returns whether that fill read a NaN.
+// before each conv row. `words` (null: none): the pooled rows quantized
+// into the next layer's activation words as well (pack_float_pixels with
+// a.out_K, a.out_inv_step, a.out_signed). Returns whether that fill read a
+// NaN.
 template <typename RunItems>
 bool pooled_rows(const MBBInt8Args& a, const MaxPoolShape& pool,
                  int64_t chunks, const RunItems& run_items, float* out,
-                 const LevelFill* row_fill) {
+                 const LevelFill* row_fill, uint16_t* words) {
   const MBBConvShape& s = a.s;
   const int64_t row_floats = s.Wo * s.O;
   std::atomic<bool> nan{false};
@@ -262,6 +265,10 @@ bool pooled_rows(const MBBInt8Args& a, const MaxPoolShape& pool,
 #else
       max_pool_row_portable(pool, rows.data(), last - first, dst);
 #endif
+      if (words != nullptr)
+        mbb_int8_avx512::pack_float_pixels(
+            dst, pool.Wo, pool.C, a.out_K, a.out_inv_step, a.out_signed,
+            words + r * pool.Wo * a.out_K * a.out_Wg * 4);
     }
   });
   return nan.load();
@@ -517,9 +524,18 @@ std::tuple<at::Tensor, at::Tensor> run_int8(
   a.out_K = 0, a.out_Wg = 0, a.out_inv_step = out_inv;
   a.out_signed = out_signed;
   if (pool != nullptr) {
-    // the pooled output only (the conv's rows go to per-thread buffers)
+    // the pooled output (the conv's rows go to per-thread buffers) and,
+    // where asked for, its words
     out = at::empty({s.N, s.O, pool->Ho, pool->Wo},
                     float_options.memory_format(cl));
+    if (out_a_bits > 0) {
+      const int64_t out_wg = mbb_num_words(s.O);
+      const auto shape = {s.N, pool->Ho, pool->Wo, int64_t{1}, out_a_bits,
+                          out_wg};
+      words = s.O % kMBBWordBits == 0 ? at::empty(shape, opts)
+                                      : at::zeros(shape, opts);
+      a.out_K = out_a_bits, a.out_Wg = out_wg;
+    }
   } else if (depthwise != nullptr) {
     // the depthwise conv's outputs only (its call holds them)
   } else if (accumulate_only) {
@@ -564,8 +580,13 @@ std::tuple<at::Tensor, at::Tensor> run_int8(
     mbb_int8_avx512::conv_items(args, begin, end, before_row);
   };
   if (pool != nullptr) {
+    uint16_t* pooled_words =
+        out_a_bits > 0
+            ? reinterpret_cast<uint16_t*>(words.data_ptr<int64_t>())
+            : nullptr;
     if (pooled_rows(a, *pool, (OB + chunk - 1) / chunk, run_items,
-                    out.data_ptr<float>(), row_local ? &fill : nullptr))
+                    out.data_ptr<float>(), row_local ? &fill : nullptr,
+                    pooled_words))
       nan.store(true);
     check_nan();  // a row-local fill's
     return {out, words};
@@ -831,11 +852,14 @@ std::tuple<at::Tensor, at::Tensor> mbb_conv2d_int8_im2col_cpu(
                      out_a_bits, out_inv_step, out_signed, nullptr);
 }
 
-// mbb_conv2d_int8_im2col's float output (no residual, no words) through
+// mbb_conv2d_int8_im2col's float output (no residual) through
 // max_pool2d(pool_kernel, pool_stride, pool_padding) (dilation 1, ceil_mode
 // off), without writing the conv's output: (N, O, Hp, Wp) channels-last,
-// the same values bit for bit (ResNet's stem conv, ReLU and max pool).
-at::Tensor mbb_conv2d_int8_im2col_max_pool_cpu(
+// the same values bit for bit (ResNet's stem conv, ReLU and max pool),
+// and, with out_a_bits > 0, the pooled output's (N, Hp, Wp, 1, out_a_bits,
+// ceil(O / 64)) words for the next layer (mbb_quantize_pack's, written as
+// the rows are pooled; else an empty tensor).
+std::tuple<at::Tensor, at::Tensor> mbb_conv2d_int8_im2col_max_pool_cpu(
     const at::Tensor& input, const at::Tensor& weight_words,
     const at::Tensor& weight_int8, const at::Tensor& weight_sums,
     const at::Tensor& out_scale, const at::Tensor& out_bias,
@@ -843,7 +867,8 @@ at::Tensor mbb_conv2d_int8_im2col_max_pool_cpu(
     bool is_signed, at::IntArrayRef kernel_size, at::IntArrayRef stride,
     at::IntArrayRef padding, at::IntArrayRef dilation, double act_min,
     double act_max, at::IntArrayRef pool_kernel, at::IntArrayRef pool_stride,
-    at::IntArrayRef pool_padding) {
+    at::IntArrayRef pool_padding, int64_t out_a_bits, double out_inv_step,
+    bool out_signed) {
   const MBBConvShape s = mbb_cpu_conv2d_check(
       input, false, weight_words, out_scale, out_bias, in_channels, w_bits,
       a_bits, is_signed, kernel_size, stride, padding, dilation, 1);
@@ -866,10 +891,9 @@ at::Tensor mbb_conv2d_int8_im2col_max_pool_cpu(
   TORCH_CHECK(pool.Ho >= 1 && pool.Wo >= 1, "the pooled output would be "
               "empty: conv output ", s.Ho, "x", s.Wo, ", pool_kernel ",
               pool_kernel, ", pool_stride ", pool_stride);
-  return std::get<0>(int8_im2col(s, input, weight_int8, weight_sums,
-                                 out_scale, out_bias, inv_step, c10::nullopt,
-                                 act_min, act_max, true, 0, 1.0, false,
-                                 &pool));
+  return int8_im2col(s, input, weight_int8, weight_sums, out_scale, out_bias,
+                     inv_step, c10::nullopt, act_min, act_max, true,
+                     out_a_bits, out_inv_step, out_signed, &pool);
 }
 
 }  // namespace mmbinary
@@ -929,8 +953,9 @@ TORCH_LIBRARY_FRAGMENT(mmbinary, m) {
       "Tensor out_bias, int in_channels, int w_bits, int a_bits, "
       "float inv_step, bool is_signed, int[2] kernel_size, int[2] stride, "
       "int[2] padding, int[2] dilation, float act_min, float act_max, "
-      "int[2] pool_kernel, int[2] pool_stride, int[2] pool_padding) "
-      "-> Tensor",
+      "int[2] pool_kernel, int[2] pool_stride, int[2] pool_padding, "
+      "int out_a_bits=0, float out_inv_step=1., bool out_signed=False) "
+      "-> (Tensor, Tensor)",
       {at::Tag::pt2_compliant_tag});
 }
 
