@@ -354,7 +354,8 @@ def _register_fake() -> None:
     def _(act_words, weight_words, weight_int8, weight_sums, out_scale,
           out_bias, in_channels, w_bits, a_bits, is_signed, kernel_size,
           stride, padding, dilation, residual, act_min, act_max, float_out,
-          out_a_bits, out_inv_step, out_signed, accumulate_only=False):
+          out_a_bits, out_inv_step, out_signed, accumulate_only=False,
+          side_words=None, side_inv_step=1.0, side_signed=False):
         shape = out_shape(act_words.shape[0], out_scale.shape[0],
                           act_words.shape[1:3], kernel_size, stride, padding,
                           dilation)

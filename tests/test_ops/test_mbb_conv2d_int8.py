@@ -76,6 +76,76 @@ def test_int8_kernel_equals_popcount_kernel(case, residual):
 
 
 @needs_vnni
+@pytest.mark.parametrize('case', CASES[:5] + list(_random_cases(6)))
+@pytest.mark.parametrize('next_words', [False, True])
+def test_side_words_equal_packing_the_float_output(case, next_words):
+    """A second consumer's words of the output (its own bits, step and
+    sign), written in place in the same pass: mbb_quantize_pack of the
+    float output, bit for bit, with or without the next layer's words;
+    the other outputs unchanged; a stale buffer is overwritten (channels
+    past a 16-channel block zeroed)."""
+    c, o, k, s, p, d, m, a, signed = case
+    gen = torch.Generator().manual_seed(c * 7 + o)
+    h, w = 9, 11
+    if (h + 2 * p - d * (k - 1) - 1) < 0 or (w + 2 * p - d * (k - 1) - 1) < 0:
+        pytest.skip('no output for this geometry')
+    x = torch.randn(2, c, h, w, generator=gen)
+    codes = (torch.randint(0, 2**m, (o, c, k, k), generator=gen) * 2 -
+             (2**m - 1)).int()
+    weight_words = pack_weight_codes(codes, m)
+    act = quantize_pack(x, a, 3.0, signed)
+    scale, bias = torch.randn(o, generator=gen), torch.randn(o, generator=gen)
+    geometry = (c, m, a, signed, [k, k], [s, s], [p, p], [d, d])
+    ops = torch.ops.mmbinary
+    w8, wsum = ops.mbb_int8_prepare_weight(weight_words, c, m, [k, k])
+    next_bits = 3 if next_words else 0
+    plain = ops.mbb_conv2d_int8_words(act, weight_words, w8, wsum, scale,
+                                      bias, *geometry, None, -1.0, 4.0, True,
+                                      next_bits, 1.7, False)
+    side_bits, side_inv, side_signed = 1 + (o + m) % 4, 0.9, o % 2 == 1
+    expected = ops.mbb_quantize_pack(plain[0], side_bits, side_inv,
+                                     side_signed)
+    side = torch.full_like(expected, -1)  # stale bits everywhere
+    out = ops.mbb_conv2d_int8_words(act, weight_words, w8, wsum, scale, bias,
+                                    *geometry, None, -1.0, 4.0, True,
+                                    next_bits, 1.7, False, False, side,
+                                    side_inv, side_signed)
+    assert torch.equal(side, expected)
+    assert torch.equal(out[0], plain[0])
+    assert torch.equal(out[1], plain[1])
+
+
+@needs_vnni
+def test_side_words_are_checked_and_have_a_fake_kernel():
+    gen = torch.Generator().manual_seed(0)
+    codes = (torch.randint(0, 4, (20, 8, 3, 3), generator=gen) * 2 - 3).int()
+    weight_words = pack_weight_codes(codes, 2)
+    act = quantize_pack(torch.randn(1, 8, 6, 7, generator=gen), 2, 3.0,
+                        False)
+    ops = torch.ops.mmbinary
+    w8, wsum = ops.mbb_int8_prepare_weight(weight_words, 8, 2, [3, 3])
+    args = [act, weight_words, w8, wsum, torch.ones(20), torch.zeros(20), 8,
+            2, 2, False, [3, 3], [1, 1], [1, 1], [1, 1], None, 0.0,
+            float('inf'), True, 2, 1.0, False, False,
+            torch.zeros(1, 6, 7, 1, 2, 1, dtype=torch.int64), 0.5, True]
+    torch.library.opcheck(ops.mbb_conv2d_int8_words.default, tuple(args),
+                          test_utils=('test_schema', 'test_faketensor'))
+    args[22] = torch.zeros(1, 6, 7, 1, 2, 2, dtype=torch.int64)
+    with pytest.raises(RuntimeError, match='side_words must be'):
+        ops.mbb_conv2d_int8_words(*args)
+    args[22] = torch.zeros(1, 6, 7, 1, 9, 1, dtype=torch.int64)
+    with pytest.raises(RuntimeError, match='side_words must be'):
+        ops.mbb_conv2d_int8_words(*args)
+    args[22], args[23] = torch.zeros(1, 6, 7, 1, 2, 1,
+                                     dtype=torch.int64), 0.0
+    with pytest.raises(RuntimeError, match='inv_step'):
+        ops.mbb_conv2d_int8_words(*args)
+    args[21], args[23] = True, 0.5  # accumulators only: no epilogue
+    with pytest.raises(RuntimeError, match='side_words needs'):
+        ops.mbb_conv2d_int8_words(*args)
+
+
+@needs_vnni
 @pytest.mark.parametrize('signed', [False, True])
 def test_eight_bit_weights_at_the_extreme_codes(signed):
     """8-bit codes reach +-255, outside int8: the kernel holds

@@ -57,7 +57,7 @@ from mmbinary.ops import ext_loaded
 
 from .convert import FoldedNorm
 from .norm_folding import is_foldable_norm
-from .packed_layers import PackedMBBConv2d
+from .packed_layers import PackedMBBConv2d, side_words_buffer
 
 #: ModuleLists whose entries run one after the other on one tensor: the
 #: stacked convs of mmdet's dense heads (RetinaHead, RPNHead, ...). Other
@@ -66,6 +66,11 @@ SEQUENTIAL_LISTS = ('cls_convs', 'reg_convs')
 #: Attribute of a block's float output holding the next block's words:
 #: (consumer block, the output's version counter, words).
 _WORDS = '_mmbinary_next_words'
+#: The same for a second consumer of a backbone stage's output (an FPN
+#: lateral ConvModule), whose words the stage's last conv writes too.
+_SIDE_WORDS = '_mmbinary_side_words'
+#: Instance attribute of a stage's last block: that second consumer.
+_SIDE_UNIT = '_mmbinary_side_unit'
 
 
 #: A flowing ConvModule's packed conv and activation clamp.
@@ -251,7 +256,9 @@ def conv_words(conv: PackedMBBConv2d,
                act: Tuple[float, float] = NO_ACTIVATION,
                next_conv: Optional[PackedMBBConv2d] = None,
                float_out: bool = False,
-               residual: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+               residual: Optional[Tensor] = None,
+               side_conv: Optional[PackedMBBConv2d] = None,
+               side_words: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
     """``conv`` on activation words, then (+ residual), (activation).
 
     Args:
@@ -264,13 +271,16 @@ def conv_words(conv: PackedMBBConv2d,
         float_out (bool): return the float output.
         residual (Tensor, optional): (N, O, Ho, Wo) float32 added before
             the ReLU.
+        side_conv, side_words: a second consumer's words of the output,
+            filled in place (:meth:`PackedMBBConv2d.run_words`).
 
     Returns:
         tuple[Tensor, Tensor]: the float output (N, O, Ho, Wo) (empty if
         not asked for) and ``next_conv``'s words (empty without it).
     """
     return conv.run_words(act_words, act[0], act[1], float_out, next_conv,
-                          residual)
+                          residual, side_conv=side_conv,
+                          side_words=side_words)
 
 
 def conv_input(block: nn.Module,
@@ -294,9 +304,11 @@ def conv_input(block: nn.Module,
 def _handed_words(block: nn.Module, x: Tensor) -> Optional[Tensor]:
     """The words the block before left on ``x`` for ``block``, or None
     (none left, left for another block, or ``x`` changed since)."""
-    handed = getattr(x, _WORDS, None)
-    if handed is not None and handed[0] is block and handed[1] == x._version:
-        return handed[2]
+    for name in (_WORDS, _SIDE_WORDS):
+        handed = getattr(x, name, None)
+        if handed is not None and handed[0] is block and \
+                handed[1] == x._version:
+            return handed[2]
     return None
 
 
@@ -342,10 +354,16 @@ def _flow_block(block: nn.Module, convs: Sequence[PackedMBBConv2d],
     for i, conv in enumerate(convs[1:-1], start=1):
         _, words = conv_words(conv, words, RELU, next_conv=convs[i + 1])
     identity = x if block.downsample is None else block.downsample(x)
+    side = block.__dict__.get(_SIDE_UNIT)
+    side_conv = None if side is None else _flow_unit(side)
+    side_words = None if side_conv is None else side_words_buffer(
+        identity.shape, side_conv)
     out, next_words = conv_words(
         convs[-1], words, RELU, next_conv=_next_conv(block), float_out=True,
-        residual=identity)
+        residual=identity, side_conv=side_conv, side_words=side_words)
     _hand_on(block, out, next_words)
+    if side_conv is not None:
+        setattr(out, _SIDE_WORDS, (side, out._version, side_words))
     return out
 
 
@@ -896,7 +914,38 @@ def enable_packed_flow(model: nn.Module,
         for stage, following in zip(stages, stages[1:]):
             _link(_edge_unit(stage, last=True),
                   _edge_unit(following, last=False))
+    # ... and a detector's FPN lateral convs theirs, from the stages they
+    # read.
+    for producer, lateral in _lateral_links(model):
+        if _block_convs(producer) is not None and \
+                _flow_unit(lateral) is not None:
+            producer.__dict__[_SIDE_UNIT] = lateral
     return names
+
+
+def _lateral_links(model: nn.Module) -> List[Tuple[nn.Module, nn.Module]]:
+    """(stage's last block, FPN lateral ConvModule reading that stage's
+    output) of every module with a ``backbone`` (mmdet's ResNet, stock
+    forward) and a ``neck`` (mmdet's FPN, stock forward): lateral i reads
+    the backbone output ``i + start_level``, the output of stage
+    ``out_indices[i + start_level]``."""
+    from mmdet.models.necks import FPN
+    links = []
+    for module in model.modules():
+        backbone = getattr(module, 'backbone', None)
+        neck = getattr(module, 'neck', None)
+        if backbone is None or type(neck).forward is not FPN.forward or \
+                _stock_forward_stages(backbone) != 'res_layers':
+            continue
+        stages = [getattr(backbone, name) for name in backbone.res_layers]
+        out_indices = list(backbone.out_indices)
+        for i, lateral in enumerate(neck.lateral_convs):
+            level = i + neck.start_level
+            if level < len(out_indices) and \
+                    out_indices[level] < len(stages):
+                links.append((_edge_unit(stages[out_indices[level]],
+                                         last=True), lateral))
+    return links
 
 
 def _stock_forward_stages(module: nn.Module) -> str:
@@ -954,4 +1003,5 @@ def disable_packed_flow(model: nn.Module) -> None:
         if getattr(forward, '__func__', None) in FLOW_FORWARDS:
             del module.forward
         module.__dict__.pop('_mmbinary_next_block', None)
+        module.__dict__.pop(_SIDE_UNIT, None)
         module.__dict__.pop(_FUSED_AFTER, None)

@@ -9,13 +9,14 @@ the activation step and a folded batch norm, ``out_bias`` the bias and the
 folded norm's shift.
 """
 import math
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmbinary.ops import build_info, ext_loaded, mbb_conv2d, pack_weight_codes
+from mmbinary.packed_format import num_group_words
 from mmbinary.packed_format import pair as _pair
 from mmbinary.quant import check_bits
 
@@ -97,6 +98,17 @@ def _next_quantizer(next_conv: Optional['PackedMBBConv2d']
     if next_conv is None:
         return 0, 1.0, False
     return next_conv.a_bits, float(next_conv.inv_step), next_conv.signed
+
+
+def side_words_buffer(output_shape: Sequence[int],
+                      side_conv: 'PackedMBBConv2d') -> Tensor:
+    """An uninitialized (N, Ho, Wo, 1, K, Wg) int64 buffer for
+    ``side_conv``'s words of an (N, O, Ho, Wo) output
+    (:meth:`PackedMBBConv2d.run_words`'s ``side_words``)."""
+    n, channels, height, width = output_shape
+    return torch.empty((n, height, width, 1, side_conv.a_bits,
+                        num_group_words(channels)),
+                       dtype=torch.int64)
 
 
 #: The string paddings ``nn.Conv2d`` takes.
@@ -302,7 +314,9 @@ class PackedMBBConv2d(nn.Module):
                   float_out: bool = True,
                   next_conv: Optional['PackedMBBConv2d'] = None,
                   residual: Optional[Tensor] = None,
-                  epilogue: Optional[Tuple[Tensor, Tensor]] = None
+                  epilogue: Optional[Tuple[Tensor, Tensor]] = None,
+                  side_conv: Optional['PackedMBBConv2d'] = None,
+                  side_words: Optional[Tensor] = None
                   ) -> Tuple[Tensor, Tensor]:
         """This conv on its activation words (CPU, one group) with the
         chosen kernel (``'int8-im2col'`` runs as ``'int8'`` here: it folds
@@ -320,6 +334,14 @@ class PackedMBBConv2d(nn.Module):
             epilogue (tuple[Tensor, Tensor], optional): (scale, bias),
                 (O,) float32 contiguous, instead of ``out_scale`` and
                 ``out_bias`` (a per-level head's level).
+            side_conv (PackedMBBConv2d, optional): a second consumer of the
+                output (an FPN lateral conv reading a backbone stage's
+                output), whose words go to ``side_words``.
+            side_words (Tensor, optional): (N, Ho, Wo, 1, K', Wg) int64
+                (:func:`side_words_buffer`), filled in place with
+                ``side_conv``'s words of the output (in the epilogue on the
+                integer kernel; packed from the float output after the
+                popcount kernel, which needs ``float_out``).
 
         Returns:
             tuple[Tensor, Tensor]: the float output (N, O, Ho, Wo),
@@ -328,6 +350,8 @@ class PackedMBBConv2d(nn.Module):
         """
         scale, bias = epilogue or (self.out_scale, self.out_bias)
         out_bits, out_inv, out_signed = _next_quantizer(next_conv)
+        side = () if side_conv is None else (
+            side_words, float(side_conv.inv_step), side_conv.signed)
         geometry = (self.in_channels, self.w_bits, self.a_bits, self.signed,
                     self.kernel_size, self.stride, self.padding,
                     self.dilation)
@@ -337,13 +361,21 @@ class PackedMBBConv2d(nn.Module):
             return ops.mbb_conv2d_int8_words(
                 act_words, self.weight_words, w8, wsum, scale, bias,
                 *geometry, residual, act_min, act_max, float_out, out_bits,
-                out_inv, out_signed)
+                out_inv, out_signed, False, *side)
         lanes = self._lane_weight() if self.groups == 1 else None
-        return ops.mbb_conv2d_words(act_words, self.weight_words,
-                                    scale, bias, *geometry,
-                                    self.groups, residual, act_min, act_max,
-                                    float_out, out_bits, out_inv, out_signed,
-                                    lanes)
+        out = ops.mbb_conv2d_words(act_words, self.weight_words, scale, bias,
+                                   *geometry, self.groups, residual, act_min,
+                                   act_max, float_out, out_bits, out_inv,
+                                   out_signed, lanes)
+        if side_conv is not None:
+            if not float_out:
+                raise ValueError('run_words: side_words on the popcount '
+                                 'kernel needs float_out=True')
+            side_words.copy_(
+                ops.mbb_quantize_pack(out[0], side_conv.a_bits,
+                                      float(side_conv.inv_step),
+                                      side_conv.signed))
+        return out
 
     def run_float(self,
                   input: Tensor,

@@ -268,3 +268,79 @@ def test_encoded_stem_propagates_nan_through_the_layer_path():
         layerwise = model(x)
     for a, b in zip(flow, layerwise):
         assert torch.equal(a.isnan(), b.isnan())
+
+
+class ResNetFPN(nn.Module):
+    """A detector's feature extractor, as mmdet's ``extract_feat``."""
+
+    def __init__(self, start_level: int):
+        super().__init__()
+        from mmdet.models.necks import FPN
+        torch.manual_seed(start_level)
+        self.backbone = MBBResNet(depth=50, w_bits=2, a_bits=2,
+                                  base_channels=16)
+        self.neck = FPN(in_channels=[64, 128, 256, 512], out_channels=16,
+                        start_level=start_level, add_extra_convs='on_input',
+                        num_outs=5,
+                        conv_cfg=dict(type='MBBConv', w_bits=2, a_bits=2))
+
+    def forward(self, x):
+        return self.neck(self.backbone(x))
+
+
+@pytest.mark.parametrize('kernel', ['popcount', 'int8'])
+@pytest.mark.parametrize('start_level', [0, 1])
+def test_stage_outputs_carry_the_fpn_laterals_words(start_level, kernel,
+                                                    monkeypatch):
+    """A backbone stage's last conv also writes the words of the FPN
+    lateral conv that reads the stage's output (its own bits, step and
+    sign; in the epilogue on the integer kernel): the laterals pack
+    nothing, and the features equal the layer-by-layer ones bit for bit."""
+    from mmbinary.models.packing import int8_kernel_available
+    from mmbinary.models.packing.packed_layers import PackedMBBConv2d
+    if kernel == 'int8' and not int8_kernel_available():
+        pytest.skip('no integer kernel on this CPU or build')
+    model = ResNetFPN(start_level)
+    model.train()
+    with torch.no_grad():
+        model(torch.randn(2, 3, 64, 64))
+    model.eval()
+    convert_to_packed(model)
+    for module in model.modules():
+        if isinstance(module, PackedMBBConv2d):
+            module.set_kernel(kernel if module.int8_unsupported() is None
+                              else 'popcount')
+    enable_packed_flow(model)
+    stages = [model.backbone.layer1, model.backbone.layer2,
+              model.backbone.layer3, model.backbone.layer4]
+    laterals = model.neck.lateral_convs
+    for i, lateral in enumerate(laterals):
+        assert stages[i + start_level][-1].__dict__[
+            '_mmbinary_side_unit'] is lateral
+    x = torch.randn(1, 3, 40, 56)
+    with torch.no_grad():
+        outs = model.backbone(x)
+        for i, lateral in enumerate(laterals):
+            out = outs[i + start_level]
+            side = out._mmbinary_side_words
+            conv = lateral.conv
+            assert side[0] is lateral
+            assert torch.equal(
+                side[2],
+                torch.ops.mmbinary.mbb_quantize_pack(
+                    out, conv.a_bits, float(conv.inv_step), conv.signed))
+        packed_floats = []
+        real = PackedMBBConv2d.run_float
+        monkeypatch.setattr(
+            PackedMBBConv2d, 'run_float',
+            lambda self, *args, **kwargs: packed_floats.append(self) or
+            real(self, *args, **kwargs))
+        flow = model(x)
+        assert not any(conv in packed_floats
+                       for conv in (lateral.conv for lateral in laterals))
+        disable_packed_flow(model)
+        assert all('_mmbinary_side_unit' not in stage[-1].__dict__
+                   for stage in stages)
+        layerwise = model(x)
+    for a, b in zip(flow, layerwise):
+        assert torch.equal(a, b)

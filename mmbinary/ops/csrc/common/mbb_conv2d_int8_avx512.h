@@ -135,6 +135,13 @@ struct MBBInt8Args {
   int64_t out_K, out_Wg;
   float out_inv_step;
   bool out_signed;
+  // A second consumer's words of the same output (another quantizer: an
+  // FPN lateral conv reading a backbone stage's output), laid out as
+  // out_words with side_K bit planes, or null
+  uint16_t* side_words = nullptr;
+  int64_t side_K = 0;
+  float side_inv_step = 1.f;
+  bool side_signed = false;
   int64_t o_blocks;           // blocks of 16 output channels per work item
   // Row-local levels (1x1, stride-1 convs without padding): `levels` is
   // one input row of the calling thread's, (W, 64 * Wg), filled just
@@ -498,6 +505,13 @@ void epilogue_rows(const MBBInt8Args& a, int64_t n, int64_t y, int64_t x0,
   const bool stream_out = a.stream_out, out_signed = a.out_signed;
   uint16_t* const out_words = a.out_words;
   const int64_t out_K = a.out_K;
+  uint16_t* const side_words = a.side_words;
+  const int64_t side_K = a.side_K;
+  const bool side_signed = a.side_signed;
+  const __m512 side_top =
+      _mm512_set1_ps(static_cast<float>((1 << a.side_K) - 1));
+  const __m512 side_inv_step = _mm512_set1_ps(a.side_inv_step);
+  const int64_t side_stride = mbb_num_words(s.O) * 4;
   for (int64_t p = 0; p < count; ++p) {
     const int64_t at = first + p * s.O;
     __m512i acc = _mm512_load_si512(rows + p * kMBBInt8Lanes);
@@ -533,6 +547,20 @@ void epilogue_rows(const MBBInt8Args& a, int64_t n, int64_t y, int64_t x0,
                       (first_pixel + p) * out_K * word_stride + oc / 16;
       for (int64_t k = 0; k < out_K; ++k)
         dst[k * word_stride] = static_cast<uint16_t>(
+            _mm512_mask_test_epi32_mask(lanes, q, _mm512_set1_epi32(1 << k)));
+    }
+    if (side_words != nullptr) {  // the same with the side quantizer
+      __m512 level = _mm512_mul_ps(value, side_inv_step);
+      if (side_signed)
+        level = _mm512_mul_ps(_mm512_add_ps(level, side_top),
+                              _mm512_set1_ps(0.5f));
+      level =
+          _mm512_min_ps(_mm512_max_ps(level, _mm512_setzero_ps()), side_top);
+      const __m512i q = _mm512_cvtps_epi32(level);
+      uint16_t* dst = side_words +
+                      (first_pixel + p) * side_K * side_stride + oc / 16;
+      for (int64_t k = 0; k < side_K; ++k)
+        dst[k * side_stride] = static_cast<uint16_t>(
             _mm512_mask_test_epi32_mask(lanes, q, _mm512_set1_epi32(1 << k)));
     }
   }

@@ -356,7 +356,9 @@ std::tuple<at::Tensor, at::Tensor> run_int8(
     double act_max, bool float_out, int64_t out_a_bits, double out_inv_step,
     bool out_signed, bool accumulate_only,
     const MaxPoolShape* pool = nullptr,
-    const DepthwiseCall* depthwise = nullptr) {
+    const DepthwiseCall* depthwise = nullptr,
+    const c10::optional<at::Tensor>& side_words = c10::nullopt,
+    double side_inv_step = 1.0, bool side_signed = false) {
   MMBINARY_CHECK_CPU(weight_int8);
   MMBINARY_CHECK_CPU(weight_sums);
   check_int8(s);
@@ -543,6 +545,25 @@ std::tuple<at::Tensor, at::Tensor> run_int8(
                     opts.dtype(at::kInt).memory_format(cl));
     a.out_acc = out.data_ptr<int32_t>();
   } else {
+    if (side_words.has_value()) {
+      const at::Tensor& side = *side_words;
+      const int64_t side_K = side.dim() == 6 ? side.size(4) : 0;
+      TORCH_CHECK(side.scalar_type() == at::kLong && side.is_contiguous() &&
+                      side_K >= 1 && side_K <= kMBBMaxBits &&
+                      side.sizes() ==
+                          at::IntArrayRef({s.N, s.Ho, s.Wo, 1, side_K,
+                                           mbb_num_words(s.O)}),
+                  "side_words must be a contiguous int64 (N, Ho, Wo, 1, "
+                  "side_a_bits, ceil(O / 64)) = (", s.N, ", ", s.Ho, ", ",
+                  s.Wo, ", 1, 1..8, ", mbb_num_words(s.O), ") tensor, got ",
+                  side.scalar_type(), " ", side.sizes());
+      // the epilogue writes the 16-bit quarters up to O16 only
+      if (O16 < mbb_num_words(s.O) * kMBBWordBits) side.zero_();
+      a.side_words = reinterpret_cast<uint16_t*>(side.data_ptr<int64_t>());
+      a.side_K = side_K;
+      a.side_inv_step = mbb_check_inv_step(side_inv_step);
+      a.side_signed = side_signed;
+    }
     if (float_out) {
       out = at::empty({s.N, s.O, s.Ho, s.Wo}, float_options.memory_format(cl));
       a.out = out.data_ptr<float>();
@@ -624,6 +645,10 @@ std::tuple<at::Tensor, at::Tensor> run_int8(
 // float32 (N, O, Ho, Wo) output (channels-last; float_out) and/or the next
 // layer's (N, Ho, Wo, 1, out_a_bits, ceil(O / 64)) words; with
 // accumulate_only the int32 accumulators instead of the float output.
+// side_words (optional, written in place): a second consumer's words of
+// the same output, (N, Ho, Wo, 1, side_a_bits, ceil(O / 64)) int64,
+// quantized with side_inv_step / side_signed (what mbb_quantize_pack of the
+// float output gives), in the same pass.
 std::tuple<at::Tensor, at::Tensor> mbb_conv2d_int8_words_cpu(
     const at::Tensor& act_words, const at::Tensor& weight_words,
     const at::Tensor& weight_int8, const at::Tensor& weight_sums,
@@ -633,15 +658,22 @@ std::tuple<at::Tensor, at::Tensor> mbb_conv2d_int8_words_cpu(
     at::IntArrayRef padding, at::IntArrayRef dilation,
     const c10::optional<at::Tensor>& residual, double act_min,
     double act_max, bool float_out, int64_t out_a_bits, double out_inv_step,
-    bool out_signed, bool accumulate_only) {
+    bool out_signed, bool accumulate_only,
+    const c10::optional<at::Tensor>& side_words, double side_inv_step,
+    bool side_signed) {
   const MBBConvShape s = mbb_cpu_conv2d_check(
       act_words, true, weight_words, out_scale, out_bias, in_channels, w_bits,
       a_bits, is_signed, kernel_size, stride, padding, dilation, 1);
+  TORCH_CHECK(!side_words.has_value() || !accumulate_only,
+              "mbb_conv2d_int8_words: side_words needs the epilogue "
+              "(accumulate_only=False)");
+  if (side_words.has_value()) MMBINARY_CHECK_CPU((*side_words));
   const LevelFill fill = words_fill(act_words);
   return run_int8(s, s, act_words, fill, kPhasePrepass, false, weight_int8,
                   weight_sums, out_scale, out_bias, residual, act_min,
                   act_max, float_out, out_a_bits, out_inv_step, out_signed,
-                  accumulate_only);
+                  accumulate_only, nullptr, nullptr, side_words,
+                  side_inv_step, side_signed);
 }
 
 // An inverted-residual block's expand and depthwise convs in one pass:
@@ -913,7 +945,8 @@ TORCH_LIBRARY_FRAGMENT(mmbinary, m) {
       "bool is_signed, int[2] kernel_size, int[2] stride, int[2] padding, "
       "int[2] dilation, Tensor? residual, float act_min, float act_max, "
       "bool float_out, int out_a_bits, float out_inv_step, bool out_signed, "
-      "bool accumulate_only=False) -> (Tensor, Tensor)",
+      "bool accumulate_only=False, Tensor(a!)? side_words=None, "
+      "float side_inv_step=1., bool side_signed=False) -> (Tensor, Tensor)",
       {at::Tag::pt2_compliant_tag});
   // Its 1x1 conv and the depthwise conv after it in one pass (MobileNetV2).
   m.def(
