@@ -934,7 +934,9 @@ def _lateral_links(model: nn.Module) -> List[Tuple[nn.Module, nn.Module]]:
     for module in model.modules():
         backbone = getattr(module, 'backbone', None)
         neck = getattr(module, 'neck', None)
-        if backbone is None or type(neck).forward is not FPN.forward or \
+        if not isinstance(backbone, nn.Module) or \
+                not isinstance(neck, nn.Module) or \
+                type(neck).forward is not FPN.forward or \
                 _stock_forward_stages(backbone) != 'res_layers':
             continue
         stages = [getattr(backbone, name) for name in backbone.res_layers]
