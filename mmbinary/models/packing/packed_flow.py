@@ -915,20 +915,29 @@ def enable_packed_flow(model: nn.Module,
             _link(_edge_unit(stage, last=True),
                   _edge_unit(following, last=False))
     # ... and a detector's FPN lateral convs theirs, from the stages they
-    # read.
-    for producer, lateral in _lateral_links(model):
-        if _block_convs(producer) is not None and \
-                _flow_unit(lateral) is not None:
+    # read (and an extra level's conv on the last input, RetinaNet's P6,
+    # where that stage's last block has no next block).
+    for producer, lateral, extra in _fpn_links(model):
+        if _block_convs(producer) is None:
+            continue
+        if _flow_unit(lateral) is not None:
             producer.__dict__[_SIDE_UNIT] = lateral
+        if extra is not None and \
+                '_mmbinary_next_block' not in producer.__dict__:
+            _link(producer, extra)
     return names
 
 
-def _lateral_links(model: nn.Module) -> List[Tuple[nn.Module, nn.Module]]:
-    """(stage's last block, FPN lateral ConvModule reading that stage's
-    output) of every module with a ``backbone`` (mmdet's ResNet, stock
-    forward) and a ``neck`` (mmdet's FPN, stock forward): lateral i reads
-    the backbone output ``i + start_level``, the output of stage
-    ``out_indices[i + start_level]``."""
+def _fpn_links(
+    model: nn.Module
+) -> List[Tuple[nn.Module, nn.Module, Optional[nn.Module]]]:
+    """(stage's last block, the FPN lateral ConvModule reading that stage's
+    output, the extra level's conv reading it too or None) of every module
+    with a ``backbone`` (mmdet's ResNet, stock forward) and a ``neck``
+    (mmdet's FPN, stock forward): lateral i reads the backbone output
+    ``i + start_level``, the output of stage ``out_indices[i +
+    start_level]``; with ``add_extra_convs='on_input'`` the first extra
+    conv reads the last of them."""
     from mmdet.models.necks import FPN
     links = []
     for module in model.modules():
@@ -941,12 +950,18 @@ def _lateral_links(model: nn.Module) -> List[Tuple[nn.Module, nn.Module]]:
             continue
         stages = [getattr(backbone, name) for name in backbone.res_layers]
         out_indices = list(backbone.out_indices)
-        for i, lateral in enumerate(neck.lateral_convs):
+        laterals = list(neck.lateral_convs)
+        extra = None
+        if neck.add_extra_convs == 'on_input' and \
+                len(neck.fpn_convs) > len(laterals):
+            extra = neck.fpn_convs[len(laterals)]
+        for i, lateral in enumerate(laterals):
             level = i + neck.start_level
-            if level < len(out_indices) and \
-                    out_indices[level] < len(stages):
-                links.append((_edge_unit(stages[out_indices[level]],
-                                         last=True), lateral))
+            if level >= len(out_indices) or out_indices[level] >= len(stages):
+                continue
+            last_input = level == neck.backbone_end_level - 1
+            links.append((_edge_unit(stages[out_indices[level]], last=True),
+                          lateral, extra if last_input else None))
     return links
 
 

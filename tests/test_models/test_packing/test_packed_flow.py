@@ -294,8 +294,10 @@ def test_stage_outputs_carry_the_fpn_laterals_words(start_level, kernel,
                                                     monkeypatch):
     """A backbone stage's last conv also writes the words of the FPN
     lateral conv that reads the stage's output (its own bits, step and
-    sign; in the epilogue on the integer kernel): the laterals pack
-    nothing, and the features equal the layer-by-layer ones bit for bit."""
+    sign; in the epilogue on the integer kernel), and the last stage's
+    those of the extra level's conv on it (RetinaNet's P6): the laterals
+    and that conv pack nothing, and the features equal the layer-by-layer
+    ones bit for bit."""
     from mmbinary.models.packing import int8_kernel_available
     from mmbinary.models.packing.packed_layers import PackedMBBConv2d
     if kernel == 'int8' and not int8_kernel_available():
@@ -317,6 +319,8 @@ def test_stage_outputs_carry_the_fpn_laterals_words(start_level, kernel,
     for i, lateral in enumerate(laterals):
         assert stages[i + start_level][-1].__dict__[
             '_mmbinary_side_unit'] is lateral
+    extra = model.neck.fpn_convs[len(laterals)]
+    assert stages[-1][-1].__dict__['_mmbinary_next_block'] is extra
     x = torch.randn(1, 3, 40, 56)
     with torch.no_grad():
         outs = model.backbone(x)
@@ -329,6 +333,13 @@ def test_stage_outputs_carry_the_fpn_laterals_words(start_level, kernel,
                 side[2],
                 torch.ops.mmbinary.mbb_quantize_pack(
                     out, conv.a_bits, float(conv.inv_step), conv.signed))
+        handed = outs[-1]._mmbinary_next_words
+        assert handed[0] is extra
+        assert torch.equal(
+            handed[2],
+            torch.ops.mmbinary.mbb_quantize_pack(
+                outs[-1], extra.conv.a_bits, float(extra.conv.inv_step),
+                extra.conv.signed))
         packed_floats = []
         real = PackedMBBConv2d.run_float
         monkeypatch.setattr(
@@ -336,8 +347,8 @@ def test_stage_outputs_carry_the_fpn_laterals_words(start_level, kernel,
             lambda self, *args, **kwargs: packed_floats.append(self) or
             real(self, *args, **kwargs))
         flow = model(x)
-        assert not any(conv in packed_floats
-                       for conv in (lateral.conv for lateral in laterals))
+        assert not any(module.conv in packed_floats
+                       for module in list(laterals) + [extra])
         disable_packed_flow(model)
         assert all('_mmbinary_side_unit' not in stage[-1].__dict__
                    for stage in stages)
