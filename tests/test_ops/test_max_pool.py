@@ -95,9 +95,11 @@ def _stem_cases(count: int):
 @pytest.mark.parametrize('threads', [1, 2])
 @pytest.mark.parametrize('case', list(_stem_cases(10)))
 def test_conv_with_fused_max_pool_equals_conv_then_pool(case, threads):
-    """mbb_conv2d_int8_im2col_max_pool pools the conv's rows as they come:
-    the values of mbb_conv2d_int8_im2col then max_pool2d, bit for bit, with
-    one or two threads (each thread computes the rows it needs)."""
+    """mbb_conv2d_int8_im2col_max_pool pools the conv's rows as they come
+    (their accumulators, then one epilogue per pooled output): the values
+    of mbb_conv2d_int8_im2col then max_pool2d, bit for bit, with positive,
+    negative and zero scales, with one or two threads (each thread
+    computes the rows it needs)."""
     from mmbinary.ops import pack_weight_codes
     c, o, k, s, p, m, a, signed, pk, ps, pp = case
     gen = torch.Generator().manual_seed(c * 31 + o)
@@ -112,6 +114,7 @@ def test_conv_with_fused_max_pool_equals_conv_then_pool(case, threads):
     w8 = ops.mbb_int8_prepare_weight(flat, k * k * c, m, [1, 1])[0]
     wsum = ops.mbb_int8_prepare_weight(words, c, m, [k, k])[1]
     scale, bias = torch.randn(o, generator=gen), torch.randn(o, generator=gen)
+    scale[::5] = 0.0  # the pool picks per channel by the scale's sign
     conv_args = (x, words, w8, wsum, scale, bias, c, m, a, 1.3, signed,
                  [k, k], [s, s], [p, p], [1, 1])
     previous = torch.get_num_threads()

@@ -35,6 +35,7 @@
 #include <functional>
 #include <vector>
 
+#include "max_pool_channels_last.h"
 #include "mbb_conv2d.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -125,8 +126,9 @@ struct MBBInt8Args {
   const float* bias;          // (O16,) zero padded
   int32_t* out_acc;           // (N, Ho, Wo, O) accumulators, or null
   float* out;                 // (N, Ho, Wo, O) float, or null
-  // Output pixel p's floats go to out + (p - out_pixel_shift) * O (a row
-  // written into a buffer of its own, the fused max pool's)
+  // Output pixel p's floats (or accumulators) go to out (out_acc) +
+  // (p - out_pixel_shift) * O (a row written into a buffer of its own, the
+  // fused max pool's)
   int64_t out_pixel_shift = 0;
   bool stream_out = false;    // as MBBLaneArgs::stream_out
   const float* residual;      // (N, Ho, Wo, O) added, or null
@@ -399,6 +401,59 @@ inline void pack_float_pixels(const float* x, int64_t pixels, int64_t C,
   }
 }
 
+// One row of the fused max pool (`pool`, dilation 1) from the conv rows'
+// exact accumulators (`rows[0 .. count)`, the window's valid conv rows in
+// order, (Wo, O) int32 each, the epilogue's corrected sums) into `dst`
+// (pool.Wo, O) floats: the epilogue clamp(float(acc) * scale + bias) of
+// each channel's window accumulator that gives the largest float, that is
+// the largest accumulator where scale > 0, the smallest where scale < 0,
+// the first where scale == 0 (the epilogue is monotone in acc: its
+// roundings and clamp never reverse an order). The same floats as pooling
+// the epilogue's outputs, with one epilogue per pooled output instead of
+// per conv output (the sign of a zero aside, where a product underflows
+// and the bias is -0).
+inline void pooled_epilogue_row(const MBBInt8Args& a, const MaxPoolShape& pool,
+                                const int32_t* const* rows, int64_t count,
+                                float* dst) {
+  const int64_t C = pool.C;
+  const bool clamp_low = a.act_min != -INFINITY;
+  const bool clamp_high = a.act_max != INFINITY;
+  const __m512 act_min = _mm512_set1_ps(a.act_min);
+  const __m512 act_max = _mm512_set1_ps(a.act_max);
+  for (int64_t x = 0; x < pool.Wo; ++x, dst += C) {
+    int64_t kx0, kx1;
+    max_pool_taps(x, pool.sw, pool.pw, pool.dw, pool.kw, pool.W, &kx0, &kx1);
+    const int64_t col0 = (x * pool.sw - pool.pw) * C;
+    for (int64_t c = 0; c < C; c += 16) {
+      const __mmask16 lanes =
+          C - c >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (C - c)) - 1u);
+      const __m512 scale = _mm512_loadu_ps(a.scale + c);
+      const __m512 bias = _mm512_loadu_ps(a.bias + c);
+      const __m512i first =
+          _mm512_maskz_loadu_epi32(lanes, rows[0] + col0 + kx0 * C + c);
+      __m512i high = first, low = first;
+      for (int64_t i = 0; i < count; ++i) {
+        for (int64_t kx = kx0; kx < kx1; ++kx) {
+          const __m512i v =
+              _mm512_maskz_loadu_epi32(lanes, rows[i] + col0 + kx * C + c);
+          high = _mm512_max_epi32(high, v);
+          low = _mm512_min_epi32(low, v);
+        }
+      }
+      const __m512 zero = _mm512_setzero_ps();
+      __m512i acc = _mm512_mask_mov_epi32(
+          first, _mm512_cmp_ps_mask(scale, zero, _CMP_GT_OQ), high);
+      acc = _mm512_mask_mov_epi32(
+          acc, _mm512_cmp_ps_mask(scale, zero, _CMP_LT_OQ), low);
+      __m512 value =
+          _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(acc), scale), bias);
+      if (clamp_low) value = _mm512_max_ps(value, act_min);
+      if (clamp_high) value = _mm512_min_ps(value, act_max);
+      _mm512_mask_storeu_ps(dst + c, lanes, value);
+    }
+  }
+}
+
 // The sum of the first `count` levels at `levels` (a pixel's channels).
 inline int32_t level_sum(const uint8_t* levels, int64_t count) {
   __m512i sums = _mm512_setzero_si512();  // eight u64 partial sums
@@ -484,7 +539,9 @@ void epilogue_rows(const MBBInt8Args& a, int64_t n, int64_t y, int64_t x0,
       __m512i acc = _mm512_load_si512(rows + p * kMBBInt8Lanes);
       if (patch) acc = whole_codes(acc, p);
       if (MODE & kEpiSigned) acc = signed_acc(acc, x0 + p);
-      _mm512_mask_storeu_epi32(a.out_acc + first + p * s.O, lanes, acc);
+      _mm512_mask_storeu_epi32(
+          a.out_acc + (first - a.out_pixel_shift * s.O) + p * s.O, lanes,
+          acc);
     }
     return;
   }

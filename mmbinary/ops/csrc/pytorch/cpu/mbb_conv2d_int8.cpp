@@ -204,28 +204,33 @@ T* aligned_buffer(std::unique_ptr<T[]>* storage, int64_t count) {
 #ifdef MMBINARY_MBB_HAVE_INT8_AVX512
 // The fused max pool after the conv of `a` (float output, no residual, no
 // words): each thread computes the conv rows its pooled rows need, each
-// once, into a ring of pool.kh rows (row iy in slot iy % kh: a pooled
-// row's rows are consecutive, pool.dh == 1), and pools them into `out`
-// (N, pool.Ho, pool.Wo, O) as max_pool2d would the conv's output. `chunks`:
-// the work items' output-channel chunks per row (see run_int8).
-// `row_fill` (null: the level image is filled): a row-local conv's fill
-// (MBBInt8Args::one_level_row), run into a row buffer of the thread's just
-// before each conv row. `words` (null: none): the pooled rows quantized
-// into the next layer's activation words as well (pack_float_pixels with
-// a.out_K, a.out_inv_step, a.out_signed). Returns whether that fill read a
-// NaN.
+// once, as exact accumulators (the epilogue's corrected sums) into a ring
+// of pool.kh rows (row iy in slot iy % kh: a pooled row's rows are
+// consecutive, pool.dh == 1), pools them and runs the epilogue on the
+// pooled accumulators only (mbb_int8_avx512::pooled_epilogue_row: the
+// floats max_pool2d gives on the conv's output), into `out` (N, pool.Ho,
+// pool.Wo, O). `chunks`: the work items' output-channel chunks per row (see
+// run_int8). `row_fill` (null: the level image is filled): a row-local
+// conv's fill (MBBInt8Args::one_level_row), run into a row buffer of the
+// thread's just before each conv row. `words` (null: none): the pooled
+// rows quantized into the next layer's activation words as well
+// (pack_float_pixels with a.out_K, a.out_inv_step, a.out_signed). Returns
+// whether that fill read a NaN.
 template <typename RunItems>
 bool pooled_rows(const MBBInt8Args& a, const MaxPoolShape& pool,
                  int64_t chunks, const RunItems& run_items, float* out,
                  const LevelFill* row_fill, uint16_t* words) {
   const MBBConvShape& s = a.s;
-  const int64_t row_floats = s.Wo * s.O;
+  const int64_t row_values = s.Wo * s.O;
   std::atomic<bool> nan{false};
   at::parallel_for(0, s.N * pool.Ho, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> ring(pool.kh * row_floats);
-    std::vector<const float*> rows(pool.kh);
+    std::unique_ptr<int32_t[]> ring_storage;
+    int32_t* ring = aligned_buffer(&ring_storage, pool.kh * row_values);
+    std::vector<const int32_t*> rows(pool.kh);
     MBBInt8Args t = a;
     t.stream_out = false;
+    t.out = nullptr;
+    t.out_words = nullptr;
     std::unique_ptr<uint8_t[]> level_storage;
     std::optional<MBBInt8RowFill> fill_row;
     if (row_fill != nullptr) {
@@ -247,7 +252,7 @@ bool pooled_rows(const MBBInt8Args& a, const MaxPoolShape& pool,
       const int64_t last = y * pool.sh - pool.ph + ky1;
       if (n != done_n) done_n = n, done_end = 0;
       for (int64_t iy = std::max(first, done_end); iy < last; ++iy) {
-        t.out = ring.data() + (iy % pool.kh) * row_floats;
+        t.out_acc = ring + (iy % pool.kh) * row_values;
         t.out_pixel_shift = (n * s.Ho + iy) * s.Wo;
         for (int64_t c = 0; c < chunks; ++c) {
           const int64_t item = (c * s.N + n) * s.Ho + iy;
@@ -256,15 +261,10 @@ bool pooled_rows(const MBBInt8Args& a, const MaxPoolShape& pool,
       }
       done_end = std::max(done_end, last);
       for (int64_t iy = first; iy < last; ++iy)
-        rows[iy - first] = ring.data() + (iy % pool.kh) * row_floats;
+        rows[iy - first] = ring + (iy % pool.kh) * row_values;
       float* dst = out + r * pool.Wo * pool.C;
-#ifdef MMBINARY_HAVE_MAX_POOL_AVX512
-      // the epilogue's lower clamp (max_ps) turns NaN into act_min
-      max_pool_avx512::pool_row(pool, rows.data(), last - first, dst,
-                                a.act_min != -INFINITY);
-#else
-      max_pool_row_portable(pool, rows.data(), last - first, dst);
-#endif
+      mbb_int8_avx512::pooled_epilogue_row(a, pool, rows.data(),
+                                           last - first, dst);
       if (words != nullptr)
         mbb_int8_avx512::pack_float_pixels(
             dst, pool.Wo, pool.C, a.out_K, a.out_inv_step, a.out_signed,
