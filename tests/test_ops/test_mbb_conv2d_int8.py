@@ -35,12 +35,12 @@ def _random_cases(count: int):
                rng.randint(1, 8), rng.random() < 0.5)
 
 
-@needs_vnni
-@pytest.mark.parametrize('case', CASES + list(_random_cases(12)))
-@pytest.mark.parametrize('residual', [False, True])
-def test_int8_kernel_equals_popcount_kernel(case, residual):
+def _words_layer(case, seed: int):
+    """A random layer of ``case`` on a 2 x C x 9 x 11 input: (activation
+    words, weight words, scale, bias, the ops' geometry arguments, gen);
+    skips the test where the geometry has no output."""
     c, o, k, s, p, d, m, a, signed = case
-    gen = torch.Generator().manual_seed(c * 1000 + o)
+    gen = torch.Generator().manual_seed(seed)
     h, w = 9, 11
     if (h + 2 * p - d * (k - 1) - 1) < 0 or (w + 2 * p - d * (k - 1) - 1) < 0:
         pytest.skip('no output for this geometry')
@@ -52,6 +52,17 @@ def test_int8_kernel_equals_popcount_kernel(case, residual):
     scale = torch.randn(o, generator=gen)
     bias = torch.randn(o, generator=gen)
     geometry = (c, m, a, signed, [k, k], [s, s], [p, p], [d, d])
+    return act, weight_words, scale, bias, geometry, gen
+
+
+@needs_vnni
+@pytest.mark.parametrize('case', CASES + list(_random_cases(12)))
+@pytest.mark.parametrize('residual', [False, True])
+def test_int8_kernel_equals_popcount_kernel(case, residual):
+    c, o, k, s, p, d, m, a, signed = case
+    h, w = 9, 11
+    act, weight_words, scale, bias, geometry, gen = _words_layer(
+        case, c * 1000 + o)
     out_h = (h + 2 * p - d * (k - 1) - 1) // s + 1
     out_w = (w + 2 * p - d * (k - 1) - 1) // s + 1
     res = (torch.randn(2, o, out_h, out_w, generator=gen).contiguous(
@@ -85,17 +96,8 @@ def test_side_words_equal_packing_the_float_output(case, next_words):
     the other outputs unchanged; a stale buffer is overwritten (channels
     past a 16-channel block zeroed)."""
     c, o, k, s, p, d, m, a, signed = case
-    gen = torch.Generator().manual_seed(c * 7 + o)
-    h, w = 9, 11
-    if (h + 2 * p - d * (k - 1) - 1) < 0 or (w + 2 * p - d * (k - 1) - 1) < 0:
-        pytest.skip('no output for this geometry')
-    x = torch.randn(2, c, h, w, generator=gen)
-    codes = (torch.randint(0, 2**m, (o, c, k, k), generator=gen) * 2 -
-             (2**m - 1)).int()
-    weight_words = pack_weight_codes(codes, m)
-    act = quantize_pack(x, a, 3.0, signed)
-    scale, bias = torch.randn(o, generator=gen), torch.randn(o, generator=gen)
-    geometry = (c, m, a, signed, [k, k], [s, s], [p, p], [d, d])
+    act, weight_words, scale, bias, geometry, _ = _words_layer(
+        case, c * 7 + o)
     ops = torch.ops.mmbinary
     w8, wsum = ops.mbb_int8_prepare_weight(weight_words, c, m, [k, k])
     next_bits = 3 if next_words else 0

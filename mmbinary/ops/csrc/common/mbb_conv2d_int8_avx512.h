@@ -370,6 +370,23 @@ inline void im2col_row(const MBBConvShape& s, const PatchPlan& plan,
   }
 }
 
+// The activation levels of 16 channels' floats `value` (as
+// mbb_quantize_level: the same operations, so mbb_quantize_pack's bits)
+// stored as one 16-bit quarter of a word per bit plane: plane k at
+// dst[k * plane_stride] (16-bit units). `top` = 2^K - 1.
+__attribute__((always_inline)) inline void store_level_bits(
+    __m512 value, __mmask16 lanes, __m512 inv_step, __m512 top,
+    bool is_signed, int64_t K, uint16_t* dst, int64_t plane_stride) {
+  __m512 level = _mm512_mul_ps(value, inv_step);
+  if (is_signed)
+    level = _mm512_mul_ps(_mm512_add_ps(level, top), _mm512_set1_ps(0.5f));
+  level = _mm512_min_ps(_mm512_max_ps(level, _mm512_setzero_ps()), top);
+  const __m512i q = _mm512_cvtps_epi32(level);
+  for (int64_t k = 0; k < K; ++k)
+    dst[k * plane_stride] = static_cast<uint16_t>(
+        _mm512_mask_test_epi32_mask(lanes, q, _mm512_set1_epi32(1 << k)));
+}
+
 // Quantizes `pixels` channels-last float pixels of C channels into the
 // next layer's activation words, as the epilogue does (mbb_quantize_level:
 // the same operations, so mbb_quantize_pack's bits): pixel p's bit plane k
@@ -382,21 +399,14 @@ inline void pack_float_pixels(const float* x, int64_t pixels, int64_t C,
   const int64_t word_stride = mbb_num_words(C) * 4;  // quarters a plane
   const __m512 inv = _mm512_set1_ps(inv_step);
   const __m512 top = _mm512_set1_ps(static_cast<float>((1 << K) - 1));
-  const __m512 half = _mm512_set1_ps(0.5f), zero = _mm512_setzero_ps();
   for (int64_t p = 0; p < pixels; ++p) {
     const float* pixel = x + p * C;
     uint16_t* dst = words + p * K * word_stride;
     for (int64_t c = 0; c < C; c += 16) {
       const __mmask16 lanes =
           C - c >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (C - c)) - 1u);
-      __m512 level = _mm512_mul_ps(_mm512_maskz_loadu_ps(lanes, pixel + c),
-                                   inv);
-      if (is_signed) level = _mm512_mul_ps(_mm512_add_ps(level, top), half);
-      level = _mm512_min_ps(_mm512_max_ps(level, zero), top);
-      const __m512i q = _mm512_cvtps_epi32(level);
-      for (int64_t k = 0; k < K; ++k)
-        dst[k * word_stride + c / 16] = static_cast<uint16_t>(
-            _mm512_mask_test_epi32_mask(lanes, q, _mm512_set1_epi32(1 << k)));
+      store_level_bits(_mm512_maskz_loadu_ps(lanes, pixel + c), lanes, inv,
+                       top, is_signed, K, dst + c / 16, word_stride);
     }
   }
 }
@@ -592,34 +602,17 @@ void epilogue_rows(const MBBInt8Args& a, int64_t n, int64_t y, int64_t x0,
       else
         _mm512_mask_storeu_ps(out + (at - out_shift), lanes, value);
     }
-    if (MODE & kEpiWordsOut) {
-      // The next layer's levels (as mbb_quantize_level), then their bits:
-      // the 16 channels are one 16-bit quarter of a word.
-      __m512 level = _mm512_mul_ps(value, inv_step);
-      if (out_signed)
-        level = _mm512_mul_ps(_mm512_add_ps(level, top), _mm512_set1_ps(0.5f));
-      level = _mm512_min_ps(_mm512_max_ps(level, _mm512_setzero_ps()), top);
-      const __m512i q = _mm512_cvtps_epi32(level);
-      uint16_t* dst = out_words +
-                      (first_pixel + p) * out_K * word_stride + oc / 16;
-      for (int64_t k = 0; k < out_K; ++k)
-        dst[k * word_stride] = static_cast<uint16_t>(
-            _mm512_mask_test_epi32_mask(lanes, q, _mm512_set1_epi32(1 << k)));
-    }
-    if (side_words != nullptr) {  // the same with the side quantizer
-      __m512 level = _mm512_mul_ps(value, side_inv_step);
-      if (side_signed)
-        level = _mm512_mul_ps(_mm512_add_ps(level, side_top),
-                              _mm512_set1_ps(0.5f));
-      level =
-          _mm512_min_ps(_mm512_max_ps(level, _mm512_setzero_ps()), side_top);
-      const __m512i q = _mm512_cvtps_epi32(level);
-      uint16_t* dst = side_words +
-                      (first_pixel + p) * side_K * side_stride + oc / 16;
-      for (int64_t k = 0; k < side_K; ++k)
-        dst[k * side_stride] = static_cast<uint16_t>(
-            _mm512_mask_test_epi32_mask(lanes, q, _mm512_set1_epi32(1 << k)));
-    }
+    if (MODE & kEpiWordsOut)  // the 16 channels: a 16-bit quarter
+      store_level_bits(value, lanes, inv_step, top, out_signed, out_K,
+                       out_words + (first_pixel + p) * out_K * word_stride +
+                           oc / 16,
+                       word_stride);
+    if (side_words != nullptr)  // the same with the side quantizer
+      store_level_bits(value, lanes, side_inv_step, side_top, side_signed,
+                       side_K,
+                       side_words + (first_pixel + p) * side_K * side_stride +
+                           oc / 16,
+                       side_stride);
   }
 }
 
