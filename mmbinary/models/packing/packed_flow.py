@@ -40,8 +40,11 @@ A ResNet's packed stem conv applies the ReLU after it in its epilogue and,
 on the integer im2col kernel, the max pool after that too (its rows pooled
 as they come, the stem's full output never written, and the pooled rows
 quantized into the first block's activation words as well); the ReLU and
-max-pool modules then pass the tensor on. Anything else keeps its own
-forward.
+max-pool modules then pass the tensor on. In a detector whose mmdet ResNet
+feeds an mmdet FPN, each stage's last conv also writes the words of the
+lateral conv that reads the stage's output (a second words output of its
+epilogue, ``side_words``), and the last stage's those of the extra conv on
+it (RetinaNet's P6). Anything else keeps its own forward.
 """
 import functools
 import math

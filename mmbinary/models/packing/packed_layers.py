@@ -348,6 +348,9 @@ class PackedMBBConv2d(nn.Module):
             channels-last (empty without ``float_out``), and
             ``next_conv``'s words (empty without it).
         """
+        if (side_conv is None) != (side_words is None):
+            raise ValueError('run_words: side_conv and side_words go '
+                             'together')
         scale, bias = epilogue or (self.out_scale, self.out_bias)
         out_bits, out_inv, out_signed = _next_quantizer(next_conv)
         side = () if side_conv is None else (
@@ -362,19 +365,17 @@ class PackedMBBConv2d(nn.Module):
                 act_words, self.weight_words, w8, wsum, scale, bias,
                 *geometry, residual, act_min, act_max, float_out, out_bits,
                 out_inv, out_signed, False, *side)
+        if side and not float_out:
+            raise ValueError('run_words: side_words on the popcount kernel '
+                             'need float_out=True')
         lanes = self._lane_weight() if self.groups == 1 else None
         out = ops.mbb_conv2d_words(act_words, self.weight_words, scale, bias,
                                    *geometry, self.groups, residual, act_min,
                                    act_max, float_out, out_bits, out_inv,
                                    out_signed, lanes)
-        if side_conv is not None:
-            if not float_out:
-                raise ValueError('run_words: side_words on the popcount '
-                                 'kernel needs float_out=True')
+        if side:  # packed from the float output
             side_words.copy_(
-                ops.mbb_quantize_pack(out[0], side_conv.a_bits,
-                                      float(side_conv.inv_step),
-                                      side_conv.signed))
+                ops.mbb_quantize_pack(out[0], side_conv.a_bits, *side[1:]))
         return out
 
     def run_float(self,

@@ -355,3 +355,31 @@ def test_stage_outputs_carry_the_fpn_laterals_words(start_level, kernel,
         layerwise = model(x)
     for a, b in zip(flow, layerwise):
         assert torch.equal(a, b)
+
+
+def test_side_words_arguments_are_checked():
+    from mmbinary.models.packing.packed_layers import side_words_buffer
+    model = ResNetFPN(1)
+    model.train()
+    with torch.no_grad():
+        model(torch.randn(1, 3, 32, 32))
+    model.eval()
+    convert_to_packed(model)
+    conv3 = model.backbone.layer2[-1].conv3
+    lateral = model.neck.lateral_convs[0].conv
+    words = torch.ops.mmbinary.mbb_quantize_pack(
+        torch.rand(1, conv3.in_channels, 5, 6), conv3.a_bits,
+        float(conv3.inv_step), conv3.signed)
+    with pytest.raises(ValueError, match='go together'):
+        conv3.run_words(words, side_conv=lateral)
+    conv3.set_kernel('popcount')
+    side = side_words_buffer((1, conv3.out_channels, 5, 6), lateral)
+    with pytest.raises(ValueError, match='float_out=True'):
+        conv3.run_words(words, float_out=False, next_conv=lateral,
+                        side_conv=lateral, side_words=side)
+    out, _ = conv3.run_words(words, side_conv=lateral, side_words=side)
+    assert torch.equal(
+        side,
+        torch.ops.mmbinary.mbb_quantize_pack(out, lateral.a_bits,
+                                             float(lateral.inv_step),
+                                             lateral.signed))
