@@ -33,6 +33,7 @@
 #include <algorithm>
 #include <cmath>
 #include <functional>
+#include <utility>
 #include <vector>
 
 #include "max_pool_channels_last.h"
@@ -484,7 +485,8 @@ enum MBBInt8Epilogue : int {
   kEpiAccOut = 2,    // the int32 accumulators only
   kEpiResidual = 4,  // + residual
   kEpiFloatOut = 8,  // the float output
-  kEpiWordsOut = 16  // the next layer's words
+  kEpiWordsOut = 16,  // the next layer's words
+  kEpiSideWords = 32  // a second consumer's words (MBBInt8Args::side_words)
 };
 
 // The epilogue of output pixels (n, y, x0 .. x0 + count - 1) x output
@@ -607,7 +609,7 @@ void epilogue_rows(const MBBInt8Args& a, int64_t n, int64_t y, int64_t x0,
                        out_words + (first_pixel + p) * out_K * word_stride +
                            oc / 16,
                        word_stride);
-    if (side_words != nullptr)  // the same with the side quantizer
+    if (MODE & kEpiSideWords)  // the same with the side quantizer
       store_level_bits(value, lanes, side_inv_step, side_top, side_signed,
                        side_K,
                        side_words + (first_pixel + p) * side_K * side_stride +
@@ -620,21 +622,33 @@ using MBBInt8EpilogueFn = void (*)(const MBBInt8Args&, int64_t, int64_t,
                                    int64_t, int64_t, int64_t,
                                    const int32_t*);
 
+// The epilogue mode of index bits (residual, float out, words out, side
+// words) = bits (0, 1, 2, 3).
+template <int SIGNED, int INDEX>
+constexpr int epilogue_mode() {
+  return SIGNED | ((INDEX & 1) ? kEpiResidual : 0) |
+         ((INDEX & 2) ? kEpiFloatOut : 0) | ((INDEX & 4) ? kEpiWordsOut : 0) |
+         ((INDEX & 8) ? kEpiSideWords : 0);
+}
+
+template <int SIGNED, int... INDEX>
+MBBInt8EpilogueFn epilogue_of_index(int index,
+                                    std::integer_sequence<int, INDEX...>) {
+  static constexpr MBBInt8EpilogueFn kTable[] = {
+      &epilogue_rows<epilogue_mode<SIGNED, INDEX>()>...};
+  return kTable[index];
+}
+
 // The epilogue_rows instance of a call's mode.
 template <int SIGNED>
 MBBInt8EpilogueFn pick_epilogue_signed(const MBBInt8Args& a) {
   if (a.out_acc != nullptr) return &epilogue_rows<SIGNED | kEpiAccOut>;
-  const bool res = a.residual != nullptr, fl = a.out != nullptr;
-  const bool words = a.out_words != nullptr;
-  constexpr int R = kEpiResidual, F = kEpiFloatOut, W = kEpiWordsOut;
-  if (res && fl && words) return &epilogue_rows<SIGNED | R | F | W>;
-  if (res && fl) return &epilogue_rows<SIGNED | R | F>;
-  if (res && words) return &epilogue_rows<SIGNED | R | W>;
-  if (res) return &epilogue_rows<SIGNED | R>;
-  if (fl && words) return &epilogue_rows<SIGNED | F | W>;
-  if (fl) return &epilogue_rows<SIGNED | F>;
-  if (words) return &epilogue_rows<SIGNED | W>;
-  return &epilogue_rows<SIGNED>;
+  const int index = (a.residual != nullptr ? 1 : 0) |
+                    (a.out != nullptr ? 2 : 0) |
+                    (a.out_words != nullptr ? 4 : 0) |
+                    (a.side_words != nullptr ? 8 : 0);
+  return epilogue_of_index<SIGNED>(index,
+                                   std::make_integer_sequence<int, 16>());
 }
 
 inline MBBInt8EpilogueFn pick_epilogue(const MBBInt8Args& a) {
