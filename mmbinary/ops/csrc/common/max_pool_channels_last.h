@@ -97,12 +97,9 @@ namespace mmbinary {
 namespace max_pool_avx512 {
 
 // Up to 8 vectors (128 channels from c) of output pixel x, in registers,
-// from the valid input rows `rows[0 .. count)`. NAN_FREE: the caller knows
-// the input holds no NaN (a clamped conv output), so the running maximum is
-// a plain max (the same value: the earlier of equal values is kept either
-// way) instead of the NaN-propagating compare and select, whose mask
-// dependency chain is three times longer.
-template <int V, bool NAN_FREE>
+// from the valid input rows `rows[0 .. count)`, with torch's rule: a value
+// replaces the running maximum where greater or NaN.
+template <int V>
 inline void pixel_channels(const MaxPoolShape& s, const float* const* rows,
                            int64_t count, float* dst, int64_t x, int64_t kx0,
                            int64_t kx1, int64_t c, __mmask16 last) {
@@ -115,11 +112,6 @@ inline void pixel_channels(const MaxPoolShape& s, const float* const* rows,
       for (int v = 0; v < V; ++v) {
         const __mmask16 lanes = v == V - 1 ? last : __mmask16(0xFFFF);
         const __m512 value = _mm512_maskz_loadu_ps(lanes, src + 16 * v);
-        if (NAN_FREE) {
-          // max_ps returns its second operand when they are equal
-          m[v] = _mm512_max_ps(value, m[v]);
-          continue;
-        }
         const __mmask16 take =
             _mm512_cmp_ps_mask(value, m[v], _CMP_GT_OQ) |
             _mm512_cmp_ps_mask(value, value, _CMP_UNORD_Q);
@@ -133,22 +125,15 @@ inline void pixel_channels(const MaxPoolShape& s, const float* const* rows,
 }
 
 // One output row of the pool from its `count` valid input rows, as
-// max_pool_row_portable; `nan_free`: the rows hold no NaN (see
-// pixel_channels).
+// max_pool_row_portable.
 inline void pool_row(const MaxPoolShape& s, const float* const* rows,
-                     int64_t count, float* dst, bool nan_free = false) {
+                     int64_t count, float* dst) {
   using Fn = void (*)(const MaxPoolShape&, const float* const*, int64_t,
                       float*, int64_t, int64_t, int64_t, int64_t, __mmask16);
-  static constexpr Fn kPasses[2][8] = {
-      {&pixel_channels<1, false>, &pixel_channels<2, false>,
-       &pixel_channels<3, false>, &pixel_channels<4, false>,
-       &pixel_channels<5, false>, &pixel_channels<6, false>,
-       &pixel_channels<7, false>, &pixel_channels<8, false>},
-      {&pixel_channels<1, true>, &pixel_channels<2, true>,
-       &pixel_channels<3, true>, &pixel_channels<4, true>,
-       &pixel_channels<5, true>, &pixel_channels<6, true>,
-       &pixel_channels<7, true>, &pixel_channels<8, true>}};
-  const Fn* passes = kPasses[nan_free ? 1 : 0];
+  static constexpr Fn kPasses[8] = {
+      &pixel_channels<1>, &pixel_channels<2>, &pixel_channels<3>,
+      &pixel_channels<4>, &pixel_channels<5>, &pixel_channels<6>,
+      &pixel_channels<7>, &pixel_channels<8>};
   const int64_t vectors = (s.C + 15) / 16;
   const int64_t tail = s.C - 16 * (vectors - 1);
   const __mmask16 last = tail == 16 ? __mmask16(0xFFFF)
@@ -158,7 +143,7 @@ inline void pool_row(const MaxPoolShape& s, const float* const* rows,
     max_pool_taps(x, s.sw, s.pw, s.dw, s.kw, s.W, &kx0, &kx1);
     for (int64_t v = 0; v < vectors; v += 8) {
       const int64_t n = std::min<int64_t>(8, vectors - v);
-      passes[n - 1](s, rows, count, dst, x, kx0, kx1, 16 * v,
+      kPasses[n - 1](s, rows, count, dst, x, kx0, kx1, 16 * v,
                      v + n == vectors ? last : __mmask16(0xFFFF));
     }
   }

@@ -347,6 +347,9 @@ LevelFill words_fill(const at::Tensor& act_words) {
 // sums: `s` itself, or, where the kernel's taps are folded into the
 // channels (the im2col path: `s` a 1x1 conv over the patches), the
 // original conv's. `fill_writes_sums`: whether `fill` writes a.fill_sums.
+// `pool`, `depthwise`: the fused max pool or depthwise conv after it;
+// `side_words`: a second consumer's words of the output (see
+// mbb_conv2d_int8_words_cpu), written in place.
 std::tuple<at::Tensor, at::Tensor> run_int8(
     const MBBConvShape& s, const MBBConvShape& taps, const at::Tensor& like,
     const LevelFill& fill, MBBPhase fill_phase, bool fill_writes_sums,
